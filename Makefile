@@ -1,0 +1,57 @@
+# Grainery developer commands. `make demo` and `make test` are the two a new
+# user runs; each creates .venv and installs what it needs on first use.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+RUNTIME_STAMP := $(VENV)/.runtime-installed
+DEV_STAMP     := $(VENV)/.dev-installed
+BENCH_STAMP   := $(VENV)/.bench-installed
+
+.PHONY: demo test lint proto proto-check bench bench-quick clean node-deps
+
+$(BIN)/python:
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "Python >= 3.10 required"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(RUNTIME_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(DEV_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(RUNTIME_STAMP) $@
+
+$(BENCH_STAMP): pyproject.toml | $(DEV_STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $@
+
+demo: $(RUNTIME_STAMP)
+	$(BIN)/python examples/demo.py
+
+node-deps:
+	@if command -v npm >/dev/null 2>&1 && [ -f tests/node/package.json ]; then \
+	  cd tests/node && npm install --silent --no-audit --no-fund; \
+	else echo "npm not found: the Node.js client test will be skipped"; fi
+
+proto: $(DEV_STAMP)
+	$(BIN)/python protos/generate.py
+
+proto-check: $(DEV_STAMP)
+	$(BIN)/python protos/generate.py --check
+
+lint: $(DEV_STAMP)
+	$(BIN)/ruff check silo client tests examples bench protos
+	$(BIN)/mypy
+
+test: $(DEV_STAMP) node-deps proto-check lint
+	$(BIN)/python -m pytest -q
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m bench.run
+
+bench-quick: $(BENCH_STAMP)
+	$(BIN)/python -m bench.run --quick
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

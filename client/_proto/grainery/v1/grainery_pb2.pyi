@@ -1,0 +1,107 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class InvokeRequest(_message.Message):
+    __slots__ = ("grain_type", "grain_key", "method", "args_json", "hops")
+    GRAIN_TYPE_FIELD_NUMBER: _ClassVar[int]
+    GRAIN_KEY_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    ARGS_JSON_FIELD_NUMBER: _ClassVar[int]
+    HOPS_FIELD_NUMBER: _ClassVar[int]
+    grain_type: str
+    grain_key: str
+    method: str
+    args_json: str
+    hops: int
+    def __init__(self, grain_type: _Optional[str] = ..., grain_key: _Optional[str] = ..., method: _Optional[str] = ..., args_json: _Optional[str] = ..., hops: _Optional[int] = ...) -> None: ...
+
+class InvokeResponse(_message.Message):
+    __slots__ = ("result_json", "silo_id", "address", "membership_version")
+    RESULT_JSON_FIELD_NUMBER: _ClassVar[int]
+    SILO_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    MEMBERSHIP_VERSION_FIELD_NUMBER: _ClassVar[int]
+    result_json: str
+    silo_id: str
+    address: str
+    membership_version: int
+    def __init__(self, result_json: _Optional[str] = ..., silo_id: _Optional[str] = ..., address: _Optional[str] = ..., membership_version: _Optional[int] = ...) -> None: ...
+
+class LocateRequest(_message.Message):
+    __slots__ = ("grain_type", "grain_key")
+    GRAIN_TYPE_FIELD_NUMBER: _ClassVar[int]
+    GRAIN_KEY_FIELD_NUMBER: _ClassVar[int]
+    grain_type: str
+    grain_key: str
+    def __init__(self, grain_type: _Optional[str] = ..., grain_key: _Optional[str] = ...) -> None: ...
+
+class LocateResponse(_message.Message):
+    __slots__ = ("silo_id", "address", "active")
+    SILO_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    silo_id: str
+    address: str
+    active: bool
+    def __init__(self, silo_id: _Optional[str] = ..., address: _Optional[str] = ..., active: bool = ...) -> None: ...
+
+class MembersRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Member(_message.Message):
+    __slots__ = ("silo_id", "address", "state", "started_at", "incarnation")
+    SILO_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    silo_id: str
+    address: str
+    state: str
+    started_at: float
+    incarnation: str
+    def __init__(self, silo_id: _Optional[str] = ..., address: _Optional[str] = ..., state: _Optional[str] = ..., started_at: _Optional[float] = ..., incarnation: _Optional[str] = ...) -> None: ...
+
+class MembersResponse(_message.Message):
+    __slots__ = ("members", "version", "cluster")
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    members: _containers.RepeatedCompositeFieldContainer[Member]
+    version: int
+    cluster: str
+    def __init__(self, members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ..., version: _Optional[int] = ..., cluster: _Optional[str] = ...) -> None: ...
+
+class SiloStatsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class TypeCount(_message.Message):
+    __slots__ = ("grain_type", "activations")
+    GRAIN_TYPE_FIELD_NUMBER: _ClassVar[int]
+    ACTIVATIONS_FIELD_NUMBER: _ClassVar[int]
+    grain_type: str
+    activations: int
+    def __init__(self, grain_type: _Optional[str] = ..., activations: _Optional[int] = ...) -> None: ...
+
+class SiloStatsResponse(_message.Message):
+    __slots__ = ("silo_id", "address", "state", "activations", "calls_in_flight", "membership_version")
+    SILO_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    ACTIVATIONS_FIELD_NUMBER: _ClassVar[int]
+    CALLS_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    MEMBERSHIP_VERSION_FIELD_NUMBER: _ClassVar[int]
+    silo_id: str
+    address: str
+    state: str
+    activations: _containers.RepeatedCompositeFieldContainer[TypeCount]
+    calls_in_flight: int
+    membership_version: int
+    def __init__(self, silo_id: _Optional[str] = ..., address: _Optional[str] = ..., state: _Optional[str] = ..., activations: _Optional[_Iterable[_Union[TypeCount, _Mapping]]] = ..., calls_in_flight: _Optional[int] = ..., membership_version: _Optional[int] = ...) -> None: ...

@@ -1,0 +1,117 @@
+"""gRPC channels to silos: one per address, with the cluster's security settings.
+
+One place decides channel options (message-size bounds, keepalive) and
+credentials (TLS, mutual TLS, bearer token), so the Python client, the CLI and
+silo-to-silo calls all connect the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from client._proto.grainery.v1 import grainery_pb2_grpc as pb_grpc
+
+DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+TOKEN_METADATA_KEY = "authorization"
+
+
+@dataclass(frozen=True)
+class ClientSecurity:
+    """How to reach silos: plaintext, TLS (optionally with a client certificate), a token."""
+
+    ca_cert: bytes | None = None
+    client_cert: bytes | None = None
+    client_key: bytes | None = None
+    token: str | None = None
+    server_name_override: str | None = None
+
+    @property
+    def tls(self) -> bool:
+        return self.ca_cert is not None
+
+    @classmethod
+    def from_files(
+        cls,
+        ca_file: str | None = None,
+        cert_file: str | None = None,
+        key_file: str | None = None,
+        token: str | None = None,
+        server_name_override: str | None = None,
+    ) -> ClientSecurity:
+        def read(path: str | None) -> bytes | None:
+            return Path(path).read_bytes() if path else None
+
+        return cls(read(ca_file), read(cert_file), read(key_file), token, server_name_override)
+
+    def call_metadata(self) -> tuple[tuple[str, str], ...]:
+        return ((TOKEN_METADATA_KEY, f"Bearer {self.token}"),) if self.token else ()
+
+
+def channel_options(max_message_bytes: int, security: ClientSecurity) -> list[tuple[str, object]]:
+    options: list[tuple[str, object]] = [
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        # Fail fast on a dead silo instead of backing off for up to two minutes.
+        ("grpc.initial_reconnect_backoff_ms", 200),
+        ("grpc.max_reconnect_backoff_ms", 2_000),
+    ]
+    if security.server_name_override:
+        options.append(("grpc.ssl_target_name_override", security.server_name_override))
+    return options
+
+
+def open_channel(
+    address: str,
+    security: ClientSecurity,
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+) -> grpc.aio.Channel:
+    options = channel_options(max_message_bytes, security)
+    if not security.tls:
+        return grpc.aio.insecure_channel(address, options=options)
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=security.ca_cert,
+        private_key=security.client_key,
+        certificate_chain=security.client_cert,
+    )
+    return grpc.aio.secure_channel(address, credentials, options=options)
+
+
+class SiloStubs:
+    """The stubs of one silo connection."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self.channel = channel
+        self.gateway = pb_grpc.GatewayStub(channel)
+        self.directory = pb_grpc.DirectoryStub(channel)
+        self.management = pb_grpc.ManagementStub(channel)
+
+
+class ChannelPool:
+    """Lazily opened channels keyed by address; closed together."""
+
+    def __init__(self, security: ClientSecurity, max_message_bytes: int) -> None:
+        self.security = security
+        self.max_message_bytes = max_message_bytes
+        self._stubs: dict[str, SiloStubs] = {}
+
+    def get(self, address: str) -> SiloStubs:
+        stubs = self._stubs.get(address)
+        if stubs is None:
+            channel = open_channel(address, self.security, self.max_message_bytes)
+            stubs = self._stubs[address] = SiloStubs(channel)
+        return stubs
+
+    async def drop(self, address: str) -> None:
+        stubs = self._stubs.pop(address, None)
+        if stubs is not None:
+            await stubs.channel.close()
+
+    async def close(self) -> None:
+        stubs, self._stubs = list(self._stubs.values()), {}
+        for item in stubs:
+            await item.channel.close()

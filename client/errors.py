@@ -1,0 +1,160 @@
+"""Errors a grain caller can see, and the one table that maps them to gRPC.
+
+Every error Grainery raises is a :class:`GrainError`. Each subclass names the
+gRPC status code it travels as and whether retrying the call is safe, i.e.
+whether the call provably never ran grain code. Silos attach the subclass's
+``kind`` as trailing metadata so clients in any language can tell apart two
+errors that share a status code.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+ERROR_KIND_KEY = "grainery-error"
+RETRY_SAFE_KEY = "grainery-retry-safe"
+
+
+class GrainError(Exception):
+    """Root of every Grainery error."""
+
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    kind: str = "internal"
+    retry_safe: bool = False
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class UnknownGrainTypeError(GrainError):
+    code, kind, retry_safe = grpc.StatusCode.NOT_FOUND, "unknown_grain_type", False
+
+
+class UnknownMethodError(GrainError):
+    code, kind, retry_safe = grpc.StatusCode.UNIMPLEMENTED, "unknown_method", False
+
+
+class InvalidArgumentsError(GrainError):
+    code, kind, retry_safe = grpc.StatusCode.INVALID_ARGUMENT, "invalid_arguments", False
+
+
+class GrainApplicationError(GrainError):
+    """The grain method raised; ``error_type`` is the exception's class name."""
+
+    code, kind, retry_safe = grpc.StatusCode.UNKNOWN, "application", False
+
+    def __init__(self, message: str, error_type: str = "Exception") -> None:
+        super().__init__(message)
+        self.error_type = error_type
+
+
+class ActivationFailedError(GrainError):
+    """``on_activate`` raised or state could not be loaded; nothing ran, the next call retries."""
+
+    code, kind, retry_safe = grpc.StatusCode.FAILED_PRECONDITION, "activation_failed", True
+
+
+class StaleStateError(GrainError):
+    """A state write lost the optimistic-concurrency check (ETag) and was not applied."""
+
+    code, kind, retry_safe = grpc.StatusCode.ABORTED, "stale_state", False
+
+
+class ActivationFencedError(GrainError):
+    """A newer activation of the grain exists elsewhere; this one's write was refused."""
+
+    code, kind, retry_safe = grpc.StatusCode.ABORTED, "fenced", False
+
+
+class DeadlineExceededError(GrainError):
+    code, kind, retry_safe = grpc.StatusCode.DEADLINE_EXCEEDED, "deadline", False
+
+
+class SiloUnavailableError(GrainError):
+    """The silo is shutting down, fenced, or the grain is moving; the call never ran."""
+
+    code, kind, retry_safe = grpc.StatusCode.UNAVAILABLE, "unavailable", True
+
+
+class OverloadedError(GrainError):
+    """Too many calls in flight or queued; the call never ran. Back off and retry."""
+
+    code, kind, retry_safe = grpc.StatusCode.RESOURCE_EXHAUSTED, "overloaded", True
+
+
+class StorageUnavailableError(GrainError):
+    """The state store (Redis) could not be reached."""
+
+    code, kind, retry_safe = grpc.StatusCode.UNAVAILABLE, "storage_unavailable", False
+
+
+class UnauthenticatedError(GrainError):
+    code, kind, retry_safe = grpc.StatusCode.UNAUTHENTICATED, "unauthenticated", False
+
+
+class TransportError(GrainError):
+    """The call failed in transport; whether it ran is unknown unless ``retry_safe``."""
+
+    code, kind, retry_safe = grpc.StatusCode.UNAVAILABLE, "transport", False
+
+
+ERROR_CLASSES: tuple[type[GrainError], ...] = (
+    UnknownGrainTypeError,
+    UnknownMethodError,
+    InvalidArgumentsError,
+    GrainApplicationError,
+    ActivationFailedError,
+    StaleStateError,
+    ActivationFencedError,
+    DeadlineExceededError,
+    SiloUnavailableError,
+    OverloadedError,
+    StorageUnavailableError,
+    UnauthenticatedError,
+    TransportError,
+)
+_BY_KIND: dict[str, type[GrainError]] = {cls.kind: cls for cls in ERROR_CLASSES}
+_BY_CODE: dict[grpc.StatusCode, type[GrainError]] = {
+    grpc.StatusCode.NOT_FOUND: UnknownGrainTypeError,
+    grpc.StatusCode.UNIMPLEMENTED: UnknownMethodError,
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentsError,
+    grpc.StatusCode.UNKNOWN: GrainApplicationError,
+    grpc.StatusCode.FAILED_PRECONDITION: ActivationFailedError,
+    grpc.StatusCode.ABORTED: StaleStateError,
+    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: OverloadedError,
+    grpc.StatusCode.UNAUTHENTICATED: UnauthenticatedError,
+    grpc.StatusCode.UNAVAILABLE: TransportError,
+}
+# grpc-core says this when no connection could be made: the request was never sent.
+_NEVER_SENT_MARKERS = ("failed to connect to all addresses", "Connection refused")
+
+
+def error_metadata(error: GrainError) -> tuple[tuple[str, str], ...]:
+    """Trailing metadata a silo attaches to a failed call."""
+    pairs = [(ERROR_KIND_KEY, error.kind), (RETRY_SAFE_KEY, "1" if error.retry_safe else "0")]
+    if isinstance(error, GrainApplicationError):
+        pairs.append(("grainery-error-type", error.error_type))
+    return tuple(pairs)
+
+
+def from_rpc_error(error: grpc.aio.AioRpcError | grpc.RpcError) -> GrainError:
+    """Turn a failed gRPC call into the matching :class:`GrainError`."""
+    code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
+    details = (error.details() if hasattr(error, "details") else "") or ""
+    trailers = {}
+    if hasattr(error, "trailing_metadata"):
+        trailers = {k: v for k, v in (error.trailing_metadata() or ()) if isinstance(v, str)}
+    cls = _BY_KIND.get(trailers.get(ERROR_KIND_KEY, "")) or _BY_CODE.get(code, GrainError)
+    if cls is GrainApplicationError:
+        result: GrainError = GrainApplicationError(
+            details, trailers.get("grainery-error-type", "Exception")
+        )
+    else:
+        result = cls(details or str(code))
+    if cls is TransportError:
+        result.retry_safe = any(marker in details for marker in _NEVER_SENT_MARKERS)
+    elif RETRY_SAFE_KEY in trailers:
+        result.retry_safe = trailers[RETRY_SAFE_KEY] == "1"
+    return result

@@ -1,0 +1,194 @@
+"""GrainClient: call grains in a Grainery cluster from Python.
+
+The client learns the membership from any seed silo, computes each grain's
+owner with the same hash ring the silos use, and calls the owner directly.
+Calls that provably never ran (the silo refused them before dispatch, or no
+connection could be made) are retried on the new owner within the deadline;
+anything else is reported, never silently repeated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any
+
+import grpc
+
+from client._proto.grainery.v1 import grainery_pb2 as pb
+from client.channels import DEFAULT_MAX_MESSAGE_BYTES, ChannelPool, ClientSecurity
+from client.codec import decode_result, encode_args
+from client.errors import (
+    DeadlineExceededError,
+    GrainError,
+    OverloadedError,
+    SiloUnavailableError,
+    TransportError,
+    from_rpc_error,
+)
+from client.grain_ref import GrainRef
+from client.routing import GrainId, MemberInfo, MembershipSnapshot, Router
+
+log = logging.getLogger("grainery.client")
+
+DEFAULT_TIMEOUT = 30.0
+_RETRYABLE = (SiloUnavailableError, OverloadedError, TransportError)
+# With no silo answering membership requests, give up after this many retries
+# (about 1 s of back-off) rather than waiting out the whole deadline.
+_MAX_BLIND_RETRIES = 5
+
+
+def snapshot_from_proto(response: pb.MembersResponse) -> MembershipSnapshot:
+    members = tuple(
+        MemberInfo(m.silo_id, m.address, m.state, m.started_at, m.incarnation)
+        for m in response.members
+    )
+    return MembershipSnapshot(version=response.version, members=members, cluster=response.cluster)
+
+
+class GrainClient:
+    """An async connection to a Grainery cluster.
+
+    ``async with GrainClient("host:port") as cluster:
+    await cluster.get_grain("Counter", "a").add(5)``
+    """
+
+    def __init__(
+        self,
+        *seeds: str | Sequence[str],
+        timeout: float = DEFAULT_TIMEOUT,
+        security: ClientSecurity | None = None,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        refresh_interval: float = 5.0,
+    ) -> None:
+        addresses = [s for item in seeds for s in ([item] if isinstance(item, str) else item)]
+        if not addresses:
+            raise ValueError("GrainClient needs at least one seed address (host:port)")
+        self.default_timeout = timeout
+        self.security = security or ClientSecurity()
+        self.router = Router(addresses)
+        self.pool = ChannelPool(self.security, max_message_bytes)
+        self._metadata = self.security.call_metadata()
+        self._refresh_interval = refresh_interval
+        self._refresh_task: asyncio.Task[None] | None = None
+        self._refreshing: asyncio.Task[bool] | None = None
+
+    async def __aenter__(self) -> GrainClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def connect(self) -> None:
+        """Learn the membership; start following it in the background."""
+        if not await self.refresh_membership():
+            log.warning("no seed answered Directory.Members; routing to seeds until one does")
+        if self._refresh_interval > 0 and self._refresh_task is None:
+            self._refresh_task = asyncio.create_task(self._follow_membership())
+
+    async def close(self) -> None:
+        if self._refresh_task is not None:
+            self._refresh_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresh_task
+            self._refresh_task = None
+        await self.pool.close()
+
+    def get_grain(self, grain_type: str, key: str) -> GrainRef:
+        return GrainRef(self, GrainId(grain_type, str(key)))
+
+    async def invoke(
+        self,
+        grain_type: str,
+        key: str,
+        method: str,
+        args: Sequence[Any] = (),
+        timeout: float | None = None,
+    ) -> Any:
+        """Run ``method(*args)`` on a grain and return its (JSON-decoded) result."""
+        grain = GrainId(grain_type, key)
+        request = pb.InvokeRequest(
+            grain_type=grain_type, grain_key=key, method=method, args_json=encode_args(args)
+        )
+        response = await self.invoke_request(grain, request, timeout)
+        return decode_result(response.result_json)
+
+    async def invoke_request(
+        self, grain: GrainId, request: pb.InvokeRequest, timeout: float | None
+    ) -> pb.InvokeResponse:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (self.default_timeout if timeout is None else timeout)
+        attempt = 0
+        while True:
+            address = self.router.route(grain)
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise DeadlineExceededError(f"deadline exceeded calling {grain}.{request.method}")
+            try:
+                response: pb.InvokeResponse = await self.pool.get(address).gateway.Invoke(
+                    request, timeout=remaining, metadata=self._metadata
+                )
+            except grpc.aio.AioRpcError as rpc_error:
+                error = from_rpc_error(rpc_error)
+                if not (error.retry_safe and isinstance(error, _RETRYABLE)):
+                    raise error from None
+                attempt += 1
+                reachable = await self._recover(grain, address, attempt, deadline - loop.time())
+                if not reachable and attempt >= _MAX_BLIND_RETRIES:
+                    raise error from None
+                continue
+            self.router.learn(grain, response.address)
+            if response.membership_version > self.router.snapshot.version:
+                self._refresh_soon()
+            return response
+
+    async def _recover(self, grain: GrainId, address: str, attempt: int, remaining: float) -> bool:
+        """After a call that never ran: forget where the grain was, back off, re-learn the
+        cluster. Returns False when no silo answered at all."""
+        self.router.forget(grain)
+        backoff = min(0.02 * (2 ** min(attempt, 6)), 1.0) * (0.5 + random.random())
+        await asyncio.sleep(max(0.0, min(backoff, remaining)))
+        try:
+            return await asyncio.wait_for(
+                self.refresh_membership(avoid=address), max(remaining, 0.01)
+            )
+        except (asyncio.TimeoutError, GrainError):
+            return False
+
+    def _refresh_soon(self) -> None:
+        if self._refreshing is None or self._refreshing.done():
+            self._refreshing = asyncio.create_task(self.refresh_membership())
+
+    async def refresh_membership(self, avoid: str | None = None) -> bool:
+        """Ask the first silo that answers for the membership; False if none did."""
+        candidates = self.router.addresses()
+        if avoid is not None and len(candidates) > 1:
+            candidates = [a for a in candidates if a != avoid] + [avoid]
+        for address in candidates:
+            try:
+                response = await self.pool.get(address).directory.Members(
+                    pb.MembersRequest(), timeout=2.0, metadata=self._metadata
+                )
+            except grpc.aio.AioRpcError:
+                continue
+            self.router.update(snapshot_from_proto(response))
+            return True
+        return False
+
+    async def _follow_membership(self) -> None:
+        while True:
+            await asyncio.sleep(self._refresh_interval)
+            try:
+                await self.refresh_membership()
+            except GrainError:  # pragma: no cover - refresh errors are retried next tick
+                pass

@@ -1,0 +1,48 @@
+"""GrainRef: a proxy whose attributes are awaitable remote calls.
+
+``await ref.add(5)`` calls method ``add`` of the grain; ``await ref.add(5,
+timeout=2.0)`` overrides the deadline. ``ref.call("add", 5)`` does the same for
+method names that are not Python identifiers. The proxy checks nothing about the
+method: the silo's per-type method table is the only authority.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from client.grain_client import GrainClient
+    from client.routing import GrainId
+
+
+class GrainRef:
+    __slots__ = ("_client", "grain")
+
+    def __init__(self, client: GrainClient, grain: GrainId) -> None:
+        self._client = client
+        self.grain = grain
+
+    @property
+    def grain_type(self) -> str:
+        return self.grain.grain_type
+
+    @property
+    def key(self) -> str:
+        return self.grain.key
+
+    def call(self, method: str, *args: Any, timeout: float | None = None) -> Awaitable[Any]:
+        return self._client.invoke(self.grain.grain_type, self.grain.key, method, args, timeout)
+
+    def __getattr__(self, method: str) -> Callable[..., Awaitable[Any]]:
+        if method.startswith("_"):
+            raise AttributeError(method)
+
+        def remote(*args: Any, timeout: float | None = None) -> Awaitable[Any]:
+            return self.call(method, *args, timeout=timeout)
+
+        remote.__name__ = method
+        return remote
+
+    def __repr__(self) -> str:
+        return f"GrainRef({self.grain.grain_type!r}, {self.grain.key!r})"

@@ -1,0 +1,78 @@
+"""A blocking wrapper over GrainClient for scripts and notebooks.
+
+It runs a private event loop on a daemon thread, so it works whether or not the
+caller has a loop of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine, Sequence
+from types import TracebackType
+from typing import Any, TypeVar
+
+from client.grain_client import GrainClient
+
+T = TypeVar("T")
+
+
+class SyncGrainRef:
+    __slots__ = ("_client", "grain_type", "key")
+
+    def __init__(self, client: SyncGrainClient, grain_type: str, key: str) -> None:
+        self._client, self.grain_type, self.key = client, grain_type, key
+
+    def call(self, method: str, *args: Any, timeout: float | None = None) -> Any:
+        return self._client.invoke(self.grain_type, self.key, method, args, timeout)
+
+    def __getattr__(self, method: str) -> Any:
+        if method.startswith("_"):
+            raise AttributeError(method)
+        return lambda *args, timeout=None: self.call(method, *args, timeout=timeout)
+
+
+class SyncGrainClient:
+    """``with SyncGrainClient("host:port") as c: c.get_grain("Counter", "a").add(1)``"""
+
+    def __init__(self, *seeds: str | Sequence[str], **options: Any) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self._client: GrainClient = self._run(self._make(seeds, options))
+
+    @staticmethod
+    async def _make(seeds: Sequence[str | Sequence[str]], options: dict[str, Any]) -> GrainClient:
+        client = GrainClient(*seeds, **options)
+        await client.connect()
+        return client
+
+    def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    def get_grain(self, grain_type: str, key: str) -> SyncGrainRef:
+        return SyncGrainRef(self, grain_type, str(key))
+
+    def invoke(
+        self, grain_type: str, key: str, method: str, args: Sequence[Any] = (),
+        timeout: float | None = None,
+    ) -> Any:
+        return self._run(self._client.invoke(grain_type, key, method, args, timeout))
+
+    def close(self) -> None:
+        if self._loop.is_running():
+            self._run(self._client.close())
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=5)
+        self._loop.close()
+
+    def __enter__(self) -> SyncGrainClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

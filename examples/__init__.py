@@ -1,0 +1,1 @@
+"""Example grains and the demo."""

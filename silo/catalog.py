@@ -1,0 +1,188 @@
+"""The activations table of one silo: create, find, deactivate, collect idle grains.
+
+Invariant: the table holds at most one activation per grain, and a grain's
+entry leaves the table only after its deactivation turn has finished
+(``on_deactivate`` ran and the directory entry was removed), so a new
+activation of the same grain can never overlap the old one on this silo.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+
+from client.errors import ActivationFailedError, SiloUnavailableError
+from client.grain_ref import GrainRef
+from client.routing import GrainId
+from silo.activation import Activation, ActivationContext, Phase, _Deactivate
+from silo.directory import Registration, RedisGrainDirectory
+from silo.metrics import SiloMetrics
+from silo.registry import GrainType
+from silo.storage import Fence, RedisGrainStorage
+
+log = logging.getLogger("grainery.catalog")
+
+
+class Catalog:
+    def __init__(
+        self,
+        silo_id: str,
+        incarnation: Callable[[], str],
+        storage: RedisGrainStorage,
+        directory: RedisGrainDirectory,
+        metrics: SiloMetrics,
+        grain_ref_factory: Callable[[str, str], GrainRef],
+        default_idle_timeout: float,
+        max_queue_per_grain: int,
+    ) -> None:
+        self.silo_id = silo_id
+        self._incarnation = incarnation
+        self._storage = storage
+        self._directory = directory
+        self._metrics = metrics
+        self._grain_ref_factory = grain_ref_factory
+        self.default_idle_timeout = default_idle_timeout
+        self.max_queue_per_grain = max_queue_per_grain
+        self._table: dict[GrainId, Activation] = {}
+        self._abandoned: list[Activation] = []
+        self.accepting = True
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+    def get(self, grain: GrainId) -> Activation | None:
+        return self._table.get(grain)
+
+    def activations(self) -> list[Activation]:
+        return list(self._table.values())
+
+    def counts_by_type(self) -> dict[str, int]:
+        return dict(Counter(a.grain_type.name for a in self._table.values()))
+
+    # ----- activation -----------------------------------------------------
+    async def activate(
+        self, grain: GrainId, grain_type: GrainType, registration: Registration
+    ) -> Activation:
+        """Build the grain from its registration (state already loaded) and run on_activate."""
+        assert registration.state is not None
+        activation = Activation(grain, grain_type, self.max_queue_per_grain, self._deactivation_turn)
+        fence = Fence(registration.entry.incarnation, registration.entry.epoch)
+        try:
+            if not self.accepting:
+                raise SiloUnavailableError(f"silo {self.silo_id} is not accepting activations")
+            instance = grain_type.cls()
+            context = ActivationContext(
+                grain, self.silo_id, self._storage, fence, registration.state.etag,
+                self._grain_ref_factory,
+            )
+            instance._ctx = context
+            instance.state = registration.state.data
+            activation.grain, activation.context = instance, context
+            await instance.on_activate()
+        except BaseException as exc:
+            self._metrics.activation_failures.labels(grain_type.name).inc()
+            await self._unregister_quietly(grain, fence)
+            activation.phase = Phase.GONE
+            activation.gone.set()
+            if isinstance(exc, SiloUnavailableError | asyncio.CancelledError):
+                raise
+            log.warning("activation of %s failed: %s: %s", grain, type(exc).__name__, exc)
+            raise ActivationFailedError(
+                f"activation of {grain} failed: {type(exc).__name__}: {str(exc)[:500]}"
+            ) from None
+        activation.phase = Phase.ACTIVE
+        self._table[grain] = activation
+        self._metrics.activations.labels(grain_type.name).inc()
+        self._metrics.activations_created.labels(grain_type.name).inc()
+        return activation
+
+    async def _unregister_quietly(self, grain: GrainId, fence: Fence) -> None:
+        try:
+            await self._directory.unregister(grain, fence.incarnation, fence.epoch)
+        except Exception as exc:  # noqa: BLE001 - the entry stays; a later activation takes it over
+            log.warning("could not unregister %s: %s", grain, type(exc).__name__)
+
+    # ----- deactivation ---------------------------------------------------
+    async def _deactivation_turn(self, activation: Activation, request: _Deactivate) -> None:
+        """Runs as the activation's last turn."""
+        grain, name = activation.grain_id, activation.grain_type.name
+        try:
+            if activation.grain is not None:
+                await activation.grain.on_deactivate(request.reason)
+        except Exception as exc:  # noqa: BLE001 - a failing hook must not keep the grain alive
+            log.warning("on_deactivate of %s raised %s: %s", grain, type(exc).__name__, exc)
+        if request.unregister and activation.context is not None:
+            await self._unregister_quietly(grain, activation.context.fence)
+        activation.phase = Phase.GONE
+        if self._table.get(grain) is activation:
+            del self._table[grain]
+            self._metrics.activations.labels(name).dec()
+        self._metrics.deactivations.labels(name, request.reason).inc()
+        activation.gone.set()
+
+    def collect_idle(self) -> int:
+        """Deactivate grains idle for longer than their type's timeout."""
+        now = time.monotonic()
+        collected = 0
+        for activation in list(self._table.values()):
+            timeout = activation.grain_type.idle_timeout or self.default_idle_timeout
+            if activation.idle and now - activation.last_active >= timeout:
+                activation.deactivate("idle")
+                collected += 1
+        return collected
+
+    async def run_idle_collector(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            self.collect_idle()
+
+    async def deactivate_all(self, reason: str, timeout: float) -> None:
+        """Deactivate everything (after calls already queued) and wait, bounded."""
+        activations = list(self._table.values())
+        for activation in activations:
+            activation.deactivate(reason)
+        waits = [asyncio.ensure_future(a.gone.wait()) for a in activations]
+        if waits:
+            _done, pending = await asyncio.wait(waits, timeout=timeout)
+            for task in pending:
+                task.cancel()
+            if pending:
+                log.warning("%d grains did not finish deactivating in %.0fs", len(pending), timeout)
+
+    async def deactivate_matching(
+        self, should_move: Callable[[GrainId], bool], reason: str, per_second: int
+    ) -> int:
+        """Deactivate, at a bounded rate, the grains ``should_move`` selects (rebalancing)."""
+        moved = 0
+        for activation in list(self._table.values()):
+            if activation.phase is Phase.ACTIVE and should_move(activation.grain_id):
+                activation.deactivate(reason)
+                moved += 1
+                if moved % max(1, per_second // 10) == 0:
+                    await asyncio.sleep(0.1)
+        return moved
+
+    def abandon_all(self) -> None:
+        """Fencing: drop every activation at once without touching Redis."""
+        for activation in self._table.values():
+            self._metrics.activations.labels(activation.grain_type.name).dec()
+            self._metrics.deactivations.labels(activation.grain_type.name, "fenced").inc()
+            activation.abandon()
+            if activation.running:
+                self._abandoned.append(activation)
+        self._table.clear()
+
+    def quiescent(self) -> bool:
+        """True once no abandoned activation is still running a turn."""
+        self._abandoned = [a for a in self._abandoned if a.running]
+        return not self._abandoned
+
+    async def wait_quiescent(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.quiescent() and time.monotonic() < deadline:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.sleep(0.05)

@@ -1,0 +1,127 @@
+"""The grain directory in Redis: which activation (silo incarnation + epoch) owns a grain.
+
+Placement only suggests a silo; this directory decides, with one atomic
+compare-and-set per activation. Invariants:
+- ``register`` succeeds only if the entry is empty, already names this silo
+  incarnation (a leftover of its own), or names the incarnation the caller
+  proved dead; every success takes a fresh, strictly larger epoch;
+- ``unregister`` only removes an entry that still names the same activation;
+- the epoch is checked on every state write (see :mod:`silo.storage`), so a
+  superseded activation can never write.
+Registration also returns the grain's stored state (same hash slot), so a cold
+activation costs one Redis round trip.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from client.errors import StorageUnavailableError
+from client.routing import GrainId
+from silo.keys import KeySpace
+from silo.metrics import SiloMetrics
+from silo.storage import StoredState
+
+# KEYS: dir, state. ARGV: incarnation, silo_id, address, dead incarnation ('' = none).
+_REGISTER = """
+local cur = redis.call('HMGET', KEYS[1], 'inc', 'silo', 'address', 'epoch')
+if cur[1] and cur[1] ~= ARGV[1] and cur[1] ~= ARGV[4] then
+  return {0, cur[1], cur[2] or '', cur[3] or '', cur[4] or '', false, false}
+end
+local epoch = redis.call('HINCRBY', KEYS[1], 'epoch', 1)
+redis.call('HSET', KEYS[1], 'inc', ARGV[1], 'silo', ARGV[2], 'address', ARGV[3])
+local state = redis.call('HMGET', KEYS[2], 'data', 'etag')
+return {1, ARGV[1], ARGV[2], ARGV[3], tostring(epoch), state[1], state[2]}
+"""
+
+# KEYS: dir. ARGV: incarnation, epoch.
+_UNREGISTER = """
+local cur = redis.call('HMGET', KEYS[1], 'inc', 'epoch')
+if cur[1] == ARGV[1] and cur[2] == ARGV[2] then
+  redis.call('HDEL', KEYS[1], 'inc', 'silo', 'address')
+  return 1
+end
+return 0
+"""
+
+
+@dataclass(frozen=True)
+class DirectoryEntry:
+    incarnation: str
+    silo_id: str
+    address: str
+    epoch: str
+
+
+@dataclass(frozen=True)
+class Registration:
+    won: bool
+    entry: DirectoryEntry
+    state: StoredState | None  # loaded state when won
+
+
+def _text(value: bytes | str | None) -> str:
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class RedisGrainDirectory:
+    def __init__(self, redis: aioredis.Redis, keys: KeySpace, metrics: SiloMetrics) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._metrics = metrics
+        self._register = redis.register_script(_REGISTER)
+        self._unregister = redis.register_script(_UNREGISTER)
+
+    async def register(
+        self, grain: GrainId, incarnation: str, silo_id: str, address: str, dead: str = ""
+    ) -> Registration:
+        """Claim ``grain`` for this activation, or learn who holds it."""
+        keys = [self._keys.directory(grain), self._keys.state(grain)]
+        started = time.perf_counter()
+        try:
+            reply = await self._register(keys=keys, args=[incarnation, silo_id, address, dead])
+        except RedisError as exc:
+            self._metrics.directory_op("register", "error")
+            raise StorageUnavailableError(
+                f"directory unavailable while activating {grain}: {type(exc).__name__}"
+            ) from exc
+        won = int(reply[0]) == 1
+        entry = DirectoryEntry(*(_text(v) for v in reply[1:5]))
+        self._metrics.directory_op("register", "ok" if won else "conflict")
+        state = None
+        if won:
+            state = StoredState.decode(reply[5] or None, reply[6] or None)
+            self._metrics.storage_op("read", "ok", started)
+        return Registration(won, entry, state)
+
+    async def lookup(self, grain: GrainId) -> DirectoryEntry | None:
+        try:
+            values = await self._redis.hmget(
+                self._keys.directory(grain), ["inc", "silo", "address", "epoch"]
+            )
+        except RedisError as exc:
+            self._metrics.directory_op("lookup", "error")
+            raise StorageUnavailableError(
+                f"directory unavailable while locating {grain}: {type(exc).__name__}"
+            ) from exc
+        self._metrics.directory_op("lookup", "ok")
+        if not values[0]:
+            return None
+        return DirectoryEntry(*(_text(v) for v in values))
+
+    async def unregister(self, grain: GrainId, incarnation: str, epoch: str) -> bool:
+        try:
+            removed = await self._unregister(
+                keys=[self._keys.directory(grain)], args=[incarnation, epoch]
+            )
+        except RedisError:
+            self._metrics.directory_op("unregister", "error")
+            raise
+        self._metrics.directory_op("unregister", "ok" if removed else "conflict")
+        return bool(removed)

@@ -1,0 +1,251 @@
+"""The call path inside a silo: validate, admit, locate, then run here or forward once.
+
+Every call, from the gateway or from a grain on this silo, goes through
+:meth:`Dispatcher.invoke`. Validation happens first and touches nothing, so a
+bad request costs no activation and no storage access. Admission bounds the
+calls in flight. The locator says where the grain lives; a call for a grain on
+another silo is forwarded with ``hops + 1`` and the reply names the host so the
+caller can go straight there next time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from client._proto.grainery.v1 import grainery_pb2 as pb
+from client.channels import ChannelPool
+from client.codec import decode_args, encode_result
+from client.errors import (
+    DeadlineExceededError,
+    GrainApplicationError,
+    GrainError,
+    InvalidArgumentsError,
+    OverloadedError,
+    SiloUnavailableError,
+    TransportError,
+    from_rpc_error,
+)
+from client.routing import GrainId
+from silo.activation import Activation, Redispatch
+from silo.locator import GrainLocator, Remote
+from silo.membership import MembershipService
+from silo.metrics import SiloMetrics
+from silo.registry import GrainRegistry, GrainType, MethodSpec
+
+log = logging.getLogger("grainery.dispatch")
+
+MAX_HOPS = 3
+MAX_KEY_BYTES = 1024
+
+
+@dataclass(frozen=True)
+class DispatchLimits:
+    max_in_flight: int = 10_000
+    max_nesting: int = 64
+    max_result_bytes: int = 4 * 1024 * 1024
+    max_timeout: float = 300.0
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        registry: GrainRegistry,
+        locator: GrainLocator,
+        membership: MembershipService,
+        peers: ChannelPool,
+        metrics: SiloMetrics,
+        limits: DispatchLimits,
+    ) -> None:
+        self._registry = registry
+        self._locator = locator
+        self._membership = membership
+        self._peers = peers
+        self._metrics = metrics
+        self.limits = limits
+        self.in_flight = 0
+        self.admitting = True
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    async def invoke(self, request: pb.InvokeRequest, timeout: float | None) -> pb.InvokeResponse:
+        """Run (or forward) one call; raises a GrainError on failure."""
+        grain_type, method, args = self._validate(request)
+        if not self.admitting or not self._membership.serving:
+            self._count(grain_type.name, method.name, "unavailable")
+            raise SiloUnavailableError(
+                f"silo {self._membership.silo_id} is not serving (shutting down or fenced)"
+            )
+        if self.in_flight >= self.limits.max_in_flight:
+            self._count(grain_type.name, method.name, "overloaded")
+            raise OverloadedError(
+                f"silo {self._membership.silo_id} has {self.in_flight} calls in flight "
+                f"(limit {self.limits.max_in_flight})"
+            )
+        budget = min(timeout if timeout is not None else 30.0, self.limits.max_timeout)
+        deadline = asyncio.get_running_loop().time() + budget
+        grain = GrainId(request.grain_type, request.grain_key)
+        self._enter()
+        try:
+            return await self._route(grain, grain_type, method, args, request, deadline)
+        finally:
+            self._leave()
+
+    def _enter(self) -> None:
+        self.in_flight += 1
+        self.idle.clear()
+        self._metrics.in_flight.set(self.in_flight)
+
+    def _leave(self) -> None:
+        self.in_flight -= 1
+        self._metrics.in_flight.set(self.in_flight)
+        if self.in_flight == 0:
+            self.idle.set()
+
+    def _validate(self, request: pb.InvokeRequest) -> tuple[GrainType, MethodSpec, list[Any]]:
+        try:
+            grain_type = self._registry.get(request.grain_type)
+            method = grain_type.method(request.method)
+            if len(request.grain_key.encode()) > MAX_KEY_BYTES:
+                raise InvalidArgumentsError(f"grain key longer than {MAX_KEY_BYTES} bytes")
+            args = decode_args(request.args_json, self.limits.max_nesting)
+            method.check_arity(len(args))
+        except GrainError as error:
+            known = request.grain_type in self._registry.names()
+            self._count(request.grain_type if known else "_unknown", "_invalid", error.kind)
+            raise
+        return grain_type, method, args
+
+    def _count(self, grain_type: str, method: str, outcome: str) -> None:
+        self._metrics.calls.labels(grain_type, method, outcome).inc()
+
+    async def _route(
+        self,
+        grain: GrainId,
+        grain_type: GrainType,
+        method: MethodSpec,
+        args: list[Any],
+        request: pb.InvokeRequest,
+        deadline: float,
+    ) -> pb.InvokeResponse:
+        loop = asyncio.get_running_loop()
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                self._count(grain_type.name, method.name, "deadline")
+                raise DeadlineExceededError(f"deadline exceeded before {grain} could run")
+            try:
+                placement = await asyncio.wait_for(
+                    self._locator.resolve(grain, grain_type, request.hops), remaining
+                )
+            except asyncio.TimeoutError:
+                continue
+            except GrainError as error:
+                self._count(grain_type.name, method.name, error.kind)
+                raise
+            if isinstance(placement, Remote):
+                response = await self._forward(placement, request, deadline)
+                if response is not None:
+                    return response
+                continue
+            try:
+                return await self._run_local(placement, method, args, deadline)
+            except Redispatch:
+                await self._wait_gone(placement, deadline)
+
+    async def _wait_gone(self, activation: Activation, deadline: float) -> None:
+        remaining = deadline - asyncio.get_running_loop().time()
+        if remaining > 0:
+            try:
+                await asyncio.wait_for(activation.gone.wait(), remaining)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _run_local(
+        self, activation: Activation, method: MethodSpec, args: list[Any], deadline: float
+    ) -> pb.InvokeResponse:
+        grain_type = activation.grain_type.name
+        started = time.perf_counter()
+        self._metrics.gateway_calls.labels("local").inc()
+        remaining = deadline - asyncio.get_running_loop().time()
+        try:
+            result = await asyncio.wait_for(activation.call(method, args, deadline), remaining)
+        except Redispatch:
+            raise
+        except asyncio.TimeoutError:
+            self._count(grain_type, method.name, "deadline")
+            raise DeadlineExceededError(
+                f"deadline exceeded waiting for {activation.grain_id}.{method.name}"
+            ) from None
+        except GrainError as error:
+            self._count(grain_type, method.name, error.kind)
+            raise
+        except Exception as exc:  # noqa: BLE001 - the grain's own failure, reported to its caller
+            self._count(grain_type, method.name, "app_error")
+            raise GrainApplicationError(
+                f"{type(exc).__name__}: {str(exc)[:1000]}", type(exc).__name__
+            ) from None
+        finally:
+            self._metrics.call_duration.labels(grain_type, method.name).observe(
+                time.perf_counter() - started
+            )
+        result_json = self._encode(activation, method, result)
+        self._count(grain_type, method.name, "ok")
+        return pb.InvokeResponse(
+            result_json=result_json,
+            silo_id=self._membership.silo_id,
+            address=self._membership.address,
+            membership_version=self._membership.snapshot.version,
+        )
+
+    def _encode(self, activation: Activation, method: MethodSpec, result: Any) -> str:
+        try:
+            result_json = encode_result(result)
+        except TypeError as exc:
+            self._count(activation.grain_type.name, method.name, "app_error")
+            raise GrainApplicationError(
+                f"TypeError: result of {activation.grain_id}.{method.name} is not "
+                f"JSON-serialisable: {exc}", "TypeError",
+            ) from None
+        if len(result_json) > self.limits.max_result_bytes:
+            self._count(activation.grain_type.name, method.name, "app_error")
+            raise GrainApplicationError(
+                f"ResultTooLarge: result of {activation.grain_id}.{method.name} is "
+                f"{len(result_json)} bytes (limit {self.limits.max_result_bytes})",
+                "ResultTooLarge",
+            )
+        return result_json
+
+    async def _forward(
+        self, remote: Remote, request: pb.InvokeRequest, deadline: float
+    ) -> pb.InvokeResponse | None:
+        """Send the call to the silo that owns the grain; None means 'resolve again'."""
+        if request.hops >= MAX_HOPS:
+            raise SiloUnavailableError(
+                f"{request.grain_type}/{request.grain_key} is moving between silos; retry"
+            )
+        remaining = deadline - asyncio.get_running_loop().time()
+        forwarded = pb.InvokeRequest()
+        forwarded.CopyFrom(request)
+        forwarded.hops = request.hops + 1
+        self._metrics.gateway_calls.labels("forwarded").inc()
+        try:
+            response: pb.InvokeResponse = await self._peers.get(remote.address).gateway.Invoke(
+                forwarded, timeout=max(remaining, 0.001),
+                metadata=self._peers.security.call_metadata(),
+            )
+            return response
+        except grpc.aio.AioRpcError as rpc_error:
+            error = from_rpc_error(rpc_error)
+        if isinstance(error, TransportError) and error.retry_safe:
+            # The owner is unreachable: re-learn the membership, then resolve again.
+            log.info("silo %s unreachable while forwarding; refreshing membership", remote.silo_id)
+            await self._membership.refresh()
+            await asyncio.sleep(min(0.1, max(0.0, deadline - asyncio.get_running_loop().time())))
+            return None
+        raise error

@@ -1,0 +1,92 @@
+"""The grain authoring API: subclass :class:`Grain`, write public ``async def`` methods.
+
+A grain is a virtual actor: it always exists conceptually, is activated on
+demand, loads ``self.state`` from the store as it activates, and runs one call
+at a time. Only the public ``async def`` methods that a subclass defines are
+reachable from the wire (see :mod:`silo.registry`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from client.grain_ref import GrainRef
+    from silo.activation import ActivationContext
+
+
+class Grain:
+    """Base class of every grain.
+
+    Class attributes a subclass may set:
+    - ``grain_type``: the wire name of the type (default: the class name);
+    - ``idle_timeout``: seconds of inactivity before deactivation (default: the
+      silo's ``--idle-timeout``);
+    - ``abstract = True``: a base class that is not registered itself.
+    """
+
+    grain_type: ClassVar[str] = ""
+    idle_timeout: ClassVar[float | None] = None
+    abstract: ClassVar[bool] = True
+
+    # Instance attributes set by the runtime before on_activate.
+    _ctx: ActivationContext
+    state: dict[str, Any]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "grain_type" not in cls.__dict__:
+            cls.grain_type = cls.__name__
+        if "abstract" not in cls.__dict__:
+            cls.abstract = False
+
+    # ----- identity -------------------------------------------------------
+    @property
+    def key(self) -> str:
+        return self._ctx.grain_id.key
+
+    @property
+    def silo_id(self) -> str:
+        return self._ctx.silo_id
+
+    # ----- lifecycle hooks (not callable from the wire) -------------------
+    async def on_activate(self) -> None:
+        """Runs once per activation, after ``self.state`` is loaded."""
+
+    async def on_deactivate(self, reason: str) -> None:
+        """Runs before the activation is dropped (reason: idle, shutdown, rebalance, ...)."""
+
+    # ----- state ----------------------------------------------------------
+    async def write_state(self) -> None:
+        """Persist ``self.state``; durable once this returns.
+
+        Raises StaleStateError if the stored state changed behind this
+        activation's back, and ActivationFencedError if a newer activation of
+        this grain exists; neither overwrites anything.
+        """
+        await self._ctx.write_state(self.state)
+
+    async def read_state(self) -> None:
+        """Reload ``self.state`` from the store, discarding unsaved changes."""
+        self.state = await self._ctx.read_state()
+
+    async def clear_state(self) -> None:
+        """Delete the stored state (the version keeps counting) and reset ``self.state``."""
+        await self._ctx.clear_state()
+        self.state = {}
+
+    # ----- other grains ---------------------------------------------------
+    def get_grain(self, grain_type: str, key: str) -> GrainRef:
+        """A reference to another grain; ``await ref.method(...)`` calls it."""
+        return self._ctx.get_grain(grain_type, key)
+
+    def deactivate_on_idle(self) -> None:
+        """Ask the runtime to deactivate this grain once the current call ends."""
+        self._ctx.request_deactivation("requested")
+
+
+# Names of the base class's own members: never callable from the wire, even if a
+# subclass overrides them.
+RESERVED_NAMES: frozenset[str] = frozenset(
+    name for klass in Grain.__mro__ for name in vars(klass)
+) | {"grain_type", "key", "silo_id", "state"}

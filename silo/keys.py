@@ -1,0 +1,29 @@
+"""Redis key names.
+
+Per-grain keys share a Redis Cluster hash tag (``{type/key}``) so one grain's
+directory entry and state live in one slot, and a single Lua script can check
+both atomically. Per-cluster membership keys share the cluster's tag.
+"""
+
+from __future__ import annotations
+
+from client.routing import GrainId
+
+PREFIX = "grainery"
+
+
+class KeySpace:
+    def __init__(self, cluster: str) -> None:
+        self.cluster = cluster
+        self.members = f"{PREFIX}:{{{cluster}}}:members"
+        self.members_version = f"{PREFIX}:{{{cluster}}}:members:version"
+        self.members_channel = f"{PREFIX}:{{{cluster}}}:members:changed"
+
+    def _grain(self, grain: GrainId) -> str:
+        return f"{PREFIX}:{self.cluster}:{{{grain.grain_type}/{grain.key}}}"
+
+    def state(self, grain: GrainId) -> str:
+        return self._grain(grain) + ":state"
+
+    def directory(self, grain: GrainId) -> str:
+        return self._grain(grain) + ":dir"

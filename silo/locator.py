@@ -1,0 +1,95 @@
+"""Where should a call run: on a local activation, or on another silo?
+
+The hash ring suggests an owner; the Redis directory decides. Concurrent
+first calls for one grain share a single resolution (one directory
+round trip, one state load, one ``on_activate``), run in a task of its own so
+that no caller's deadline can cancel an activation halfway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from client.routing import GrainId
+from silo.activation import Activation, Phase
+from silo.catalog import Catalog
+from silo.directory import RedisGrainDirectory
+from silo.membership import MembershipService
+from silo.registry import GrainType
+
+
+@dataclass(frozen=True)
+class Remote:
+    """The grain lives (or should be activated) on another silo."""
+
+    address: str
+    silo_id: str
+
+
+Placement = Activation | Remote
+
+
+class GrainLocator:
+    def __init__(
+        self, catalog: Catalog, directory: RedisGrainDirectory, membership: MembershipService
+    ) -> None:
+        self._catalog = catalog
+        self._directory = directory
+        self._membership = membership
+        self._pending: dict[GrainId, asyncio.Task[Placement]] = {}
+
+    async def resolve(self, grain: GrainId, grain_type: GrainType, hops: int) -> Placement:
+        while True:
+            activation = self._catalog.get(grain)
+            if activation is not None:
+                if activation.phase is Phase.ACTIVE:
+                    return activation
+                await activation.gone.wait()
+                continue
+            task = self._pending.get(grain)
+            if task is None:
+                task = asyncio.create_task(self._decide(grain, grain_type, hops))
+                self._pending[grain] = task
+                task.add_done_callback(lambda t, g=grain: self._finished(g, t))
+            return await asyncio.shield(task)
+
+    def _finished(self, grain: GrainId, task: asyncio.Task[Placement]) -> None:
+        if self._pending.get(grain) is task:
+            del self._pending[grain]
+        if not task.cancelled():
+            task.exception()  # retrieved here so an unawaited failure is not reported twice
+
+    async def _decide(self, grain: GrainId, grain_type: GrainType, hops: int) -> Placement:
+        membership = self._membership
+        owner = membership.ring.owner(grain)
+        if owner is not None and owner.incarnation != membership.incarnation and hops == 0:
+            entry = await self._directory.lookup(grain)
+            if entry is None:
+                return Remote(owner.address, owner.silo_id)
+            if entry.incarnation != membership.incarnation:
+                if await self._alive(entry.incarnation):
+                    return Remote(entry.address, entry.silo_id)
+                return Remote(owner.address, owner.silo_id)
+            # The entry is a leftover of this very silo: take it back below.
+        registration = await self._directory.register(
+            grain, membership.incarnation, membership.silo_id, membership.address
+        )
+        if not registration.won:
+            holder = registration.entry
+            if await self._alive(holder.incarnation):
+                return Remote(holder.address, holder.silo_id)
+            registration = await self._directory.register(
+                grain, membership.incarnation, membership.silo_id, membership.address,
+                dead=holder.incarnation,
+            )
+            if not registration.won:
+                return Remote(registration.entry.address, registration.entry.silo_id)
+        return await self._catalog.activate(grain, grain_type, registration)
+
+    async def _alive(self, incarnation: str) -> bool:
+        alive = self._membership.is_alive(incarnation)
+        if alive is None:
+            await self._membership.refresh()
+            alive = self._membership.is_alive(incarnation)
+        return bool(alive)

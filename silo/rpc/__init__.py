@@ -1,0 +1,1 @@
+"""gRPC surface of a silo: servicers, the server assembly, authentication."""

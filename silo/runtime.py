@@ -1,0 +1,211 @@
+"""The silo: one composition root that wires every component and orders start and stop.
+
+Start: store -> gRPC port bound -> membership joined -> SERVING.
+Stop (SIGTERM): NOT_SERVING and leave the placement ring -> refuse new calls ->
+finish calls in flight (bounded) -> deactivate every grain (on_deactivate,
+unregister) -> leave the membership -> close. Every long-lived piece has an
+explicit start/stop here; background tasks are tracked and cancelled on stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+import redis.asyncio as aioredis
+from grpc_health.v1 import health, health_pb2
+
+from client.channels import ChannelPool, ClientSecurity
+from client.grain_ref import GrainRef
+from client.routing import ACTIVE, GrainId, MembershipSnapshot
+from silo.catalog import Catalog
+from silo.config import SiloConfig
+from silo.directory import RedisGrainDirectory
+from silo.dispatcher import DispatchLimits, Dispatcher
+from silo.embedded_store import EmbeddedStore
+from silo.grain_calls import SiloGrainClient
+from silo.keys import KeySpace
+from silo.locator import GrainLocator
+from silo.membership import MembershipService
+from silo.metrics import SiloMetrics
+from silo.registry import GrainRegistry
+from silo.rpc.server import GRAINERY_SERVICES, add_services, create_server
+from silo.rpc.servicers import DirectoryServicer, GatewayServicer, ManagementServicer
+from silo.storage import RedisGrainStorage
+
+log = logging.getLogger("grainery.silo")
+
+REBALANCE_PER_SECOND = 500
+
+
+def announce(message: str) -> None:
+    """The few lines scripts and tests wait for, on stdout."""
+    print(f"grainery: {message}", flush=True)
+
+
+class Silo:
+    def __init__(self, config: SiloConfig, registry: GrainRegistry | None = None) -> None:
+        self.config = config
+        self.registry = registry or GrainRegistry()
+        self.metrics = SiloMetrics()
+        self.store: EmbeddedStore | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._rebalancing: asyncio.Task[int] | None = None
+
+    # ----- start ----------------------------------------------------------
+    async def start(self) -> None:
+        config = self.config
+        if not self.registry.names():
+            self.registry.load_modules(config.grains)
+        if not self.registry.names():
+            raise ValueError(f"no Grain subclasses found in {', '.join(config.grains)}")
+        # The store first: it is a child process, and forking after gRPC starts threads is unsafe.
+        redis_url = config.redis or await self._start_store()
+        self.server, port = create_server(config)
+        self.silo_id = config.resolved_silo_id(port)
+        self.address = config.resolved_advertise(port)
+        self.redis = aioredis.from_url(
+            redis_url, socket_timeout=5.0, socket_connect_timeout=2.0, health_check_interval=10
+        )
+        self._wire()
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.server.start()
+        await self.membership.start()
+        self._on_membership_change(self.membership.snapshot)
+        self._spawn(self.catalog.run_idle_collector(self._idle_interval()))
+        if config.metrics_port is not None:
+            self.metrics.serve(config.metrics_host, config.metrics_port)
+        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        announce(f"silo {self.silo_id} serving on {self.address} (cluster {config.cluster})")
+
+    async def _start_store(self) -> str:
+        self.store = EmbeddedStore(self.config.data_dir)
+        url = await self.store.start()
+        announce(f"embedded store at {url} (join more silos with --redis {url})")
+        return url
+
+    def _wire(self) -> None:
+        config = self.config
+        keys = KeySpace(config.cluster)
+        self.storage = RedisGrainStorage(self.redis, keys, self.metrics)
+        self.directory = RedisGrainDirectory(self.redis, keys, self.metrics)
+        self.membership = MembershipService(
+            self.redis, keys, self.silo_id, self.address, config.timing(), self.metrics
+        )
+        mutual = bool(config.tls_client_ca)
+        self.security = ClientSecurity.from_files(
+            config.tls_ca or config.tls_client_ca if config.tls_cert else None,
+            config.tls_cert if mutual else None, config.tls_key if mutual else None,
+            config.token,
+        )
+        self.peers = ChannelPool(self.security, config.max_message_bytes)
+        self.grain_client = SiloGrainClient(
+            self.address, self._invoke_local, self.membership.refresh, self.security,
+            config.max_message_bytes,
+        )
+        self.catalog = Catalog(
+            self.silo_id, lambda: self.membership.incarnation, self.storage, self.directory,
+            self.metrics, self._grain_ref, config.idle_timeout, config.max_queue_per_grain,
+        )
+        self.locator = GrainLocator(self.catalog, self.directory, self.membership)
+        limits = DispatchLimits(
+            max_in_flight=config.max_in_flight, max_nesting=config.max_nesting,
+            max_result_bytes=config.max_message_bytes - 1024,
+        )
+        self.dispatcher = Dispatcher(
+            self.registry, self.locator, self.membership, self.peers, self.metrics, limits
+        )
+        self.health = health.aio.HealthServicer()
+        add_services(
+            self.server, config, GatewayServicer(self.dispatcher),
+            DirectoryServicer(self.registry, self.directory, self.membership),
+            ManagementServicer(self.catalog, self.dispatcher, self.membership), self.health,
+        )
+        self.membership.on_change(self._on_membership_change)
+        self.membership.on_fenced(self.catalog.abandon_all)
+        self.membership.rejoin_gate = self.catalog.quiescent
+
+    def _grain_ref(self, grain_type: str, key: str) -> GrainRef:
+        return self.grain_client.get_grain(grain_type, key)
+
+    async def _invoke_local(self, request: Any, timeout: float | None) -> Any:
+        return await self.dispatcher.invoke(request, timeout)
+
+    def _idle_interval(self) -> float:
+        shortest = self.registry.min_idle_timeout(self.config.idle_timeout)
+        return max(0.05, min(shortest / 4, 30.0))
+
+    async def _set_health(self, status: Any) -> None:
+        for service in ("", *GRAINERY_SERVICES):
+            await self.health.set(service, status)
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task failed", exc_info=task.exception())
+
+    # ----- membership changes --------------------------------------------
+    def _on_membership_change(self, snapshot: MembershipSnapshot) -> None:
+        self.grain_client.follow(snapshot)
+        if self.membership.state != ACTIVE or len(self.catalog) == 0:
+            return
+        if self._rebalancing is None or self._rebalancing.done():
+            self._rebalancing = self._spawn(self._rebalance())
+
+    async def _rebalance(self) -> int:
+        """Move grains whose ring owner is now another silo (after a join): deactivate them,
+        at a bounded rate, so their next call activates them on the new owner."""
+        await asyncio.sleep(self.config.heartbeat_interval)  # let the newcomer settle
+        me = self.membership.incarnation
+
+        def moved_away(grain: GrainId) -> bool:
+            owner = self.membership.ring.owner(grain)
+            return owner is not None and owner.incarnation != me
+
+        moved = await self.catalog.deactivate_matching(
+            moved_away, "rebalance", REBALANCE_PER_SECOND
+        )
+        if moved:
+            log.info("rebalancing: moving %d grains to their new owners", moved)
+        return moved
+
+    # ----- stop -----------------------------------------------------------
+    async def stop(self) -> None:
+        """Graceful drain; bounded by --drain-timeout."""
+        deadline = time.monotonic() + self.config.drain_timeout
+        log.info("silo %s draining", self.silo_id)
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.membership.set_leaving()
+        self.dispatcher.admitting = False
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.dispatcher.idle.wait(), max(0.0, deadline - time.monotonic()))
+        self.catalog.accepting = False
+        await self.catalog.deactivate_all("shutdown", max(1.0, deadline - time.monotonic()))
+        await self.membership.stop()
+        await self._close()
+        log.info("silo %s stopped", self.silo_id)
+
+    async def kill(self) -> None:
+        """Stop without draining (tests of crash behaviour in-process)."""
+        await self._close()
+
+    async def _close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.server.stop(grace=1.0)
+        await self.grain_client.close()
+        await self.peers.close()
+        await self.redis.aclose()
+        if self.store is not None:
+            await self.store.stop()
