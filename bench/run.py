@@ -186,6 +186,8 @@ def print_tables(table: dict[Key, dict[str, float]], checks: list[dict[str, Any]
                 for i, (c, w) in enumerate(zip(r, widths, strict=True))
             )
             print("  ".join(cells))
+    if not checks:
+        return
     print("\n== targets (issue 6), from this run")
     width = max(len(c["label"]) for c in checks)
     for c in checks:

@@ -8,6 +8,7 @@ directions enforce the documented size and nesting bounds.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -17,7 +18,7 @@ from client.errors import InvalidArgumentsError
 DEFAULT_MAX_NESTING = 64
 
 
-def encode_args(args: tuple[Any, ...] | list[Any]) -> str:
+def encode_args(args: Sequence[Any]) -> str:
     try:
         return orjson.dumps(list(args)).decode()
     except TypeError as exc:

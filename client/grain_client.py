@@ -64,6 +64,7 @@ class GrainClient:
         security: ClientSecurity | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         refresh_interval: float = 5.0,
+        gateway_only: bool = False,
     ) -> None:
         addresses = [s for item in seeds for s in ([item] if isinstance(item, str) else item)]
         if not addresses:
@@ -76,6 +77,10 @@ class GrainClient:
         self._refresh_interval = refresh_interval
         self._refresh_task: asyncio.Task[None] | None = None
         self._refreshing: asyncio.Task[bool] | None = None
+        # gateway_only: send every call to the seeds and let them forward. For callers that
+        # cannot reach the silos' advertised addresses (outside a compose network or a pod
+        # network, behind a load balancer); costs one extra hop per call.
+        self.gateway_only = gateway_only
 
     async def __aenter__(self) -> GrainClient:
         await self.connect()
@@ -91,6 +96,8 @@ class GrainClient:
 
     async def connect(self) -> None:
         """Learn the membership; start following it in the background."""
+        if self.gateway_only:
+            return
         if not await self.refresh_membership():
             log.warning("no seed answered Directory.Members; routing to seeds until one does")
         if self._refresh_interval > 0 and self._refresh_task is None:
@@ -130,7 +137,7 @@ class GrainClient:
         deadline = loop.time() + (self.default_timeout if timeout is None else timeout)
         attempt = 0
         while True:
-            address = self.router.route(grain)
+            address = self.router.next_seed() if self.gateway_only else self.router.route(grain)
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise DeadlineExceededError(f"deadline exceeded calling {grain}.{request.method}")
@@ -148,7 +155,7 @@ class GrainClient:
                     raise error from None
                 continue
             self.router.learn(grain, response.address)
-            if response.membership_version > self.router.snapshot.version:
+            if response.membership_version > self.router.snapshot.version and not self.gateway_only:
                 self._refresh_soon()
             return response
 
@@ -184,6 +191,19 @@ class GrainClient:
             self.router.update(snapshot_from_proto(response))
             return True
         return False
+
+    async def wait_for_members(self, count: int, timeout: float = 30.0) -> None:
+        """Wait until at least ``count`` silos are active (e.g. right after starting a cluster)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while len(self.router.snapshot.active) < count:
+            if loop.time() >= deadline:
+                raise DeadlineExceededError(
+                    f"only {len(self.router.snapshot.active)} of {count} silos active "
+                    f"after {timeout:.0f}s"
+                )
+            await asyncio.sleep(0.1)
+            await self.refresh_membership()
 
     async def _follow_membership(self) -> None:
         while True:

@@ -19,7 +19,7 @@ from client.errors import ActivationFailedError, SiloUnavailableError
 from client.grain_ref import GrainRef
 from client.routing import GrainId
 from silo.activation import Activation, ActivationContext, Phase, _Deactivate
-from silo.directory import Registration, RedisGrainDirectory
+from silo.directory import RedisGrainDirectory, Registration
 from silo.metrics import SiloMetrics
 from silo.registry import GrainType
 from silo.storage import Fence, RedisGrainStorage
@@ -69,7 +69,9 @@ class Catalog:
     ) -> Activation:
         """Build the grain from its registration (state already loaded) and run on_activate."""
         assert registration.state is not None
-        activation = Activation(grain, grain_type, self.max_queue_per_grain, self._deactivation_turn)
+        activation = Activation(
+            grain, grain_type, self.max_queue_per_grain, self._deactivation_turn
+        )
         fence = Fence(registration.entry.incarnation, registration.entry.epoch)
         try:
             if not self.accepting:

@@ -110,8 +110,11 @@ async def run_silo(config: SiloConfig) -> int:
 # ----- grainery call -----------------------------------------------------
 async def run_call(options: argparse.Namespace) -> int:
     args = decode_args(options.args_json)
+    # One call: go through the target silo (it forwards), since the caller may not be able
+    # to reach the other silos' advertised addresses (e.g. from outside docker compose).
     async with GrainClient(options.target, security=_security(options),
-                           timeout=options.timeout, refresh_interval=0) as cluster:
+                           timeout=options.timeout, refresh_interval=0,
+                           gateway_only=True) as cluster:
         result = await cluster.invoke(options.grain_type, options.key, options.method, args)
     print(json.dumps(result))
     return 0
@@ -128,7 +131,7 @@ async def run_status(options: argparse.Namespace) -> int:
         )
         snapshot = snapshot_from_proto(members)
         shares = PlacementRing(snapshot).shares()
-        rows = []
+        rows: list[dict[str, Any]] = []
         for member in sorted(snapshot.members, key=lambda m: m.silo_id):
             stats: dict[str, Any] = {}
             if member.state != "dead":
@@ -155,7 +158,7 @@ async def run_status(options: argparse.Namespace) -> int:
     print(f"cluster {report['cluster']}  membership version {snapshot.version}")
     print(f"{'SILO':24} {'ADDRESS':22} {'STATE':8} {'AGE':>8} {'RING':>6}  ACTIVATIONS")
     for row in rows:
-        acts = row["activations"]
+        acts: dict[str, Any] = row["activations"]
         total = sum(v for v in acts.values() if isinstance(v, int))
         detail = ", ".join(f"{k}={v}" for k, v in sorted(acts.items()))
         print(f"{row['silo_id']:24} {row['address']:22} {row['state']:8} "
@@ -201,8 +204,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     except grpc.aio.AioRpcError as exc:
-        error = from_rpc_error(exc)
-        print(f"grainery: {error.code.name}: {error.message}", file=sys.stderr)
+        converted = from_rpc_error(exc)
+        print(f"grainery: {converted.code.name}: {converted.message}", file=sys.stderr)
         return 1
     except (ValueError, OSError, RuntimeError, ImportError) as exc:
         print(f"grainery: error: {exc}", file=sys.stderr)

@@ -139,5 +139,7 @@ def env_defaults(environ: dict[str, str] | None = None) -> dict[str, Any]:
             try:
                 values[name] = option.type(raw)
             except ValueError:
-                raise ValueError(f"{option.env}={raw!r} is not a valid {option.type.__name__}")
+                raise ValueError(
+                    f"{option.env}={raw!r} is not a valid {option.type.__name__}"
+                ) from None
     return values

@@ -63,7 +63,7 @@ class EmbeddedStore:
             "--appendfsync", self.fsync, "--save", "", "--protected-mode", "yes",
             "--logfile", str(self.data_dir / "store.log"),
         ]
-        self._process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+        self._process = subprocess.Popen(  # noqa: ASYNC220 - returns at once; fixed argv
             command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent,  # noqa: PLW1509
         )

@@ -9,6 +9,7 @@ that no caller's deadline can cancel an activation halfway.
 from __future__ import annotations
 
 import asyncio
+import functools
 from dataclasses import dataclass
 
 from client.routing import GrainId
@@ -51,7 +52,7 @@ class GrainLocator:
             if task is None:
                 task = asyncio.create_task(self._decide(grain, grain_type, hops))
                 self._pending[grain] = task
-                task.add_done_callback(lambda t, g=grain: self._finished(g, t))
+                task.add_done_callback(functools.partial(self._finished, grain))
             return await asyncio.shield(task)
 
     def _finished(self, grain: GrainId, task: asyncio.Task[Placement]) -> None:

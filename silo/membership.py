@@ -179,6 +179,7 @@ class MembershipService:
         self.ring = PlacementRing(self.snapshot)
         self._trusted_until = 0.0
         self._task: asyncio.Task[None] | None = None
+        self._watch: asyncio.Task[None] | None = None
         self._listeners: list[Callable[[MembershipSnapshot], None]] = []
         self._on_fenced: list[Callable[[], None]] = []
         self._join_script = redis.register_script(_JOIN)
@@ -216,6 +217,7 @@ class MembershipService:
     async def start(self) -> None:
         await self._join()
         self._task = asyncio.create_task(self._heartbeat_loop(), name="grainery-heartbeat")
+        self._watch = asyncio.create_task(self._watch_changes(), name="grainery-membership-watch")
 
     async def set_leaving(self) -> None:
         """Stay alive (lease keeps renewing) but leave the placement ring."""
@@ -225,10 +227,11 @@ class MembershipService:
             await self.refresh()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._watch):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self.incarnation:
             with contextlib.suppress(RedisError, OSError):
                 await self._leave_script(keys=self._script_keys(), args=[self.incarnation])
@@ -321,13 +324,32 @@ class MembershipService:
                 await self._try_rejoin()
                 continue
             try:
-                version = await asyncio.wait_for(self._renew(), timeout=interval)
-                if version > self.snapshot.version:
+                await asyncio.wait_for(self._renew(), timeout=interval)
+                if self.state != DEAD:
+                    # Reading also declares lapsed leases dead: this is failure detection.
                     await asyncio.wait_for(self.refresh(), timeout=interval)
             except (RedisError, OSError, asyncio.TimeoutError) as exc:
                 log.warning("membership heartbeat failed: %s", type(exc).__name__)
             if self.state != DEAD and time.monotonic() >= self._trusted_until:
                 self._fence("lease could not be renewed in time")
+
+    async def _watch_changes(self) -> None:
+        """Pub/sub: adopt a change as soon as it is published, not at the next heartbeat.
+        Polling in the heartbeat loop stays the safety net when a message is missed."""
+        while True:
+            pubsub = self._redis.pubsub()
+            try:
+                await pubsub.subscribe(self._keys.members_channel)
+                async for message in pubsub.listen():
+                    if message.get("type") != "message" or self.state == DEAD:
+                        continue
+                    if int(message.get("data") or 0) > self.snapshot.version:
+                        await asyncio.wait_for(self.refresh(), self.timing.heartbeat_interval)
+            except (RedisError, OSError, asyncio.TimeoutError, ValueError):
+                await asyncio.sleep(self.timing.heartbeat_interval)
+            finally:
+                with contextlib.suppress(RedisError, OSError):
+                    await pubsub.aclose()
 
     async def _try_rejoin(self) -> None:
         """A fenced silo comes back as a new incarnation once Redis answers again."""

@@ -25,7 +25,7 @@ from client.routing import ACTIVE, GrainId, MembershipSnapshot
 from silo.catalog import Catalog
 from silo.config import SiloConfig
 from silo.directory import RedisGrainDirectory
-from silo.dispatcher import DispatchLimits, Dispatcher
+from silo.dispatcher import Dispatcher, DispatchLimits
 from silo.embedded_store import EmbeddedStore
 from silo.grain_calls import SiloGrainClient
 from silo.keys import KeySpace
@@ -68,9 +68,12 @@ class Silo:
         self.server, port = create_server(config)
         self.silo_id = config.resolved_silo_id(port)
         self.address = config.resolved_advertise(port)
-        self.redis = aioredis.from_url(
-            redis_url, socket_timeout=5.0, socket_connect_timeout=2.0, health_check_interval=10
+        # A blocking pool: a burst of activations waits for a connection instead of failing.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            redis_url, max_connections=128, timeout=5.0, socket_timeout=5.0,
+            socket_connect_timeout=2.0, health_check_interval=10,
         )
+        self.redis = aioredis.Redis(connection_pool=pool)
         self._wire()
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.start()
@@ -188,7 +191,9 @@ class Silo:
         await self.membership.set_leaving()
         self.dispatcher.admitting = False
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self.dispatcher.idle.wait(), max(0.0, deadline - time.monotonic()))
+            await asyncio.wait_for(
+                self.dispatcher.idle.wait(), max(0.0, deadline - time.monotonic())
+            )
         self.catalog.accepting = False
         await self.catalog.deactivate_all("shutdown", max(1.0, deadline - time.monotonic()))
         await self.membership.stop()

@@ -50,11 +50,13 @@ class StoredState:
     etag: str
 
     @classmethod
-    def decode(cls, raw: bytes | None, etag: bytes | None) -> StoredState:
+    def decode(cls, raw: bytes | str | None, etag: bytes | str | None) -> StoredState:
         data = orjson.loads(raw) if raw else {}
         if not isinstance(data, dict):
             data = {"value": data}
-        return cls(data, etag.decode() if etag else "")
+        if isinstance(etag, bytes):
+            etag = etag.decode()
+        return cls(data, etag or "")
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ from silo.rpc.auth import TokenAuthInterceptor
 from silo.rpc.servicers import DirectoryServicer, GatewayServicer, ManagementServicer
 
 GRAINERY_SERVICES = tuple(
-    pb.DESCRIPTOR.services_by_name[name].full_name for name in ("Gateway", "Directory", "Management")
+    pb.DESCRIPTOR.services_by_name[name].full_name
+    for name in ("Gateway", "Directory", "Management")
 )
 
 

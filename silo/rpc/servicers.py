@@ -117,7 +117,9 @@ class ManagementServicer(pb_grpc.ManagementServicer):
             silo_id=self._membership.silo_id,
             address=self._membership.address,
             state=self._membership.state,
-            activations=[pb.TypeCount(grain_type=t, activations=n) for t, n in sorted(counts.items())],
+            activations=[
+                pb.TypeCount(grain_type=t, activations=n) for t, n in sorted(counts.items())
+            ],
             calls_in_flight=self._dispatcher.in_flight,
             membership_version=self._membership.snapshot.version,
         )

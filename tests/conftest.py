@@ -1,0 +1,16 @@
+"""Shared fixtures: a real Redis-protocol server for the whole session."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from silo.testing import TestStore
+
+
+@pytest.fixture(scope="session")
+def store() -> Iterator[TestStore]:
+    server = TestStore().start()
+    yield server
+    server.stop()

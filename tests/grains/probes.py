@@ -1,0 +1,168 @@
+"""Grains that let tests observe the runtime from outside.
+
+Activation and deactivation events are pushed to Redis lists (URL from the
+GRAINERY_TEST_REDIS environment variable) so a test can prove, across silo
+processes, how many activations a grain had, where, and with which epoch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from silo import Grain
+
+_redis: aioredis.Redis | None = None
+
+
+def _events() -> aioredis.Redis | None:
+    global _redis
+    url = os.environ.get("GRAINERY_TEST_REDIS")
+    if url and _redis is None:
+        _redis = aioredis.Redis(
+            connection_pool=aioredis.BlockingConnectionPool.from_url(url, max_connections=32)
+        )
+    return _redis
+
+
+async def record(kind: str, grain: Grain, detail: str = "") -> None:
+    events = _events()
+    if events is not None:
+        epoch = grain._ctx.fence.epoch
+        await events.rpush(f"events:{kind}:{grain.grain_type}:{grain.key}",
+                           f"{grain.silo_id}|{epoch}|{detail}")
+
+
+class Recorder(Grain):
+    """Records every activation (silo, epoch) and deactivation (reason)."""
+
+    async def on_activate(self) -> None:
+        await record("activate", self)
+
+    async def on_deactivate(self, reason: str) -> None:
+        await record("deactivate", self, reason)
+
+    async def ping(self) -> str:
+        return self.silo_id
+
+    async def add(self, n: int) -> int:
+        self.state["value"] = self.state.get("value", 0) + n
+        await self.write_state()
+        return int(self.state["value"])
+
+    async def get(self) -> int:
+        return int(self.state.get("value", 0))
+
+
+class Turns(Grain):
+    """Detects overlapping turns and records the order calls ran in."""
+
+    async def on_activate(self) -> None:
+        self.busy = False
+        self.overlaps = 0
+        self.order: list[int] = []
+
+    async def track(self, i: int, pause: float = 0.001) -> int:
+        if self.busy:
+            self.overlaps += 1
+        self.busy = True
+        await asyncio.sleep(pause)
+        self.order.append(i)
+        self.busy = False
+        return i
+
+    async def report(self) -> dict[str, Any]:
+        return {"overlaps": self.overlaps, "order": self.order}
+
+    async def sleep(self, seconds: float) -> float:
+        await asyncio.sleep(seconds)
+        return seconds
+
+
+class Flaky(Grain):
+    """on_activate fails the first ``fail_times`` activations of each key (kept per process)."""
+
+    attempts: dict[str, int] = {}
+
+    async def on_activate(self) -> None:
+        count = Flaky.attempts.get(self.key, 0) + 1
+        Flaky.attempts[self.key] = count
+        if self.key.startswith("fail-always") or (self.key.startswith("fail-once") and count == 1):
+            raise RuntimeError(f"activation {count} of {self.key} refused")
+
+    async def attempts_so_far(self) -> int:
+        return Flaky.attempts.get(self.key, 0)
+
+
+class Boom(Grain):
+    async def explode(self, message: str) -> None:
+        raise ValueError(message)
+
+    async def unserialisable(self) -> Any:
+        return {1, 2, 3}
+
+    async def big(self, size: int) -> str:
+        return "x" * size
+
+    async def echo(self, *args: Any) -> list[Any]:
+        return list(args)
+
+    async def kw_only(self, *, required: int) -> int:
+        return required
+
+
+class Guarded(Grain):
+    """Only ``ok`` (and ``inherited``) are callable; everything else must be unreachable."""
+
+    data = 42
+
+    async def ok(self) -> str:
+        return "ok"
+
+    async def _private(self) -> str:
+        return "private"
+
+    async def __aenter__(self) -> str:
+        return "dunder"
+
+    def sync_method(self) -> str:
+        return "sync"
+
+    async def on_activate(self) -> None:  # overridden hook: still not callable
+        self.state.setdefault("hooks", 0)
+
+
+class GuardedChild(Guarded):
+    async def child(self) -> str:
+        return "child"
+
+
+class Sleepy(Grain):
+    """A grain with a short per-type idle timeout."""
+
+    idle_timeout = 0.5
+
+    async def on_activate(self) -> None:
+        await record("activate", self)
+
+    async def on_deactivate(self, reason: str) -> None:
+        await asyncio.sleep(0.2)  # a slow deactivation widens the race window
+        await record("deactivate", self, reason)
+
+    async def add(self, n: int) -> int:
+        self.state["value"] = self.state.get("value", 0) + n
+        await self.write_state()
+        return int(self.state["value"])
+
+
+class Relay(Grain):
+    """Grain-to-grain calls."""
+
+    async def forward_add(self, key: str, n: int) -> int:
+        return int(await self.get_grain("Recorder", key).add(n))
+
+    async def where(self, key: str) -> str:
+        return str(await self.get_grain("Recorder", key).ping())

@@ -1,0 +1,139 @@
+// Calls a real Grainery silo from Node.js with @grpc/grpc-js, loading
+// protos/grainery/v1/grainery.proto exactly as it is in the repository.
+//
+//   GRAINERY_TARGET=127.0.0.1:7070 node --test client_test.mjs
+//
+// The silo must host tests/grains/probes.py (grain types Recorder and Boom).
+// tests/integration/test_node_client.py starts one and runs this file.
+import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
+import path from "node:path";
+import { after, before, test } from "node:test";
+import { fileURLToPath } from "node:url";
+
+import * as grpc from "@grpc/grpc-js";
+import * as protoLoader from "@grpc/proto-loader";
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const protoRoot = path.resolve(here, "..", "..", "protos");
+const target = process.env.GRAINERY_TARGET;
+if (!target) {
+  throw new Error("set GRAINERY_TARGET=host:port of a running silo");
+}
+
+const definition = protoLoader.loadSync("grainery/v1/grainery.proto", {
+  includeDirs: [protoRoot],
+  keepCase: true, // field names as in the .proto: grain_type, args_json, ...
+  longs: String,
+  defaults: true,
+});
+const v1 = grpc.loadPackageDefinition(definition).grainery.v1;
+
+let gateway;
+let directory;
+const runId = randomUUID();
+
+before(() => {
+  const credentials = grpc.credentials.createInsecure();
+  gateway = new v1.Gateway(target, credentials);
+  directory = new v1.Directory(target, credentials);
+});
+
+after(() => {
+  gateway.close();
+  directory.close();
+});
+
+function deadline(seconds = 10) {
+  return new Date(Date.now() + seconds * 1000);
+}
+
+// Promise wrapper for a unary call; rejects with the grpc-js ServiceError.
+function call(client, method, request) {
+  return new Promise((resolve, reject) => {
+    client[method](request, new grpc.Metadata(), { deadline: deadline() }, (error, reply) =>
+      error ? reject(error) : resolve(reply),
+    );
+  });
+}
+
+function invoke(grainType, key, method, args = []) {
+  return call(gateway, "Invoke", {
+    grain_type: grainType,
+    grain_key: key,
+    method,
+    args_json: typeof args === "string" ? args : JSON.stringify(args),
+  });
+}
+
+async function expectStatus(promise, code, kind) {
+  await assert.rejects(promise, (error) => {
+    assert.equal(error.code, code, `expected ${grpc.status[code]}, got ${error.code}: ${error.details}`);
+    // Silos name the error kind in the trailing metadata `grainery-error`.
+    assert.deepEqual(error.metadata.get("grainery-error"), [kind]);
+    return true;
+  });
+}
+
+test("Gateway.Invoke runs a grain method and returns JSON", async () => {
+  const key = `node-${runId}`;
+  const first = await invoke("Recorder", key, "add", [5]);
+  assert.equal(JSON.parse(first.result_json), 5);
+  assert.ok(first.silo_id, "the response names the silo that ran the call");
+  assert.ok(first.address.includes(":"));
+  const second = await invoke("Recorder", key, "add", [2]);
+  assert.equal(JSON.parse(second.result_json), 7);
+  const read = await invoke("Recorder", key, "get");
+  assert.equal(JSON.parse(read.result_json), 7);
+});
+
+test("structured arguments and results round-trip as JSON", async () => {
+  const value = { text: "héllo ✓", list: [1, 2.5, null, true], nested: { a: [] } };
+  const reply = await invoke("Boom", `node-${runId}`, "echo", [value, "two"]);
+  assert.deepEqual(JSON.parse(reply.result_json), [value, "two"]);
+});
+
+test("Directory.Locate names the silo hosting an active grain", async () => {
+  const key = `node-locate-${runId}`;
+  const invoked = await invoke("Recorder", key, "add", [1]);
+  const located = await call(directory, "Locate", { grain_type: "Recorder", grain_key: key });
+  assert.equal(located.active, true);
+  assert.equal(located.silo_id, invoked.silo_id);
+  assert.equal(located.address, invoked.address);
+});
+
+test("Directory.Members lists the cluster", async () => {
+  const members = await call(directory, "Members", {});
+  assert.ok(members.cluster, "cluster name");
+  assert.ok(Number(members.version) >= 1, "membership version");
+  const active = members.members.filter((m) => m.state === "active");
+  assert.equal(active.length, 1);
+  assert.equal(active[0].address, target);
+  assert.ok(active[0].incarnation);
+});
+
+test("unknown grain type is NOT_FOUND", async () => {
+  await expectStatus(invoke("NoSuchGrain", "k", "ping"), grpc.status.NOT_FOUND, "unknown_grain_type");
+});
+
+test("unknown or private method is UNIMPLEMENTED", async () => {
+  await expectStatus(invoke("Recorder", "k", "no_such_method"), grpc.status.UNIMPLEMENTED, "unknown_method");
+  await expectStatus(invoke("Guarded", "k", "_private"), grpc.status.UNIMPLEMENTED, "unknown_method");
+});
+
+test("arguments that are not valid JSON are INVALID_ARGUMENT", async () => {
+  await expectStatus(invoke("Recorder", "k", "add", "[1,"), grpc.status.INVALID_ARGUMENT, "invalid_arguments");
+  await expectStatus(invoke("Recorder", "k", "add", '{"n": 1}'), grpc.status.INVALID_ARGUMENT, "invalid_arguments");
+  await expectStatus(invoke("Recorder", "k", "add", [1, 2, 3]), grpc.status.INVALID_ARGUMENT, "invalid_arguments");
+});
+
+test("an exception raised by the grain is UNKNOWN with its type and message", async () => {
+  await assert.rejects(invoke("Boom", `node-${runId}`, "explode", ["kaboom"]), (error) => {
+    assert.equal(error.code, grpc.status.UNKNOWN);
+    assert.match(error.details, /ValueError: kaboom/);
+    assert.doesNotMatch(error.details, /Traceback/);
+    assert.deepEqual(error.metadata.get("grainery-error"), ["application"]);
+    assert.deepEqual(error.metadata.get("grainery-error-type"), ["ValueError"]);
+    return true;
+  });
+});
