@@ -146,6 +146,19 @@ class SiloProcess:
         self.signal(signal.SIGTERM)
         return self._reap(timeout)
 
+    def _dump_stacks(self) -> None:
+        """A silo that does not exit in time: append its Python stacks to its log (py-spy)."""
+        assert self.process is not None
+        spy = Path(sys.executable).with_name("py-spy")
+        if not spy.exists() or self._log is None:
+            return
+        dump = subprocess.run(  # noqa: S603
+            [str(spy), "dump", "--pid", str(self.process.pid)], capture_output=True, timeout=30,
+            check=False,
+        )
+        self._log.write(b"\n--- stacks at stop timeout ---\n" + dump.stdout + dump.stderr)
+        self._log.flush()
+
     def kill(self) -> None:
         self.signal(signal.SIGKILL)
         self._reap(10)
@@ -162,6 +175,7 @@ class SiloProcess:
             try:
                 code = self.process.wait(timeout)
             except subprocess.TimeoutExpired:
+                self._dump_stacks()
                 self.process.kill()
                 code = self.process.wait()
         if self._log is not None:

@@ -166,3 +166,24 @@ class Relay(Grain):
 
     async def where(self, key: str) -> str:
         return str(await self.get_grain("Recorder", key).ping())
+
+
+class SlowWriter(Grain):
+    """Writes after a pause: lets a test freeze a silo between a call's start and its write."""
+
+    async def on_activate(self) -> None:
+        await record("activate", self)
+
+    async def slow_add(self, n: int, delay: float) -> int:
+        await asyncio.sleep(delay)
+        self.state["value"] = self.state.get("value", 0) + n
+        await self.write_state()
+        return int(self.state["value"])
+
+    async def add(self, n: int) -> int:
+        self.state["value"] = self.state.get("value", 0) + n
+        await self.write_state()
+        return int(self.state["value"])
+
+    async def get(self) -> int:
+        return int(self.state.get("value", 0))

@@ -167,7 +167,8 @@ def test_check_arity(count: int, ok: bool) -> None:
 
 def test_check_arity_messages() -> None:
     table = callable_methods(Shapes)
-    with pytest.raises(InvalidArgumentsError, match=r"one\(\) takes 1 positional argument\(s\), got 2"):
+    expected = r"one\(\) takes 1 positional argument\(s\), got 2"
+    with pytest.raises(InvalidArgumentsError, match=expected):
         table["one"].check_arity(2)
     with pytest.raises(InvalidArgumentsError, match="1 to any"):
         table["star"].check_arity(0)

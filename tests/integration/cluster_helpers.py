@@ -1,0 +1,68 @@
+"""Helpers shared by the cluster tests: event lists, pinned stubs, bounded polling."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+import redis.asyncio as aioredis
+
+from client._proto.grainery.v1 import grainery_pb2 as pb
+from client._proto.grainery.v1 import grainery_pb2_grpc as pb_grpc
+from client.codec import encode_args
+from silo.testing import TestStore
+
+
+class Events:
+    """Activation/deactivation events the probe grains push to Redis."""
+
+    def __init__(self, store: TestStore) -> None:
+        self.redis = aioredis.from_url(store.url)
+
+    async def activations(self, grain_type: str, key: str) -> list[tuple[str, int]]:
+        raw = await self.redis.lrange(f"events:activate:{grain_type}:{key}", 0, -1)
+        out = []
+        for item in raw:
+            silo, epoch, _ = item.decode().split("|", 2)
+            out.append((silo, int(epoch)))
+        return out
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+
+class PinnedStub:
+    """Calls one silo only (no client-side routing): exercises silo-side forwarding."""
+
+    def __init__(self, address: str) -> None:
+        self.channel = grpc.aio.insecure_channel(address)
+        self.gateway = pb_grpc.GatewayStub(self.channel)
+
+    async def invoke(self, grain_type: str, key: str, method: str, *args: Any,
+                     timeout: float = 10.0) -> pb.InvokeResponse:
+        request = pb.InvokeRequest(grain_type=grain_type, grain_key=key, method=method,
+                                   args_json=encode_args(args))
+        response: pb.InvokeResponse = await self.gateway.Invoke(request, timeout=timeout)
+        return response
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], timeout: float, what: str) -> Any:
+    """Retry ``check`` until it returns a truthy value or raises nothing, within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            result = await check()
+            if result:
+                return result
+            last = result
+        except Exception as exc:  # noqa: BLE001 - remembered for the failure message
+            last = exc
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{what} did not happen within {timeout}s; last seen: {last!r}")

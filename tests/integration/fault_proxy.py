@@ -1,0 +1,77 @@
+"""A TCP proxy that can black-hole traffic: 'Redis unreachable for one silo only'.
+
+Runs its own event loop on a thread so tests can flip it while their own loop
+is busy. Blocked means: bytes in either direction are dropped and new
+connections are accepted but never served, so the client sees time-outs,
+as with a network partition, not a clean connection refusal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+
+from silo.embedded_store import free_port
+
+
+class FaultProxy:
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = free_port()
+        self.blocked = False
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._server: asyncio.base_events.Server | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> FaultProxy:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._serve(), self._loop).result(5)
+        return self
+
+    async def _serve(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            upstream_reader, upstream_writer = await asyncio.open_connection(
+                "127.0.0.1", self.target_port
+            )
+        except OSError:
+            writer.close()
+            return
+        await asyncio.gather(
+            self._pipe(reader, upstream_writer), self._pipe(upstream_reader, writer),
+            return_exceptions=True,
+        )
+        for w in (writer, upstream_writer):
+            with contextlib.suppress(Exception):
+                w.close()
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            data = await reader.read(65536)
+            if not data:
+                break
+            if self.blocked:
+                continue  # black-holed
+            writer.write(data)
+            await writer.drain()
+        with contextlib.suppress(Exception):
+            writer.close()
+
+    def block(self) -> None:
+        self.blocked = True
+
+    def unblock(self) -> None:
+        self.blocked = False
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._loop.call_soon_threadsafe(self._server.close)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
