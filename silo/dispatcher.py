@@ -186,7 +186,7 @@ class Dispatcher:
             self._count(grain_type, method.name, error.kind)
             raise
         except Exception as exc:  # noqa: BLE001 - the grain's own failure, reported to its caller
-            self._count(grain_type, method.name, "app_error")
+            self._count(grain_type, method.name, "application")
             raise GrainApplicationError(
                 f"{type(exc).__name__}: {str(exc)[:1000]}", type(exc).__name__
             ) from None
@@ -207,13 +207,13 @@ class Dispatcher:
         try:
             result_json = encode_result(result)
         except TypeError as exc:
-            self._count(activation.grain_type.name, method.name, "app_error")
+            self._count(activation.grain_type.name, method.name, "application")
             raise GrainApplicationError(
                 f"TypeError: result of {activation.grain_id}.{method.name} is not "
                 f"JSON-serialisable: {exc}", "TypeError",
             ) from None
         if len(result_json) > self.limits.max_result_bytes:
-            self._count(activation.grain_type.name, method.name, "app_error")
+            self._count(activation.grain_type.name, method.name, "application")
             raise GrainApplicationError(
                 f"ResultTooLarge: result of {activation.grain_id}.{method.name} is "
                 f"{len(result_json)} bytes (limit {self.limits.max_result_bytes})",

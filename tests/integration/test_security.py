@@ -243,7 +243,7 @@ async def test_bad_token_unauthenticated(
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await _raw_invoke(channel, metadata)
         assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
-        trailers = dict(caught.value.trailing_metadata() or ())
+        trailers = {k: v for k, v in caught.value.trailing_metadata() or ()}
         assert trailers.get("grainery-error") == "unauthenticated"
         assert TOKEN not in (caught.value.details() or "")
         # Directory and Management are guarded as well.
