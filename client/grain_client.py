@@ -14,6 +14,7 @@ import contextlib
 import logging
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -40,6 +41,18 @@ _RETRYABLE = (SiloUnavailableError, OverloadedError, TransportError)
 # With no silo answering membership requests, give up after this many retries
 # (about 1 s of back-off) rather than waiting out the whole deadline.
 _MAX_BLIND_RETRIES = 5
+
+
+@dataclass
+class RoutingStats:
+    """Calls this client made, and how many the first silo had to forward (an extra hop)."""
+
+    calls: int = 0
+    forwarded: int = 0
+
+    @property
+    def direct_ratio(self) -> float:
+        return 1.0 - self.forwarded / self.calls if self.calls else 1.0
 
 
 def snapshot_from_proto(response: pb.MembersResponse) -> MembershipSnapshot:
@@ -81,6 +94,7 @@ class GrainClient:
         # cannot reach the silos' advertised addresses (outside a compose network or a pod
         # network, behind a load balancer); costs one extra hop per call.
         self.gateway_only = gateway_only
+        self.stats = RoutingStats()
 
     async def __aenter__(self) -> GrainClient:
         await self.connect()
@@ -154,6 +168,9 @@ class GrainClient:
                 if not reachable and attempt >= _MAX_BLIND_RETRIES:
                     raise error from None
                 continue
+            self.stats.calls += 1
+            if response.address != address:
+                self.stats.forwarded += 1
             self.router.learn(grain, response.address)
             if response.membership_version > self.router.snapshot.version and not self.gateway_only:
                 self._refresh_soon()

@@ -93,13 +93,14 @@ class SiloProcess:
     ) -> None:
         self.name = name
         self.port = port or free_port()
+        self.metrics_port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.log_path = Path(log_dir or tempfile.mkdtemp(prefix="grainery-silo-")) / f"{name}.log"
         self.args = [
             sys.executable, "-m", "silo.cli", "silo", "--host", "127.0.0.1",
             "--port", str(self.port), "--redis", redis_url, "--cluster", cluster,
             "--silo-id", name, *[item for module in grains for item in ("--grains", module)],
-            *extra_args,
+            "--metrics-port", str(self.metrics_port), *extra_args,
         ]
         self.env = {**os.environ, **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None
@@ -130,6 +131,19 @@ class SiloProcess:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "(no log)"
+
+    def scrape(self) -> dict[str, float]:
+        """This silo's /metrics as {'name{labels}': value} (counters, gauges, histograms)."""
+        from urllib.request import urlopen
+
+        with urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as reply:  # noqa: S310
+            text = reply.read().decode()
+        samples: dict[str, float] = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                samples[name] = float(value)
+        return samples
 
     @property
     def alive(self) -> bool:

@@ -189,7 +189,7 @@ async def test_silo_cut_off_from_redis_fences_itself(store: TestStore) -> None:
             await pinned.invoke("SlowWriter", key, "get", timeout=3)
         assert "UNAVAILABLE" in str(refused.value) or "DEADLINE" in str(refused.value)
         activations = await events.activations("SlowWriter", key)
-        assert [silo for silo, _ in activations][0] == "isolated" and len(activations) == 2
+        assert activations[0][0] == "isolated" and len(activations) == 2
         proxy.unblock()
         # Healed: it rejoins as a new incarnation and forwards the grain to its owner.
         healed = await eventually(
@@ -254,3 +254,27 @@ async def test_joining_silo_takes_over_its_share(cluster: TestCluster) -> None:
         await eventually(newcomer_hosts_its_share, 20, "the new silo hosting >= 15% of grains")
         values = await asyncio.gather(*(client.get_grain("Recorder", k).get() for k in keys))
     assert values == [1] * len(keys)
+
+
+async def test_steady_state_calls_need_no_forward(cluster: TestCluster) -> None:
+    """>= 99% of the Python client's calls reach the owner directly (client and silo counts)."""
+    await cluster.wait_for_stable_membership(3)
+    keys = [f"direct-{i}" for i in range(200)]
+    async with cluster.client() as client:
+        await asyncio.gather(*(client.get_grain("Recorder", k).ping() for k in keys))  # warm
+        before = _forwarded(cluster)
+        client.stats.calls = client.stats.forwarded = 0
+        for _ in range(5):
+            await asyncio.gather(*(client.get_grain("Recorder", k).add(1) for k in keys))
+        stats = client.stats
+    forwarded_by_silos = _forwarded(cluster) - before
+    assert stats.calls == 1000
+    assert stats.direct_ratio >= 0.99, stats
+    assert forwarded_by_silos <= 10, forwarded_by_silos
+
+
+def _forwarded(cluster: TestCluster) -> float:
+    return sum(
+        silo.scrape().get('grainery_gateway_calls_total{route="forwarded"}', 0.0)
+        for silo in cluster.live
+    )

@@ -340,8 +340,8 @@ async def _forwarding_check(addresses: list[str], security: ClientSecurity, pref
     try:
         directory = pb_grpc.DirectoryStub(channel)
         gateway = pb_grpc.GatewayStub(channel)
-        entry_id = (await gateway.Invoke(_invoke_request("Recorder", f"{prefix}-probe", "ping"),
-                                         timeout=10, metadata=metadata)).silo_id
+        members = await directory.Members(pb.MembersRequest(), timeout=5, metadata=metadata)
+        entry_id = next(m.silo_id for m in members.members if m.address == entry)
         forwarded = 0
         for i in range(40):
             key = f"{prefix}-{i}"
