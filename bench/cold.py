@@ -76,7 +76,7 @@ async def _cold_then_warm(
 
 
 def run(cfg: RunConfig) -> list[Measurement]:
-    n_serial, n_parallel = (100, 800) if cfg.quick else (300, 3000)
+    n_serial, n_parallel = (100, 2000) if cfg.quick else (300, 8000)
     plan = [(1, _keys("cold-a", n_serial)), (64, _keys("cold-b", n_parallel))]
     with Cluster(1, f"bench-cold-{time.time_ns()}") as cluster:
         cfg.log(f"{NAME}: writing ~1 KB state for {n_serial + n_parallel} grains (untimed)")

@@ -97,7 +97,6 @@ async def closed_loop(
     in_flight: int,
     duration: float,
     warmup: float,
-    timeout: float | None = None,
 ) -> LoadResult:
     """Keep ``in_flight`` calls outstanding; measure only calls that finish in the window.
 
@@ -124,10 +123,7 @@ async def closed_loop(
             seq += 1
             t0 = perf()
             try:
-                if timeout is None:
-                    await call(i)
-                else:
-                    await asyncio.wait_for(call(i), timeout)  # type: ignore[arg-type]
+                await call(i)
                 ok = True
             except Exception as exc:
                 ok = False
@@ -187,7 +183,7 @@ def run_async(coro: Coroutine[Any, Any, T], use_uvloop: bool) -> T:
         except ImportError:
             pass
         else:
-            return uvloop.run(coro)  # type: ignore[no-any-return]
+            return uvloop.run(coro)
     return asyncio.run(coro)
 
 

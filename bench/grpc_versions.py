@@ -3,7 +3,8 @@
 Why: per-RPC overhead inside gRPC Python is the ceiling of a unary design, and it changes
 between releases, so the project pins the fastest release without known advisories. Each
 version gets a throwaway venv (``/tmp/grpcvenv-X``: grpcio==X + uvloop only); repetitions are
-interleaved across versions so slow drift of the machine does not favour one of them.
+interleaved across versions so slow drift of the machine does not favour one of them, and a
+run that other processes disturbed (see ``bench.machine``) is repeated.
 
     python -m bench.grpc_versions --versions 1.62.3,1.70.0,1.78.0,1.85.1 --repeats 3
 """
@@ -18,6 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bench import machine
 from bench.common import REPO_ROOT, RESULTS_DIR, median
 
 DEFAULT_VERSIONS = "1.62.3,1.70.0,1.78.0,1.85.1"
@@ -50,12 +52,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--levels", default="1,16,64,256")
     parser.add_argument("--venv-base", default="/tmp")
     parser.add_argument("--out", default=str(RESULTS_DIR / "grpc_versions.json"))
+    parser.add_argument(
+        "--retries", type=int, default=2, help="re-run a measurement the machine disturbed"
+    )
     args = parser.parse_args(argv)
     versions = args.versions.split(",")
     pythons = {v: ensure_venv(v, Path(args.venv_base)) for v in versions}
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
     # raw[version][loop] = list of per-repeat rows
     raw: dict[str, dict[str, list[list[dict[str, float]]]]] = {v: {} for v in versions}
+    contention: list[dict[str, float | str | int]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for rep in range(args.repeats):
             for v in versions:
@@ -65,8 +71,19 @@ def main(argv: list[str] | None = None) -> None:
                     "--repeats", "1", "--duration", str(args.duration),
                     "--levels", args.levels, "--json", str(out),
                 ]  # fmt: skip
-                print(f"rep {rep + 1}/{args.repeats} grpcio {v}", file=sys.stderr, flush=True)
-                subprocess.run(cmd, env=env, cwd=REPO_ROOT, check=True, stdout=subprocess.DEVNULL)
+                for attempt in range(args.retries + 1):
+                    machine.wait_quiet(60.0, log=lambda m: print(m, file=sys.stderr))
+                    print(f"rep {rep + 1}/{args.repeats} grpcio {v}", file=sys.stderr, flush=True)
+                    before = machine.sample()
+                    subprocess.run(
+                        cmd, env=env, cwd=REPO_ROOT, check=True, stdout=subprocess.DEVNULL
+                    )
+                    load = machine.foreign(before, machine.sample())
+                    disturbed = load.get("foreign_cores", 0.0) + load.get("steal_cores", 0.0)
+                    contention.append({"grpcio": v, "rep": rep + 1, "attempt": attempt, **load})
+                    if disturbed <= 0.2:
+                        break
+                    print(f"  disturbed ({disturbed:.2f} cores used elsewhere)", file=sys.stderr)
                 data = json.loads(out.read_text())
                 for loop, reps in data["runs"].items():
                     raw[v].setdefault(loop, []).extend(reps)
@@ -76,6 +93,7 @@ def main(argv: list[str] | None = None) -> None:
             for i, n in enumerate(int(x) for x in args.levels.split(",")):
                 row: dict[str, float | str] = {"grpcio": v, "loop": loop, "in_flight": n}
                 for metric in ("calls_per_s", "p50_ms", "p99_ms", "server_cpu_us_per_call"):
+                    # median over repetitions, per concurrency level
                     row[metric] = median([r[i].get(metric, float("nan")) for r in reps])
                 table.append(row)
     print(f"{'grpcio':8} {'loop':8} {'inflight':>8} {'calls/s':>9} {'p50 ms':>7} "
@@ -86,7 +104,11 @@ def main(argv: list[str] | None = None) -> None:
             f"{r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} {r['server_cpu_us_per_call']:>11.0f}"
         )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"median": table, "raw": raw}, indent=2))
+    cmd_line = " ".join(
+        ["python -m bench.grpc_versions", *(argv if argv is not None else sys.argv[1:])]
+    )
+    doc = {"command": cmd_line, "median": table, "raw": raw, "contention": contention}
+    Path(args.out).write_text(json.dumps(doc, indent=2))
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ async def _measure(cfg: RunConfig, cluster: Cluster) -> list[Measurement]:
 
         await sweep(touch, 50, 8)  # code paths, connections and caches exercised first
         base = await _settled_rss(silo.pid)
-        out.append(Measurement("empty-silo", 0, {"rss_mib": base / MIB}))
+        out.append(Measurement("empty-silo", None, {"rss_mib": base / MIB}))
         done = 50
         for target in targets:
             cfg.log(f"{NAME}: activating up to {target} grains")
@@ -60,7 +60,7 @@ async def _measure(cfg: RunConfig, cluster: Cluster) -> list[Measurement]:
             out.append(
                 Measurement(
                     f"{target // 1000}k-grains",
-                    target,
+                    None,
                     {
                         "rss_mib": rss / MIB,
                         "above_empty_mib": (rss - base) / MIB,

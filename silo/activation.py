@@ -16,7 +16,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from client.errors import (
@@ -47,7 +47,7 @@ class Redispatch(Exception):
     """The activation is going away; the caller should wait for it and resolve again."""
 
 
-@dataclass
+@dataclass(slots=True)
 class ActivationContext:
     """What a grain instance knows about its activation (``Grain._ctx``)."""
 
@@ -57,7 +57,7 @@ class ActivationContext:
     fence: Fence
     etag: str
     grain_ref_factory: Callable[[str, str], GrainRef]
-    deactivation_requests: list[str] = field(default_factory=list)
+    deactivation_request: str | None = None  # reason, applied after the current turn
 
     async def write_state(self, state: dict[str, Any]) -> None:
         try:
@@ -88,7 +88,8 @@ class ActivationContext:
         return self.grain_ref_factory(grain_type, key)
 
     def request_deactivation(self, reason: str) -> None:
-        self.deactivation_requests.append(reason)
+        if self.deactivation_request is None:
+            self.deactivation_request = reason
 
 
 @dataclass(eq=False)
@@ -107,18 +108,17 @@ class _Deactivate:
 
 class Activation:
     __slots__ = (
+        "_gone",
         "_on_deactivate",
         "_pump",
         "_queue",
         "context",
-        "gone",
         "grain",
         "grain_id",
         "grain_type",
         "last_active",
         "max_queue",
         "phase",
-        "ready",
         "running",
     )
 
@@ -129,20 +129,31 @@ class Activation:
         max_queue: int,
         on_deactivate: Callable[[Activation, _Deactivate], Any],
     ) -> None:
-        loop = asyncio.get_running_loop()
         self.grain_id = grain_id
         self.grain_type = grain_type
         self.phase = Phase.ACTIVATING
-        self.ready: asyncio.Future[None] = loop.create_future()
-        self.gone = asyncio.Event()
         self.grain: Grain | None = None
         self.context: ActivationContext | None = None
         self.last_active = time.monotonic()
         self.max_queue = max_queue
         self.running = False
-        self._queue: deque[_Call | _Deactivate] = deque()
+        self._gone: asyncio.Event | None = None
+        self._queue: deque[_Call | _Deactivate] | None = None
         self._pump: asyncio.Task[None] | None = None
         self._on_deactivate = on_deactivate
+
+    async def wait_gone(self) -> None:
+        """Wait until the activation has finished deactivating (or was abandoned)."""
+        if self.phase is Phase.GONE:
+            return
+        if self._gone is None:
+            self._gone = asyncio.Event()
+        await self._gone.wait()
+
+    def mark_gone(self) -> None:
+        self.phase = Phase.GONE
+        if self._gone is not None:
+            self._gone.set()
 
     @property
     def idle(self) -> bool:
@@ -150,19 +161,25 @@ class Activation:
 
     @property
     def queued(self) -> int:
-        return len(self._queue)
+        return len(self._queue) if self._queue else 0
+
+    def _enqueue(self, item: _Call | _Deactivate) -> None:
+        if self._queue is None:
+            self._queue = deque()
+        self._queue.append(item)
+        if self._pump is None or self._pump.done():
+            self._pump = asyncio.create_task(self._drain(), name=f"grain {self.grain_id}")
 
     def call(self, method: MethodSpec, args: list[Any], deadline: float) -> asyncio.Future[Any]:
         """Queue a call; the returned future resolves with its result."""
         if self.phase is not Phase.ACTIVE:
             raise Redispatch()
-        if len(self._queue) >= self.max_queue:
+        if self.queued >= self.max_queue:
             raise OverloadedError(
-                f"{self.grain_id} has {len(self._queue)} calls queued (limit {self.max_queue})"
+                f"{self.grain_id} has {self.queued} calls queued (limit {self.max_queue})"
             )
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Call(future, method, args, deadline))
-        self._ensure_pump()
+        self._enqueue(_Call(future, method, args, deadline))
         return future
 
     def deactivate(self, reason: str, unregister: bool = True) -> None:
@@ -170,26 +187,22 @@ class Activation:
         if self.phase is not Phase.ACTIVE:
             return
         self.phase = Phase.DEACTIVATING
-        self._queue.append(_Deactivate(reason, unregister))
-        self._ensure_pump()
+        self._enqueue(_Deactivate(reason, unregister))
 
     def abandon(self) -> None:
         """Fencing: no further turn starts; the one running (if any) may finish."""
-        self.phase = Phase.GONE
-        for item in self._queue:
+        for item in self._queue or ():
             if isinstance(item, _Call) and not item.future.done():
                 item.future.set_exception(Redispatch())
-        self._queue.clear()
-        self.gone.set()
-
-    def _ensure_pump(self) -> None:
-        if self._pump is None or self._pump.done():
-            self._pump = asyncio.create_task(self._drain(), name=f"grain {self.grain_id}")
+        self._queue = None
+        self.mark_gone()
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
         while self._queue:
             item = self._queue.popleft()
+            if not self._queue:
+                self._queue = None  # an idle grain keeps no deque
             if isinstance(item, _Deactivate):
                 await self._on_deactivate(self, item)
                 continue
@@ -220,8 +233,7 @@ class Activation:
         finally:
             self.running = False
             self.last_active = time.monotonic()
-        requests = self.context.deactivation_requests
-        if requests:
-            reason = requests[0]
-            requests.clear()
+        reason = self.context.deactivation_request
+        if reason is not None:
+            self.context.deactivation_request = None
             self.deactivate(reason, unregister=reason != "fenced")

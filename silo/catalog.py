@@ -88,8 +88,7 @@ class Catalog:
         except BaseException as exc:
             self._metrics.activation_failures.labels(grain_type.name).inc()
             await self._unregister_quietly(grain, fence)
-            activation.phase = Phase.GONE
-            activation.gone.set()
+            activation.mark_gone()
             if isinstance(exc, SiloUnavailableError | asyncio.CancelledError):
                 raise
             log.warning("activation of %s failed: %s: %s", grain, type(exc).__name__, exc)
@@ -119,12 +118,11 @@ class Catalog:
             log.warning("on_deactivate of %s raised %s: %s", grain, type(exc).__name__, exc)
         if request.unregister and activation.context is not None:
             await self._unregister_quietly(grain, activation.context.fence)
-        activation.phase = Phase.GONE
         if self._table.get(grain) is activation:
             del self._table[grain]
             self._metrics.activations.labels(name).dec()
         self._metrics.deactivations.labels(name, request.reason).inc()
-        activation.gone.set()
+        activation.mark_gone()
 
     def collect_idle(self) -> int:
         """Deactivate grains idle for longer than their type's timeout."""
@@ -147,7 +145,7 @@ class Catalog:
         activations = list(self._table.values())
         for activation in activations:
             activation.deactivate(reason)
-        waits = [asyncio.ensure_future(a.gone.wait()) for a in activations]
+        waits = [asyncio.ensure_future(a.wait_gone()) for a in activations]
         if waits:
             _done, pending = await asyncio.wait(waits, timeout=timeout)
             for task in pending:

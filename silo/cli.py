@@ -87,6 +87,17 @@ def silo_config(options: argparse.Namespace) -> SiloConfig:
     return SiloConfig(**values)
 
 
+def dump_tasks() -> None:
+    """SIGUSR1: log every asyncio task's stack (what is this silo waiting for?)."""
+    import io
+    import logging
+
+    out = io.StringIO()
+    for task in asyncio.all_tasks():
+        task.print_stack(limit=8, file=out)
+    logging.getLogger("grainery.debug").warning("asyncio tasks:\n%s", out.getvalue())
+
+
 async def run_silo(config: SiloConfig) -> int:
     from silo.logs import configure_logging
     from silo.runtime import Silo
@@ -101,6 +112,7 @@ async def run_silo(config: SiloConfig) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, dump_tasks)
     await silo.start()
     await stop.wait()
     await silo.stop()

@@ -33,7 +33,7 @@ from client.errors import (
 )
 from client.routing import GrainId
 from silo.activation import Activation, Redispatch
-from silo.locator import GrainLocator, Remote
+from silo.locator import GrainLocator, Placement, Remote
 from silo.membership import MembershipService
 from silo.metrics import SiloMetrics
 from silo.registry import GrainRegistry, GrainType, MethodSpec
@@ -50,6 +50,15 @@ class DispatchLimits:
     max_nesting: int = 64
     max_result_bytes: int = 4 * 1024 * 1024
     max_timeout: float = 300.0
+
+
+def _expire(future: asyncio.Future[Any], activation: Activation, method: MethodSpec) -> None:
+    """The call's deadline passed: answer the caller now. A queued call is then skipped;
+    a running turn finishes, and its result is dropped."""
+    if not future.done():
+        future.set_exception(DeadlineExceededError(
+            f"deadline exceeded waiting for {activation.grain_id}.{method.name}"
+        ))
 
 
 class Dispatcher:
@@ -72,6 +81,8 @@ class Dispatcher:
         self.admitting = True
         self.idle = asyncio.Event()
         self.idle.set()
+        self._hot: dict[tuple[str, str], tuple[Any, Any]] = {}
+        self._local_calls = metrics.gateway_calls.labels("local")
 
     async def invoke(self, request: pb.InvokeRequest, timeout: float | None) -> pb.InvokeResponse:
         """Run (or forward) one call; raises a GrainError on failure."""
@@ -124,6 +135,17 @@ class Dispatcher:
     def _count(self, grain_type: str, method: str, outcome: str) -> None:
         self._metrics.calls.labels(grain_type, method, outcome).inc()
 
+    def _children(self, grain_type: str, method: str) -> tuple[Any, Any]:
+        """Cached metric children for the success path (labels() costs a lock and a lookup)."""
+        key = (grain_type, method)
+        children = self._hot.get(key)
+        if children is None:
+            children = self._hot[key] = (
+                self._metrics.calls.labels(grain_type, method, "ok"),
+                self._metrics.call_duration.labels(grain_type, method),
+            )
+        return children
+
     async def _route(
         self,
         grain: GrainId,
@@ -139,15 +161,17 @@ class Dispatcher:
             if remaining <= 0:
                 self._count(grain_type.name, method.name, "deadline")
                 raise DeadlineExceededError(f"deadline exceeded before {grain} could run")
-            try:
-                placement = await asyncio.wait_for(
-                    self._locator.resolve(grain, grain_type, request.hops), remaining
-                )
-            except asyncio.TimeoutError:
-                continue
-            except GrainError as error:
-                self._count(grain_type.name, method.name, error.kind)
-                raise
+            placement: Placement | None = self._locator.local(grain)  # hot path: no task/timer
+            if placement is None:
+                try:
+                    placement = await asyncio.wait_for(
+                        self._locator.resolve(grain, grain_type, request.hops), remaining
+                    )
+                except asyncio.TimeoutError:
+                    continue
+                except GrainError as error:
+                    self._count(grain_type.name, method.name, error.kind)
+                    raise
             if isinstance(placement, Remote):
                 response = await self._forward(placement, request, deadline)
                 if response is not None:
@@ -162,7 +186,7 @@ class Dispatcher:
         remaining = deadline - asyncio.get_running_loop().time()
         if remaining > 0:
             try:
-                await asyncio.wait_for(activation.gone.wait(), remaining)
+                await asyncio.wait_for(activation.wait_gone(), remaining)
             except asyncio.TimeoutError:
                 pass
 
@@ -171,17 +195,11 @@ class Dispatcher:
     ) -> pb.InvokeResponse:
         grain_type = activation.grain_type.name
         started = time.perf_counter()
-        self._metrics.gateway_calls.labels("local").inc()
-        remaining = deadline - asyncio.get_running_loop().time()
+        future = activation.call(method, args, deadline)  # raises Redispatch when going away
+        self._local_calls.inc()
+        timer = asyncio.get_running_loop().call_at(deadline, _expire, future, activation, method)
         try:
-            result = await asyncio.wait_for(activation.call(method, args, deadline), remaining)
-        except Redispatch:
-            raise
-        except asyncio.TimeoutError:
-            self._count(grain_type, method.name, "deadline")
-            raise DeadlineExceededError(
-                f"deadline exceeded waiting for {activation.grain_id}.{method.name}"
-            ) from None
+            result = await future
         except GrainError as error:
             self._count(grain_type, method.name, error.kind)
             raise
@@ -191,11 +209,11 @@ class Dispatcher:
                 f"{type(exc).__name__}: {str(exc)[:1000]}", type(exc).__name__
             ) from None
         finally:
-            self._metrics.call_duration.labels(grain_type, method.name).observe(
-                time.perf_counter() - started
-            )
+            timer.cancel()
+        ok, duration = self._children(grain_type, method.name)
+        duration.observe(time.perf_counter() - started)
         result_json = self._encode(activation, method, result)
-        self._count(grain_type, method.name, "ok")
+        ok.inc()
         return pb.InvokeResponse(
             result_json=result_json,
             silo_id=self._membership.silo_id,

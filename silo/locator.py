@@ -40,13 +40,20 @@ class GrainLocator:
         self._membership = membership
         self._pending: dict[GrainId, asyncio.Task[Placement]] = {}
 
+    def local(self, grain: GrainId) -> Activation | None:
+        """The active local activation, if any (no await: the hot path)."""
+        activation = self._catalog.get(grain)
+        if activation is not None and activation.phase is Phase.ACTIVE:
+            return activation
+        return None
+
     async def resolve(self, grain: GrainId, grain_type: GrainType, hops: int) -> Placement:
         while True:
             activation = self._catalog.get(grain)
             if activation is not None:
                 if activation.phase is Phase.ACTIVE:
                     return activation
-                await activation.gone.wait()
+                await activation.wait_gone()
                 continue
             task = self._pending.get(grain)
             if task is None:

@@ -349,7 +349,7 @@ class MembershipService:
                 await asyncio.sleep(self.timing.heartbeat_interval)
             finally:
                 with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def _try_rejoin(self) -> None:
         """A fenced silo comes back as a new incarnation once Redis answers again."""

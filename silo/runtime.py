@@ -190,12 +190,16 @@ class Silo:
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.membership.set_leaving()
         self.dispatcher.admitting = False
-        with contextlib.suppress(asyncio.TimeoutError):
+        try:
             await asyncio.wait_for(
                 self.dispatcher.idle.wait(), max(0.0, deadline - time.monotonic())
             )
+        except asyncio.TimeoutError:
+            log.warning("drain timeout: %d calls still in flight", self.dispatcher.in_flight)
+        log.info("calls drained; deactivating %d grains", len(self.catalog))
         self.catalog.accepting = False
         await self.catalog.deactivate_all("shutdown", max(1.0, deadline - time.monotonic()))
+        log.info("grains deactivated; leaving the membership")
         await self.membership.stop()
         await self._close()
         log.info("silo %s stopped", self.silo_id)

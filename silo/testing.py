@@ -163,6 +163,8 @@ class SiloProcess:
     def _dump_stacks(self) -> None:
         """A silo that does not exit in time: append its Python stacks to its log (py-spy)."""
         assert self.process is not None
+        self.process.send_signal(signal.SIGUSR1)  # the silo logs its asyncio tasks
+        time.sleep(1.0)
         spy = Path(sys.executable).with_name("py-spy")
         if not spy.exists() or self._log is None:
             return

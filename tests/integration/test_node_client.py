@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from silo.testing import TestCluster, TestStore
+from tests.integration.helpers import GRAINS, running_cluster
 
 REPO = Path(__file__).resolve().parents[2]
 NODE_DIR = REPO / "tests" / "node"
@@ -33,7 +34,7 @@ def _node() -> str:
 
 @pytest.fixture(scope="module")
 def silo(store: TestStore) -> Iterator[TestCluster]:
-    with TestCluster(store, ["tests.grains.probes"], size=1) as cluster:
+    with running_cluster(TestCluster(store, GRAINS, size=1)) as cluster:
         yield cluster
 
 
@@ -41,9 +42,10 @@ def test_node_client_against_live_silo(silo: TestCluster) -> None:
     node = _node()
     env = {**os.environ, "GRAINERY_TARGET": silo.addresses[0]}
     result = subprocess.run(  # noqa: S603
-        [node, "--test", "--test-reporter=spec", str(SCRIPT)],
+        [node, "--test", "--test-reporter=tap", str(SCRIPT)],
         cwd=NODE_DIR, env=env, capture_output=True, text=True, timeout=90,
     )
     output = result.stdout + result.stderr
-    assert result.returncode == 0, f"node client failed:\n{output}\nsilo log:\n{silo.silos[0].log_tail()}"
-    assert "# fail 0" in output or "fail 0" in output, output
+    log = silo.silos[0].log_tail()
+    assert result.returncode == 0, f"node client failed:\n{output}\nsilo log:\n{log}"
+    assert "# fail 0" in output and "# pass 0" not in output, output

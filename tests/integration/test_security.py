@@ -33,8 +33,8 @@ from client._proto.grainery.v1 import grainery_pb2_grpc as pb_grpc
 from client.channels import ClientSecurity, open_channel
 from client.errors import UnauthenticatedError
 from silo.testing import TestCluster, TestStore
+from tests.integration.helpers import GRAINS, running_cluster
 
-GRAINS = ["tests.grains.probes"]
 TOKEN = "s3cret-token-for-tests"
 REPO = Path(__file__).resolve().parents[2]
 
@@ -170,7 +170,7 @@ def tls_cluster(store: TestStore, pki: Pki) -> Iterator[TestCluster]:
     """Two silos with TLS (server certificate only) and a bearer token."""
     args = ["--tls-cert", pki.server_cert, "--tls-key", pki.server_key, "--tls-ca", pki.ca,
             "--token", TOKEN]
-    with TestCluster(store, GRAINS, size=2, extra_args=args) as cluster:
+    with running_cluster(TestCluster(store, GRAINS, size=2, extra_args=args)) as cluster:
         asyncio.run(wait_members(cluster.addresses, pki.security(token=TOKEN), 2))
         yield cluster
 
@@ -180,7 +180,7 @@ def mtls_cluster(store: TestStore, pki: Pki) -> Iterator[TestCluster]:
     """Two silos that require client certificates (and present theirs to each other)."""
     args = ["--tls-cert", pki.server_cert, "--tls-key", pki.server_key,
             "--tls-client-ca", pki.ca]
-    with TestCluster(store, GRAINS, size=2, extra_args=args) as cluster:
+    with running_cluster(TestCluster(store, GRAINS, size=2, extra_args=args)) as cluster:
         asyncio.run(wait_members(cluster.addresses, pki.security(client_cert=True), 2))
         yield cluster
 

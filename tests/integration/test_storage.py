@@ -268,15 +268,23 @@ async def wait_for_state(watcher: MembershipService, silo_id: str, state: str,
 
 async def test_join_see_each_other_and_leave(stack: Stack) -> None:
     a, b = service(stack, "a"), service(stack, "b")
+    print("starting", flush=True)
     await a.start()
+    print("a started", flush=True)
     await b.start()
+    print("b started", flush=True)
     try:
+        print("serving", a.serving, b.serving, flush=True)
         assert a.serving and b.serving
         snapshot = await a.refresh()
+        print("refreshed", snapshot, flush=True)
         assert {(m.silo_id, m.state) for m in snapshot.members} == {("a", ACTIVE), ("b", ACTIVE)}
         version = snapshot.version
+        print("leaving", flush=True)
         await b.set_leaving()
+        print("left", flush=True)
         await wait_for_state(a, "b", LEAVING)
+        print("waited", flush=True)
         assert b.serving  # leaving members keep their lease while they drain
         assert [m.silo_id for m in a.snapshot.active] == ["a"]
         await b.stop()
@@ -284,8 +292,11 @@ async def test_join_see_each_other_and_leave(stack: Stack) -> None:
         assert a.snapshot.version > version
         assert not b.serving
     finally:
+        print("finally", flush=True)
         await b.stop()
+        print("b stopped", flush=True)
         await a.stop()
+        print("a stopped", flush=True)
 
 
 async def test_a_lapsed_lease_is_declared_dead_and_cannot_renew(stack: Stack) -> None:
