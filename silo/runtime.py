@@ -10,7 +10,6 @@ explicit start/stop here; background tasks are tracked and cancelled on stop.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Coroutine
