@@ -401,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
     wall = time.monotonic() - t_start
-    cmd = "python -m bench.run" + (" --quick" if args.quick else "")
+    cmd = " ".join(["python -m bench.run", *(argv if argv is not None else sys.argv[1:])])
     print(f"\n{cmd}: {repeats} repetition(s), {wall:.0f}s")
 
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)

@@ -155,6 +155,8 @@ def from_rpc_error(error: grpc.aio.AioRpcError | grpc.RpcError) -> GrainError:
         result = cls(details or str(code))
     if cls is TransportError:
         result.retry_safe = any(marker in details for marker in _NEVER_SENT_MARKERS)
-    elif RETRY_SAFE_KEY in trailers:
-        result.retry_safe = trailers[RETRY_SAFE_KEY] == "1"
+    else:
+        # Only a silo's own word makes a call retry-safe: a RESOURCE_EXHAUSTED from gRPC
+        # itself (message too large) must not be retried as if the silo were overloaded.
+        result.retry_safe = trailers.get(RETRY_SAFE_KEY) == "1"
     return result

@@ -94,7 +94,10 @@ def dump_tasks() -> None:
 
     out = io.StringIO()
     for task in asyncio.all_tasks():
-        task.print_stack(limit=8, file=out)
+        out.write(f"{task!r}\n")
+        for frame in task.get_stack(limit=8):
+            code = frame.f_code
+            out.write(f"  {code.co_filename}:{frame.f_lineno} in {code.co_name}\n")
     logging.getLogger("grainery.debug").warning("asyncio tasks:\n%s", out.getvalue())
 
 

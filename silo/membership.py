@@ -143,8 +143,16 @@ class MembershipTiming:
     dead_retention: float = 600.0
 
     def __post_init__(self) -> None:
+        if self.heartbeat_interval <= 0:
+            raise ValueError("heartbeat interval must be positive")
         if self.lease_duration < 2 * self.heartbeat_interval:
             raise ValueError("lease duration must be at least two heartbeat intervals")
+        if self.trusted_for() <= self.heartbeat_interval:
+            raise ValueError(
+                f"a lease of {self.lease_duration}s can be trusted for only "
+                f"{self.trusted_for():.2f}s after drift and margin, which is not longer than "
+                f"one heartbeat ({self.heartbeat_interval}s): lengthen the lease"
+            )
 
     def trusted_for(self) -> float:
         return self.lease_duration * (1 - self.max_clock_drift) - self.fence_margin
@@ -230,8 +238,8 @@ class MembershipService:
         for task in (self._task, self._watch):
             if task is not None:
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                # Bounded: a task stuck in a socket call must not keep the silo from exiting.
+                await asyncio.wait({task}, timeout=2.0)
         if self.incarnation:
             with contextlib.suppress(RedisError, OSError):
                 await self._leave_script(keys=self._script_keys(), args=[self.incarnation])
@@ -335,21 +343,26 @@ class MembershipService:
 
     async def _watch_changes(self) -> None:
         """Pub/sub: adopt a change as soon as it is published, not at the next heartbeat.
-        Polling in the heartbeat loop stays the safety net when a message is missed."""
+        Polling in the heartbeat loop stays the safety net when a message is missed.
+        Messages are polled with a timeout (never a blocking ``listen()``), so stopping
+        this task never waits on the socket."""
         while True:
             pubsub = self._redis.pubsub()
             try:
                 await pubsub.subscribe(self._keys.members_channel)
-                async for message in pubsub.listen():
-                    if message.get("type") != "message" or self.state == DEAD:
+                while True:
+                    message = await pubsub.get_message(
+                        ignore_subscribe_messages=True, timeout=self.timing.heartbeat_interval
+                    )
+                    if message is None or self.state == DEAD:
                         continue
                     if int(message.get("data") or 0) > self.snapshot.version:
                         await asyncio.wait_for(self.refresh(), self.timing.heartbeat_interval)
             except (RedisError, OSError, asyncio.TimeoutError, ValueError):
                 await asyncio.sleep(self.timing.heartbeat_interval)
             finally:
-                with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
+                    await asyncio.wait_for(pubsub.aclose(), 1.0)  # type: ignore[no-untyped-call]
 
     async def _try_rejoin(self) -> None:
         """A fenced silo comes back as a new incarnation once Redis answers again."""

@@ -2,7 +2,8 @@
 
 The method table is the *only* way a name from the wire becomes code: a method
 is callable iff it is a public (no leading underscore) ``async def`` defined by
-the grain class or one of its bases below :class:`Grain`, and it is not one of
+the grain class or one of its bases other than :class:`Grain` and ``object`` (so
+methods of mixin classes count), and it is not one of
 ``Grain``'s own names. Nothing else (dunders, private methods, attributes,
 ``Grain``'s hooks) is reachable.
 """
@@ -72,12 +73,15 @@ def _method_spec(name: str, func: GrainMethod) -> MethodSpec | None:
     return MethodSpec(name, func, required, None if variadic else len(positional))
 
 
+_BASE_MRO = frozenset(Grain.__mro__)
+
+
 def callable_methods(cls: type[Grain]) -> dict[str, MethodSpec]:
     """The remote-callable methods of a grain class (see module docstring)."""
     table: dict[str, MethodSpec] = {}
     for klass in reversed(cls.__mro__):
-        if klass is Grain or not issubclass(klass, Grain):
-            continue
+        if klass in _BASE_MRO:
+            continue  # Grain itself and what it inherits; mixins of the grain class count
         for name, value in vars(klass).items():
             if name.startswith("_") or name in RESERVED_NAMES:
                 continue

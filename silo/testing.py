@@ -105,9 +105,11 @@ class SiloProcess:
         self.env = {**os.environ, **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
+        self._log_offset = 0
 
     def start(self, timeout: float = 20.0) -> SiloProcess:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in _reap
+        self._log_offset = self._log.tell()  # a restart must not match the last run's lines
         self.process = subprocess.Popen(  # noqa: S603
             self.args, stdout=self._log, stderr=subprocess.STDOUT, env=self.env,
             cwd=os.getcwd(),
@@ -121,7 +123,7 @@ class SiloProcess:
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
                 raise RuntimeError(f"silo {self.name} exited early:\n{self.log_tail()}")
-            if marker in self.log_path.read_bytes():
+            if marker in self.log_path.read_bytes()[self._log_offset:]:
                 return
             time.sleep(0.05)
         raise TimeoutError(f"silo {self.name} not serving within {timeout}s:\n{self.log_tail()}")

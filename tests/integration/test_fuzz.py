@@ -7,6 +7,7 @@ serving, its memory stays bounded, and a control grain's state is unchanged.
 from __future__ import annotations
 
 import json
+import os
 import random
 import socket
 import time
@@ -25,6 +26,8 @@ from silo.testing import SiloProcess, TestCluster, TestStore
 from tests.integration.helpers import GRAINS, health_status, rss_kib, running_cluster
 
 CALL_TIMEOUT = 5.0
+# A longer hunt: GRAINERY_FUZZ_EXAMPLES=5000 pytest tests/integration/test_fuzz.py
+EXAMPLES = int(os.environ.get("GRAINERY_FUZZ_EXAMPLES", "200"))
 MAX_MESSAGE = 4 * 1024 * 1024  # the silo's default --max-message-bytes
 RSS_GROWTH_LIMIT_KIB = 200 * 1024
 
@@ -148,6 +151,7 @@ def _assert_serving(channel: grpc.Channel, silo: SiloProcess) -> None:
 def test_fuzz_invoke(channel: grpc.Channel, silo: SiloProcess, control: str) -> None:
     assert silo.process is not None
     gateway = pb_grpc.GatewayStub(channel)
+    directory = pb_grpc.DirectoryStub(channel)
     raw_invoke = channel.unary_unary(
         "/grainery.v1.Gateway/Invoke", request_serializer=None, response_deserializer=None)
     # Warm up (imports, first activations), then take the baseline.
@@ -157,7 +161,7 @@ def test_fuzz_invoke(channel: grpc.Channel, silo: SiloProcess, control: str) -> 
     rss_before = rss_kib(silo.process.pid)
     seen: dict[grpc.StatusCode, int] = {}
 
-    @settings(max_examples=200, deadline=None, database=None, derandomize=False,
+    @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=False,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                      HealthCheck.function_scoped_fixture])
     @given(data=st.data(), key=keys, args=args_json(),
@@ -178,6 +182,10 @@ def test_fuzz_invoke(channel: grpc.Channel, silo: SiloProcess, control: str) -> 
         seen[code] = seen.get(code, 0) + 1
         assert code in DOCUMENTED, (code, time.monotonic() - started, request.grain_type[:80],
                                     request.method[:80], request.args_json[:200])
+        locate = pb.LocateRequest(grain_type=grain_type, grain_key=key)
+        code = _status(lambda: directory.Locate(locate, timeout=CALL_TIMEOUT))
+        assert code in {grpc.StatusCode.OK, grpc.StatusCode.NOT_FOUND,
+                        grpc.StatusCode.INVALID_ARGUMENT}, (code, grain_type[:80], key[:80])
 
     one_request()
 

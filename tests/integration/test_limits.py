@@ -220,6 +220,9 @@ async def test_reflection_off_and_health_not_serving_while_draining(store: TestS
             stub = reflection_pb2_grpc.ServerReflectionStub(channel)
 
             async def list_services():  # type: ignore[no-untyped-def]
+                # Let the refusal arrive before the request is written: grpcio's client
+                # reports a write racing the end of the call as INTERNAL.
+                await asyncio.sleep(0.3)
                 yield reflection_pb2.ServerReflectionRequest(list_services="")
 
             with pytest.raises(grpc.aio.AioRpcError) as caught:

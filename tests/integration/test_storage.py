@@ -245,10 +245,13 @@ def test_grains_spread_over_slots() -> None:
 
 
 # ----- membership -----------------------------------------------------------------
-FAST = MembershipTiming(heartbeat_interval=0.1, lease_duration=0.6, dead_retention=60.0)
+# The scripts are driven directly (join, renew, read, leave); no heartbeat task runs, so each
+# test controls exactly which leases are renewed.
+LONG = MembershipTiming(heartbeat_interval=1.0, lease_duration=10.0)
+SHORT = MembershipTiming(heartbeat_interval=0.1, lease_duration=0.5)
 
 
-def service(stack: Stack, silo_id: str, timing: MembershipTiming = FAST) -> MembershipService:
+def service(stack: Stack, silo_id: str, timing: MembershipTiming = LONG) -> MembershipService:
     return MembershipService(stack.redis, stack.keys, silo_id, f"{silo_id}:7070", timing,
                              SiloMetrics())
 
@@ -259,7 +262,7 @@ async def wait_for_state(watcher: MembershipService, silo_id: str, state: str,
     seen: object = None
     while time.monotonic() < deadline:
         snapshot = await watcher.refresh()
-        seen = [(m.silo_id, m.state, m.incarnation) for m in snapshot.members]
+        seen = [(m.silo_id, m.state) for m in snapshot.members]
         if any(m.silo_id == silo_id and m.state == state for m in snapshot.members):
             return
         await asyncio.sleep(0.05)
@@ -268,81 +271,64 @@ async def wait_for_state(watcher: MembershipService, silo_id: str, state: str,
 
 async def test_join_see_each_other_and_leave(stack: Stack) -> None:
     a, b = service(stack, "a"), service(stack, "b")
-    print("starting", flush=True)
-    await a.start()
-    print("a started", flush=True)
-    await b.start()
-    print("b started", flush=True)
-    try:
-        print("serving", a.serving, b.serving, flush=True)
-        assert a.serving and b.serving
-        snapshot = await a.refresh()
-        print("refreshed", snapshot, flush=True)
-        assert {(m.silo_id, m.state) for m in snapshot.members} == {("a", ACTIVE), ("b", ACTIVE)}
-        version = snapshot.version
-        print("leaving", flush=True)
-        await b.set_leaving()
-        print("left", flush=True)
-        await wait_for_state(a, "b", LEAVING)
-        print("waited", flush=True)
-        assert b.serving  # leaving members keep their lease while they drain
-        assert [m.silo_id for m in a.snapshot.active] == ["a"]
-        await b.stop()
-        await wait_for_state(a, "b", DEAD)
-        assert a.snapshot.version > version
-        assert not b.serving
-    finally:
-        print("finally", flush=True)
-        await b.stop()
-        print("b stopped", flush=True)
-        await a.stop()
-        print("a stopped", flush=True)
+    await a._join()
+    await b._join()
+    assert a.serving and b.serving
+    snapshot = await a.refresh()
+    assert {(m.silo_id, m.state) for m in snapshot.members} == {("a", ACTIVE), ("b", ACTIVE)}
+    version = snapshot.version
+    await b.set_leaving()
+    await wait_for_state(a, "b", LEAVING)
+    assert b.serving  # a leaving member keeps its lease while it drains
+    assert [m.silo_id for m in a.snapshot.active] == ["a"]  # but leaves the placement ring
+    await b.stop()
+    await wait_for_state(a, "b", DEAD)
+    assert a.snapshot.version > version
+    assert not b.serving
+    assert a.is_alive(b.incarnation) is False and a.is_alive(a.incarnation) is True
+    await a.stop()
 
 
 async def test_a_lapsed_lease_is_declared_dead_and_cannot_renew(stack: Stack) -> None:
-    a, b = service(stack, "a"), service(stack, "b")
-    await a.start()
-    await b.start()
-    try:
-        assert b._task is not None
-        b._task.cancel()  # b "crashes": no more heartbeats, no leave
-        await wait_for_state(a, "b", DEAD)
-        assert await b._renew() == -1  # a dead incarnation never comes back
-        assert not b.serving and b.state == DEAD
-        assert a.is_alive(b.incarnation) is False
-    finally:
-        await b.stop()
-        await a.stop()
+    a, b = service(stack, "a"), service(stack, "b", SHORT)
+    await a._join()
+    await b._join()
+    assert await b._renew() > 0  # renewing in time works
+    await wait_for_state(a, "b", DEAD)  # then b stops renewing: Redis time passes its lease
+    assert await b._renew() == -1  # a dead incarnation never comes back
+    assert not b.serving and b.state == DEAD
+    assert a.is_alive(b.incarnation) is False
+    await b._join()  # it may only rejoin as a new incarnation
+    await wait_for_state(a, "b", ACTIVE)
+    await a.stop()
+    await b.stop()
 
 
 async def test_rejoining_with_the_same_id_retires_the_old_incarnation(stack: Stack) -> None:
-    first, watcher = service(stack, "x"), service(stack, "w")
-    await first.start()
-    await watcher.start()
-    second = service(stack, "x")
-    await second.start()
-    try:
-        assert second.incarnation != first.incarnation
-        snapshot = await watcher.refresh()
-        states = {m.incarnation: m.state for m in snapshot.members if m.silo_id == "x"}
-        assert states == {first.incarnation: DEAD, second.incarnation: ACTIVE}
-        assert await first._renew() == -1
-    finally:
-        for member in (first, second, watcher):
-            await member.stop()
+    first, second, watcher = service(stack, "x"), service(stack, "x"), service(stack, "w")
+    await first._join()
+    await watcher._join()
+    await second._join()
+    assert second.incarnation != first.incarnation
+    snapshot = await watcher.refresh()
+    states = {m.incarnation: m.state for m in snapshot.members if m.silo_id == "x"}
+    assert states == {first.incarnation: DEAD, second.incarnation: ACTIVE}
+    assert await first._renew() == -1
+    assert await second._renew() > 0
+    for member in (first, second, watcher):
+        await member.stop()
 
 
 async def test_membership_versions_only_grow(stack: Stack) -> None:
-    a = service(stack, "a")
-    await a.start()
-    b = service(stack, "b")
-    try:
-        v1 = (await a.refresh()).version
-        await b.start()
-        v2 = (await a.refresh()).version
-        await b.stop()
-        v3 = (await a.refresh()).version
-        assert 0 < v1 < v2 < v3
-    finally:
-        await b.stop()
-        await a.stop()
+    a, b = service(stack, "a"), service(stack, "b")
+    await a._join()
+    v1 = (await a.refresh()).version
+    await b._join()
+    v2 = (await a.refresh()).version
+    await b.set_leaving()
+    v3 = (await a.refresh()).version
+    await b.stop()
+    v4 = (await a.refresh()).version
+    assert 0 < v1 < v2 < v3 < v4
+    assert await a._renew() == v4  # a renewal without a state change does not bump it
+    await a.stop()

@@ -106,8 +106,6 @@ def test_valid_tls_and_timing() -> None:
     assert config.timing() == MembershipTiming(0.5, 1.0)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a lease shorter than ~0.26 s passes validation but "
-                   "trusted_for() <= 0, so the silo is never `serving` and refuses every call")
 def test_a_lease_too_short_to_ever_be_trusted_is_refused() -> None:
     with pytest.raises(ValueError):
         SiloConfig(grains=("m",), heartbeat_interval=0.1, lease_duration=0.2)

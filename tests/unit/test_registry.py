@@ -237,3 +237,26 @@ def test_min_idle_timeout() -> None:
     registry.register(Renamed)
     assert registry.min_idle_timeout(900.0) == 3.0
     assert registry.min_idle_timeout(1.0) == 1.0
+
+
+def test_methods_of_a_mixin_are_callable() -> None:
+    """A plain mixin mixed into a grain contributes its public async methods (as Ray users
+    expect); its private and sync methods stay unreachable."""
+    from silo import Grain
+    from silo.registry import callable_methods
+
+    class Greeter:
+        async def greet(self, name: str) -> str:
+            return f"hello {name}"
+
+        async def _secret(self) -> str:
+            return "no"
+
+        def sync(self) -> str:
+            return "no"
+
+    class Host(Greeter, Grain):
+        async def own(self) -> int:
+            return 1
+
+    assert set(callable_methods(Host)) == {"greet", "own"}
