@@ -23,7 +23,9 @@ NODE_DIR = REPO / "tests" / "node"
 SCRIPT = NODE_DIR / "client_test.mjs"
 
 
-def _node() -> str:
+@pytest.fixture(scope="module")
+def node() -> str:
+    """The node binary; checked before any silo starts."""
     node = shutil.which("node")
     if node is None:
         pytest.skip("node is not installed: the Node.js client test needs Node.js >= 18")
@@ -38,8 +40,7 @@ def silo(store: TestStore) -> Iterator[TestCluster]:
         yield cluster
 
 
-def test_node_client_against_live_silo(silo: TestCluster) -> None:
-    node = _node()
+def test_node_client_against_live_silo(node: str, silo: TestCluster) -> None:
     env = {**os.environ, "GRAINERY_TARGET": silo.addresses[0]}
     result = subprocess.run(  # noqa: S603
         [node, "--test", "--test-reporter=tap", str(SCRIPT)],
