@@ -102,7 +102,9 @@ def dump_tasks() -> None:
 
 
 async def run_silo(config: SiloConfig) -> int:
-    from silo.logs import configure_logging
+    from redis.exceptions import RedisError
+
+    from silo.logs import configure_logging, redact
     from silo.runtime import Silo
 
     configure_logging(config.log_format, config.log_level)
@@ -116,7 +118,16 @@ async def run_silo(config: SiloConfig) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     loop.add_signal_handler(signal.SIGUSR1, dump_tasks)
-    await silo.start()
+    try:
+        await silo.start()
+    except (RedisError, OSError, RuntimeError, ValueError, ImportError) as exc:
+        await silo.abort()
+        where = ""
+        if isinstance(exc, RedisError):
+            where = f" (state store {redact(config.redis) if config.redis else 'embedded'})"
+        print(f"grainery: error: silo could not start: {type(exc).__name__}: "
+              f"{redact(str(exc))}{where}", file=sys.stderr)
+        return 2
     await stop.wait()
     await silo.stop()
     return 0

@@ -30,6 +30,8 @@ SILO_OPTIONS: tuple[Option, ...] = (
     Option("--host", "GRAINERY_HOST", "interface to bind", default="127.0.0.1"),
     Option("--port", "GRAINERY_PORT", "gRPC port (0 = any free port)", int, 7070),
     Option("--redis", "GRAINERY_REDIS_URL", "Redis URL; unset = start the embedded store"),
+    Option("--redis-ca", "GRAINERY_REDIS_CA", "PEM CA that verifies a rediss:// server "
+           "(default: the system's CAs)"),
     Option("--cluster", "GRAINERY_CLUSTER", "cluster name (isolates clusters)", default="default"),
     Option("--silo-id", "GRAINERY_SILO_ID", "silo id (default <hostname>-<port>)"),
     Option("--advertise", "GRAINERY_ADVERTISE", "host:port other silos and clients use"),
@@ -69,6 +71,7 @@ class SiloConfig:
     host: str = "127.0.0.1"
     port: int = 7070
     redis: str | None = None
+    redis_ca: str | None = None
     cluster: str = "default"
     silo_id: str | None = None
     advertise: str | None = None

@@ -68,9 +68,12 @@ class Silo:
         self.silo_id = config.resolved_silo_id(port)
         self.address = config.resolved_advertise(port)
         # A blocking pool: a burst of activations waits for a connection instead of failing.
+        tls: dict[str, Any] = {}
+        if config.redis_ca and redis_url.startswith("rediss://"):
+            tls["ssl_ca_certs"] = config.redis_ca
         pool = aioredis.BlockingConnectionPool.from_url(
             redis_url, max_connections=128, timeout=5.0, socket_timeout=5.0,
-            socket_connect_timeout=2.0, health_check_interval=10,
+            socket_connect_timeout=2.0, health_check_interval=10, **tls,
         )
         self.redis = aioredis.Redis(connection_pool=pool)
         self._wire()
@@ -203,17 +206,24 @@ class Silo:
         await self._close()
         log.info("silo %s stopped", self.silo_id)
 
-    async def kill(self) -> None:
-        """Stop without draining (tests of crash behaviour in-process)."""
+    async def abort(self) -> None:
+        """Release whatever a failed start() had already acquired."""
+        membership = getattr(self, "membership", None)
+        if membership is not None:
+            await membership.stop()
         await self._close()
 
     async def _close(self) -> None:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.server.stop(grace=1.0)
-        await self.grain_client.close()
-        await self.peers.close()
-        await self.redis.aclose()
+        for name in ("server",):
+            if hasattr(self, name):
+                await self.server.stop(grace=1.0)
+        for closer in ("grain_client", "peers"):
+            if hasattr(self, closer):
+                await getattr(self, closer).close()
+        if hasattr(self, "redis"):
+            await self.redis.aclose()
         if self.store is not None:
             await self.store.stop()
