@@ -210,9 +210,12 @@ class TestCluster:
     def __init__(
         self, store: TestStore, grains: Sequence[str], size: int = 3,
         extra_args: Sequence[str] = (), env: dict[str, str] | None = None,
-        cluster: str | None = None,
+        cluster: str | None = None, security: ClientSecurity | None = None,
     ) -> None:
+        """``security``: how the helpers themselves connect (TLS CA, client cert, token) when
+        ``extra_args`` turn those on for the silos."""
         self.store = store
+        self.security = security or ClientSecurity()
         self.grains = list(grains)
         self.size = size
         self.extra_args = list(extra_args)
@@ -262,13 +265,14 @@ class TestCluster:
         return [s.address for s in self.live]
 
     def client(self, **options: Any) -> GrainClient:
+        options.setdefault("security", self.security)
         return GrainClient(self.addresses, **options)
 
     async def members(self, address: str) -> pb.MembersResponse:
-        pool = ChannelPool(ClientSecurity(), 4 * 1024 * 1024)
+        pool = ChannelPool(self.security, 4 * 1024 * 1024)
         try:
             reply: pb.MembersResponse = await pool.get(address).directory.Members(
-                pb.MembersRequest(), timeout=2.0
+                pb.MembersRequest(), timeout=2.0, metadata=self.security.call_metadata()
             )
             return reply
         finally:
