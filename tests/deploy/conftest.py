@@ -1,7 +1,7 @@
 """Fixtures for the deployment tests.
 
 There is no Docker engine or Kubernetes cluster where the tests run, so the deploy/ files are
-checked two ways: parsed and compared with the silo's contract (docs/CONTRACT-NOTES.md), and
+checked two ways: parsed and compared with the silo's contract (silo.config's options table and the metrics the silo registers), and
 run as local processes with the same command and environment the containers would get.
 Helpers live here as fixtures (not importable modules) so that pytest's import mode and other
 test directories' conftest.py files cannot interfere.
@@ -32,34 +32,30 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
-NOTES = REPO / "docs" / "CONTRACT-NOTES.md"
-
-_FLAG_ROW = re.compile(r"^\|\s*(--[a-z-]+)[^|]*\|\s*(GRAINERY_[A-Z_]+)[^|]*\|\s*([^|]*?)\s*\|")
-_METRIC_ITEM = re.compile(r"^- (grainery_[a-z_]+)")
-
 
 @dataclass(frozen=True)
 class Contract:
-    """What docs/CONTRACT-NOTES.md promises: silo flags/env vars and metric families."""
+    """What the silo accepts and exports, read from the code itself: its options table
+    (``silo.config.SILO_OPTIONS``) and the metric families a fresh ``SiloMetrics`` registers."""
 
     flag_of: dict[str, str]  # env var -> flag
-    default_of: dict[str, str]  # env var -> default, as written in the table
+    default_of: dict[str, str]  # env var -> default
     metric_families: frozenset[str]
 
     @classmethod
-    def parse(cls, text: str) -> Contract:
-        flag_of, default_of, metrics = {}, {}, set()
-        in_metrics = False
-        for line in text.splitlines():
-            if line.startswith("## "):
-                in_metrics = line.lower().startswith("## metric families")
-            if m := _FLAG_ROW.match(line):
-                flag_of[m[2]] = m[1]
-                default_of[m[2]] = m[3]
-            if in_metrics and (m := _METRIC_ITEM.match(line)):
-                metrics.add(m[1])
-        assert flag_of and metrics, f"could not parse the tables in {NOTES}"
-        return cls(flag_of, default_of, frozenset(metrics))
+    def from_code(cls) -> Contract:
+        from prometheus_client import Counter as PromCounter
+
+        from silo.config import SILO_OPTIONS
+        from silo.metrics import SiloMetrics
+
+        flag_of = {o.env: o.flag for o in SILO_OPTIONS}
+        default_of = {o.env: "" if o.default is None else str(o.default) for o in SILO_OPTIONS}
+        families = set()
+        for collector in SiloMetrics().registry._collector_to_names:  # noqa: SLF001
+            name = collector._name  # type: ignore[attr-defined]  # noqa: SLF001
+            families.add(f"{name}_total" if isinstance(collector, PromCounter) else name)
+        return cls(flag_of, default_of, frozenset(families))
 
     @property
     def env_vars(self) -> frozenset[str]:
@@ -111,7 +107,7 @@ class DeployFiles:
     argv = staticmethod(as_argv)
     env_dict = staticmethod(env_dict)
 
-    contract = cached_property(lambda self: Contract.parse(NOTES.read_text()))
+    contract = cached_property(lambda self: Contract.from_code())
     compose = cached_property(
         lambda self: yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
     )
