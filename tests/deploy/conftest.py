@@ -2,7 +2,8 @@
 
 There is no Docker engine or Kubernetes cluster where the tests run, so the deploy/ files are
 checked two ways: parsed and compared with the silo's contract (silo.config's options table
-and the metrics the silo registers), and run as local processes with the same command and environment the containers would get.
+and the metrics the silo registers), and run as local processes with the same command and
+environment the containers would get.
 Helpers live here as fixtures (not importable modules) so that pytest's import mode and other
 test directories' conftest.py files cannot interfere.
 """
