@@ -15,7 +15,7 @@ import enum
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -60,14 +60,9 @@ class ActivationContext:
     deactivation_request: str | None = None  # reason, applied after the current turn
 
     async def write_state(self, state: dict[str, Any]) -> None:
-        try:
-            self.etag = await self.storage.write(self.grain_id, state, self.etag, self.fence)
-        except StaleStateError:
-            self.request_deactivation("conflict")
-            raise
-        except ActivationFencedError:
-            self.request_deactivation("fenced")
-            raise
+        self.etag = await self._compare_and_set(
+            self.storage.write(self.grain_id, state, self.etag, self.fence)
+        )
 
     async def read_state(self) -> dict[str, Any]:
         stored = await self.storage.read(self.grain_id)
@@ -75,8 +70,15 @@ class ActivationContext:
         return stored.data
 
     async def clear_state(self) -> None:
+        self.etag = await self._compare_and_set(
+            self.storage.clear(self.grain_id, self.etag, self.fence)
+        )
+
+    async def _compare_and_set(self, write: Awaitable[str]) -> str:
+        """A refused write leaves this activation's state stale: deactivate after the turn,
+        so the next call reloads (conflict) or reaches the newer activation (fenced)."""
         try:
-            self.etag = await self.storage.clear(self.grain_id, self.etag, self.fence)
+            return await write
         except StaleStateError:
             self.request_deactivation("conflict")
             raise
