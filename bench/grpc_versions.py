@@ -74,13 +74,14 @@ def main(argv: list[str] | None = None) -> None:
                 for attempt in range(args.retries + 1):
                     machine.wait_quiet(60.0, log=lambda m: print(m, file=sys.stderr))
                     print(f"rep {rep + 1}/{args.repeats} grpcio {v}", file=sys.stderr, flush=True)
-                    before = machine.sample()
-                    subprocess.run(
-                        cmd, env=env, cwd=REPO_ROOT, check=True, stdout=subprocess.DEVNULL
+                    with machine.CpuMonitor() as mon:
+                        subprocess.run(
+                            cmd, env=env, cwd=REPO_ROOT, check=True, stdout=subprocess.DEVNULL
+                        )
+                    disturbed = mon.disturbance
+                    contention.append(
+                        {"grpcio": v, "rep": rep + 1, "attempt": attempt, **mon.result}
                     )
-                    load = machine.foreign(before, machine.sample())
-                    disturbed = load.get("foreign_cores", 0.0) + load.get("steal_cores", 0.0)
-                    contention.append({"grpcio": v, "rep": rep + 1, "attempt": attempt, **load})
                     if disturbed <= 0.2:
                         break
                     print(f"  disturbed ({disturbed:.2f} cores used elsewhere)", file=sys.stderr)

@@ -2,7 +2,9 @@
 
 Why: an agent platform keeps many mostly-idle grains resident; the per-grain overhead decides
 how many fit on a node. The floor for a resident grain (small dict, lock, slotted object) is
-about 0.9 KB, so anything far above that is overhead worth finding.
+about 0.9 KB, so anything far above that is overhead worth finding. A short warm-call probe at
+each size shows whether a large resident set slows calls down (e.g. garbage-collector passes
+over every grain object).
 """
 
 from __future__ import annotations
@@ -11,13 +13,22 @@ import asyncio
 import time
 
 from bench.cluster import Cluster, core_unavailable, sum_metric
-from bench.common import Measurement, RunConfig, proc_rss_bytes, run_async, sweep
+from bench.common import (
+    Measurement,
+    RunConfig,
+    closed_loop,
+    percentile,
+    proc_rss_bytes,
+    run_async,
+    sweep,
+)
 
 NAME = "memory"
 DESCRIPTION = "silo RSS with 10k / 100k active small grains"
 GRAIN = "BenchCounter"
 MAX_REPEATS = 1  # 100k activations take a while, and RSS barely varies between runs
 MIB = 2**20
+PROBE_IN_FLIGHT = 16
 
 
 def unavailable() -> str | None:
@@ -41,9 +52,21 @@ async def _measure(cfg: RunConfig, cluster: Cluster) -> list[Measurement]:
         async def touch(i: int) -> None:
             await client.get_grain(GRAIN, f"mem-{i}").touch()
 
+        async def probe_call(i: int) -> None:
+            await touch(i % 50)
+
+        async def probe() -> dict[str, float]:
+            """Warm calls on 50 grains: does a big resident set slow calls down (GC, dicts)?"""
+            res = await closed_loop(probe_call, PROBE_IN_FLIGHT, cfg.duration, cfg.warmup)
+            return {
+                "probe_calls_per_s": res.rate,
+                "probe_p50_ms": percentile(res.latencies, 50) * 1e3,
+                "probe_p99_ms": percentile(res.latencies, 99) * 1e3,
+            }
+
         await sweep(touch, 50, 8)  # code paths, connections and caches exercised first
         base = await _settled_rss(silo.pid)
-        out.append(Measurement("empty-silo", None, {"rss_mib": base / MIB}))
+        out.append(Measurement("empty-silo", None, {"rss_mib": base / MIB, **await probe()}))
         done = 50
         for target in targets:
             cfg.log(f"{NAME}: activating up to {target} grains")
@@ -57,6 +80,7 @@ async def _measure(cfg: RunConfig, cluster: Cluster) -> list[Measurement]:
             done = target
             rss = await _settled_rss(silo.pid)
             active = sum_metric(await asyncio.to_thread(silo.metrics), "grainery_activations")
+            probed = await probe()
             out.append(
                 Measurement(
                     f"{target // 1000}k-grains",
@@ -68,6 +92,7 @@ async def _measure(cfg: RunConfig, cluster: Cluster) -> list[Measurement]:
                         "active_reported": active,
                         "activations_per_s": res.calls / elapsed if elapsed else 0.0,
                         "errors": float(res.errors),
+                        **probed,
                     },
                     {"errors": res.error_samples} if res.errors else {},
                 )

@@ -254,14 +254,16 @@ def plot(
     if scored:
         fig, ax = plt.subplots(figsize=(9, 0.5 * len(scored) + 1.5))
         # score > 1 means the target is met, whichever direction the target points
-        scores = [
-            c["value"] / c["target"] if c["op"] == ">=" else c["target"] / max(c["value"], 1e-12)
-            for c in scored
-        ]
+        # clipped to [0.1, 10] so a perfect 0 (e.g. no forwards at all) stays readable
+        scores = [min(10.0, max(0.1, _score(c["value"], c["target"], c["op"]))) for c in scored]
         colors = ["tab:green" if c["met"] else "tab:red" for c in scored]
-        ax.barh([c["label"] for c in scored], scores, color=colors)
+        bars = ax.barh([c["label"] for c in scored], scores, color=colors)
+        ax.bar_label(
+            bars, labels=[f"{fmt(c['value'])} {c['op']} {fmt(c['target'])}" for c in scored]
+        )
         ax.axvline(1.0, color="black", linewidth=1)
         ax.set_xscale("log")
+        ax.set_xlim(0.1, 60)
         ax.set_xlabel("measured / target (>1 = target met)")
         ax.invert_yaxis()
         path = RESULTS_DIR / f"{prefix}targets.png"
@@ -270,6 +272,13 @@ def plot(
         plt.close(fig)
         written.append(path)
     return written
+
+
+def _score(value: float, target: float, op: str) -> float:
+    """measured/target oriented so that > 1 always means the target is met."""
+    if op == ">=":
+        return value / target if target else math.inf
+    return target / value if value else math.inf
 
 
 def _json_safe(value: Any) -> Any:
@@ -348,9 +357,9 @@ def main(argv: list[str] | None = None) -> int:
                 if args.wait_idle > 0:
                     machine.wait_quiet(args.wait_idle, log=cfg.log)
                 t0 = time.monotonic()
-                cpu0 = machine.sample()
                 try:
-                    results: list[Measurement] = mod.run(cfg)
+                    with machine.CpuMonitor() as mon:
+                        results: list[Measurement] = mod.run(cfg)
                 except (KeyboardInterrupt, Interrupted):
                     raise
                 except Exception as exc:
@@ -360,12 +369,12 @@ def main(argv: list[str] | None = None) -> int:
                     cfg.log(f"{mod.NAME} failed: {type(exc).__name__}: {str(exc)[:2000]}")
                     continue
                 cfg.log(f"{mod.NAME} took {time.monotonic() - t0:.1f}s")
-                load = machine.foreign(cpu0, machine.sample())
-                contention.append({"bench": mod.NAME, "repetition": rep + 1, **load})
-                if load.get("foreign_cores", 0.0) + load.get("steal_cores", 0.0) > BUSY_CORES:
+                contention.append({"bench": mod.NAME, "repetition": rep + 1, **mon.result})
+                if mon.disturbance > BUSY_CORES:
                     cfg.log(
-                        f"WARNING: other processes used {load['foreign_cores']:.2f} cores "
-                        f"(+{load['steal_cores']:.2f} stolen) during {mod.NAME}: figures skewed"
+                        f"WARNING: other processes used {mon.result['foreign_cores']:.2f} cores "
+                        f"(+{mon.result['steal_cores']:.2f} stolen) during {mod.NAME}: "
+                        "figures skewed"
                     )
                 for m in results:
                     key = (mod.NAME, m.case, m.in_flight)

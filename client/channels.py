@@ -12,7 +12,10 @@ from pathlib import Path
 
 import grpc
 
+from client._proto.grainery.v1 import grainery_pb2 as pb
 from client._proto.grainery.v1 import grainery_pb2_grpc as pb_grpc
+from client.call_stream import CallStream
+from client.errors import from_rpc_error
 
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 TOKEN_METADATA_KEY = "authorization"
@@ -82,13 +85,26 @@ def open_channel(
 
 
 class SiloStubs:
-    """The stubs of one silo connection."""
+    """The stubs of one silo connection, and its multiplexed call stream (opened lazily)."""
 
-    def __init__(self, channel: grpc.aio.Channel) -> None:
+    def __init__(self, channel: grpc.aio.Channel, metadata: tuple[tuple[str, str], ...]) -> None:
         self.channel = channel
         self.gateway = pb_grpc.GatewayStub(channel)
         self.directory = pb_grpc.DirectoryStub(channel)
         self.management = pb_grpc.ManagementStub(channel)
+        self._metadata = metadata
+        self._stream: CallStream | None = None
+
+    @property
+    def stream(self) -> CallStream:
+        if self._stream is None:
+            self._stream = CallStream(self.channel, self._metadata)
+        return self._stream
+
+    async def close(self) -> None:
+        if self._stream is not None:
+            await self._stream.close()
+        await self.channel.close()
 
 
 class ChannelPool:
@@ -103,15 +119,30 @@ class ChannelPool:
         stubs = self._stubs.get(address)
         if stubs is None:
             channel = open_channel(address, self.security, self.max_message_bytes)
-            stubs = self._stubs[address] = SiloStubs(channel)
+            stubs = self._stubs[address] = SiloStubs(channel, self.security.call_metadata())
         return stubs
 
     async def drop(self, address: str) -> None:
         stubs = self._stubs.pop(address, None)
         if stubs is not None:
-            await stubs.channel.close()
+            await stubs.close()
+
+    async def invoke(
+        self, address: str, request: pb.InvokeRequest, timeout: float, streamed: bool
+    ) -> pb.InvokeResponse:
+        """One call to one silo, over its call stream or unary; raises GrainError."""
+        stubs = self.get(address)
+        if streamed and CallStream.accepts(request):
+            return await stubs.stream.invoke(request, timeout)
+        try:
+            response: pb.InvokeResponse = await stubs.gateway.Invoke(
+                request, timeout=timeout, metadata=self.security.call_metadata()
+            )
+        except grpc.aio.AioRpcError as rpc_error:
+            raise from_rpc_error(rpc_error) from None
+        return response
 
     async def close(self) -> None:
         stubs, self._stubs = list(self._stubs.values()), {}
         for item in stubs:
-            await item.channel.close()
+            await item.close()

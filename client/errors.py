@@ -139,6 +139,35 @@ def error_metadata(error: GrainError) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
+_CODE_BY_NUMBER: dict[int, grpc.StatusCode] = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def build_error(
+    code: grpc.StatusCode, message: str, kind: str = "", retry_safe: bool | None = None,
+    error_type: str = "",
+) -> GrainError:
+    """The GrainError for a status code plus the silo's error kind (the one mapping table)."""
+    cls = _BY_KIND.get(kind) or _BY_CODE.get(code, GrainError)
+    if cls is GrainApplicationError:
+        result: GrainError = GrainApplicationError(message, error_type or "Exception")
+    else:
+        result = cls(message or code.name)
+    if cls is TransportError:
+        result.retry_safe = any(marker in message for marker in _NEVER_SENT_MARKERS)
+    else:
+        # Only a silo's own word makes a call retry-safe: a RESOURCE_EXHAUSTED from gRPC
+        # itself (message too large) must not be retried as if the silo were overloaded.
+        result.retry_safe = bool(retry_safe)
+    return result
+
+
+def error_from_status(number: int, message: str, kind: str, retry_safe: bool,
+                      error_type: str) -> GrainError:
+    """The GrainError for a per-call result on the multiplexed stream."""
+    code = _CODE_BY_NUMBER.get(number, grpc.StatusCode.UNKNOWN)
+    return build_error(code, message, kind, retry_safe, error_type)
+
+
 def from_rpc_error(error: grpc.aio.AioRpcError | grpc.RpcError) -> GrainError:
     """Turn a failed gRPC call into the matching :class:`GrainError`."""
     code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
@@ -146,17 +175,7 @@ def from_rpc_error(error: grpc.aio.AioRpcError | grpc.RpcError) -> GrainError:
     trailers = {}
     if hasattr(error, "trailing_metadata"):
         trailers = {k: v for k, v in (error.trailing_metadata() or ()) if isinstance(v, str)}
-    cls = _BY_KIND.get(trailers.get(ERROR_KIND_KEY, "")) or _BY_CODE.get(code, GrainError)
-    if cls is GrainApplicationError:
-        result: GrainError = GrainApplicationError(
-            details, trailers.get("grainery-error-type", "Exception")
-        )
-    else:
-        result = cls(details or str(code))
-    if cls is TransportError:
-        result.retry_safe = any(marker in details for marker in _NEVER_SENT_MARKERS)
-    else:
-        # Only a silo's own word makes a call retry-safe: a RESOURCE_EXHAUSTED from gRPC
-        # itself (message too large) must not be retried as if the silo were overloaded.
-        result.retry_safe = trailers.get(RETRY_SAFE_KEY) == "1"
-    return result
+    return build_error(
+        code, details, trailers.get(ERROR_KIND_KEY, ""), trailers.get(RETRY_SAFE_KEY) == "1",
+        trailers.get("grainery-error-type", ""),
+    )

@@ -29,7 +29,6 @@ from client.errors import (
     OverloadedError,
     SiloUnavailableError,
     TransportError,
-    from_rpc_error,
 )
 from client.grain_ref import GrainRef
 from client.routing import GrainId, MemberInfo, MembershipSnapshot, Router
@@ -78,6 +77,7 @@ class GrainClient:
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         refresh_interval: float = 5.0,
         gateway_only: bool = False,
+        streamed: bool = True,
     ) -> None:
         addresses = [s for item in seeds for s in ([item] if isinstance(item, str) else item)]
         if not addresses:
@@ -95,6 +95,9 @@ class GrainClient:
         # network, behind a load balancer); costs one extra hop per call.
         self.gateway_only = gateway_only
         self.stats = RoutingStats()
+        # streamed: calls share one multiplexed stream per silo (InvokeStream); False sends
+        # each call as a unary Invoke, like clients in other languages.
+        self.streamed = streamed
 
     async def __aenter__(self) -> GrainClient:
         await self.connect()
@@ -156,13 +159,10 @@ class GrainClient:
             if remaining <= 0:
                 raise DeadlineExceededError(f"deadline exceeded calling {grain}.{request.method}")
             try:
-                response: pb.InvokeResponse = await self.pool.get(address).gateway.Invoke(
-                    request, timeout=remaining, metadata=self._metadata
-                )
-            except grpc.aio.AioRpcError as rpc_error:
-                error = from_rpc_error(rpc_error)
+                response = await self.pool.invoke(address, request, remaining, self.streamed)
+            except GrainError as error:
                 if not (error.retry_safe and isinstance(error, _RETRYABLE)):
-                    raise error from None
+                    raise
                 attempt += 1
                 reachable = await self._recover(grain, address, attempt, deadline - loop.time())
                 if not reachable and attempt >= _MAX_BLIND_RETRIES:

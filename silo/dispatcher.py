@@ -16,8 +16,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import grpc
-
 from client._proto.grainery.v1 import grainery_pb2 as pb
 from client.channels import ChannelPool
 from client.codec import decode_args, encode_result
@@ -29,7 +27,6 @@ from client.errors import (
     OverloadedError,
     SiloUnavailableError,
     TransportError,
-    from_rpc_error,
 )
 from client.routing import GrainId
 from silo.activation import Activation, Redispatch
@@ -253,13 +250,11 @@ class Dispatcher:
         forwarded.hops = request.hops + 1
         self._metrics.gateway_calls.labels("forwarded").inc()
         try:
-            response: pb.InvokeResponse = await self._peers.get(remote.address).gateway.Invoke(
-                forwarded, timeout=max(remaining, 0.001),
-                metadata=self._peers.security.call_metadata(),
+            return await self._peers.invoke(
+                remote.address, forwarded, max(remaining, 0.001), streamed=True
             )
-            return response
-        except grpc.aio.AioRpcError as rpc_error:
-            error = from_rpc_error(rpc_error)
+        except GrainError as failure:
+            error = failure
         if isinstance(error, TransportError) and error.retry_safe:
             # The owner is unreachable: re-learn the membership, then resolve again.
             log.info("silo %s unreachable while forwarding; refreshing membership", remote.silo_id)

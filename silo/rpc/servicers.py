@@ -7,14 +7,16 @@ naming the error kind; anything unexpected becomes INTERNAL with no detail.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import AsyncIterator
 from typing import NoReturn
 
 import grpc
 
 from client._proto.grainery.v1 import grainery_pb2 as pb
 from client._proto.grainery.v1 import grainery_pb2_grpc as pb_grpc
-from client.errors import GrainError, error_metadata
+from client.errors import GrainApplicationError, GrainError, error_metadata
 from client.routing import GrainId, MembershipSnapshot
 from silo.catalog import Catalog
 from silo.directory import RedisGrainDirectory
@@ -64,6 +66,88 @@ class GatewayServicer(pb_grpc.GatewayServicer):
             await abort_with(context, error)
         except Exception:  # noqa: BLE001 - never leak internals to the caller
             await abort_internal(context, "Invoke")
+
+    async def InvokeStream(  # noqa: N802
+        self, requests: AsyncIterator[pb.InvokeFrame], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ResultFrame]:
+        """Many calls on one stream: each runs as its own task (as a unary call would), and
+        results go back as soon as they are ready, batched when several are."""
+        session = StreamSession(self._dispatcher)
+        reader = asyncio.create_task(session.read(requests))
+        try:
+            async for frame in session.results(reader):
+                yield frame
+        finally:
+            reader.cancel()
+            await session.cancel()
+
+
+class StreamSession:
+    """The calls of one InvokeStream. Invariant: every call read gets exactly one result."""
+
+    MAX_RESULT_FRAME_BYTES = 1024 * 1024
+
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self._dispatcher = dispatcher
+        self._ready: list[pb.StreamResult] = []
+        self._wake = asyncio.Event()
+        self._running: set[asyncio.Task[None]] = set()
+
+    async def read(self, requests: AsyncIterator[pb.InvokeFrame]) -> None:
+        async for frame in requests:
+            for call in frame.calls:
+                task = asyncio.create_task(self._run(call))
+                self._running.add(task)
+                task.add_done_callback(self._call_done)
+
+    def _call_done(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        self._wake.set()  # the last call finishing may end a half-closed stream
+
+    async def _run(self, call: pb.StreamCall) -> None:
+        result = pb.StreamResult(call_id=call.call_id)
+        try:
+            timeout = call.timeout if call.timeout > 0 else None
+            result.response.CopyFrom(await self._dispatcher.invoke(call.request, timeout))
+        except GrainError as error:
+            result.status_code = error.code.value[0]
+            result.status_message = error.message
+            result.error_kind = error.kind
+            result.retry_safe = error.retry_safe
+            if isinstance(error, GrainApplicationError):
+                result.error_type = error.error_type
+        except Exception:  # noqa: BLE001 - never leak internals to the caller
+            log.exception("internal error in InvokeStream")
+            result.status_code = grpc.StatusCode.INTERNAL.value[0]
+            result.status_message = "internal error"
+        self._ready.append(result)
+        self._wake.set()
+
+    async def results(self, reader: asyncio.Task[None]) -> AsyncIterator[pb.ResultFrame]:
+        """Frames of ready results until the caller closed its side and every call answered."""
+        reader.add_done_callback(lambda _: self._wake.set())
+        while True:
+            if self._ready:
+                yield self._take_frame()
+                continue
+            if reader.done() and not self._running:
+                return
+            await self._wake.wait()
+            self._wake.clear()
+
+    def _take_frame(self) -> pb.ResultFrame:
+        size, count = 0, 0
+        for result in self._ready:
+            size += result.ByteSize() + 8
+            if count and size > self.MAX_RESULT_FRAME_BYTES:
+                break
+            count += 1
+        batch, self._ready = self._ready[:count], self._ready[count:]
+        return pb.ResultFrame(results=batch)
+
+    async def cancel(self) -> None:
+        for task in list(self._running):
+            task.cancel()
 
 
 class DirectoryServicer(pb_grpc.DirectoryServicer):

@@ -6,6 +6,46 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class StreamCall(_message.Message):
+    __slots__ = ("call_id", "request", "timeout")
+    CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    call_id: int
+    request: InvokeRequest
+    timeout: float
+    def __init__(self, call_id: _Optional[int] = ..., request: _Optional[_Union[InvokeRequest, _Mapping]] = ..., timeout: _Optional[float] = ...) -> None: ...
+
+class InvokeFrame(_message.Message):
+    __slots__ = ("calls",)
+    CALLS_FIELD_NUMBER: _ClassVar[int]
+    calls: _containers.RepeatedCompositeFieldContainer[StreamCall]
+    def __init__(self, calls: _Optional[_Iterable[_Union[StreamCall, _Mapping]]] = ...) -> None: ...
+
+class StreamResult(_message.Message):
+    __slots__ = ("call_id", "response", "status_code", "status_message", "error_kind", "retry_safe", "error_type")
+    CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    STATUS_CODE_FIELD_NUMBER: _ClassVar[int]
+    STATUS_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_KIND_FIELD_NUMBER: _ClassVar[int]
+    RETRY_SAFE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_TYPE_FIELD_NUMBER: _ClassVar[int]
+    call_id: int
+    response: InvokeResponse
+    status_code: int
+    status_message: str
+    error_kind: str
+    retry_safe: bool
+    error_type: str
+    def __init__(self, call_id: _Optional[int] = ..., response: _Optional[_Union[InvokeResponse, _Mapping]] = ..., status_code: _Optional[int] = ..., status_message: _Optional[str] = ..., error_kind: _Optional[str] = ..., retry_safe: bool = ..., error_type: _Optional[str] = ...) -> None: ...
+
+class ResultFrame(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[StreamResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[StreamResult, _Mapping]]] = ...) -> None: ...
+
 class InvokeRequest(_message.Message):
     __slots__ = ("grain_type", "grain_key", "method", "args_json", "hops")
     GRAIN_TYPE_FIELD_NUMBER: _ClassVar[int]

@@ -42,6 +42,11 @@ class GatewayStub(object):
                 request_serializer=grainery_dot_v1_dot_grainery__pb2.InvokeRequest.SerializeToString,
                 response_deserializer=grainery_dot_v1_dot_grainery__pb2.InvokeResponse.FromString,
                 _registered_method=True)
+        self.InvokeStream = channel.stream_stream(
+                '/grainery.v1.Gateway/InvokeStream',
+                request_serializer=grainery_dot_v1_dot_grainery__pb2.InvokeFrame.SerializeToString,
+                response_deserializer=grainery_dot_v1_dot_grainery__pb2.ResultFrame.FromString,
+                _registered_method=True)
 
 
 class GatewayServicer(object):
@@ -56,6 +61,17 @@ class GatewayServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def InvokeStream(self, request_iterator, context):
+        """Many calls multiplexed over one long-lived stream (the Python client's and silo-to-silo
+        fast path: one stream per peer instead of one HTTP/2 stream per call). Each frame
+        carries one or more calls; results come back in completion order, matched by call_id,
+        several per frame when several are ready. Unary Invoke stays the interface for every
+        other language.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -63,6 +79,11 @@ def add_GatewayServicer_to_server(servicer, server):
                     servicer.Invoke,
                     request_deserializer=grainery_dot_v1_dot_grainery__pb2.InvokeRequest.FromString,
                     response_serializer=grainery_dot_v1_dot_grainery__pb2.InvokeResponse.SerializeToString,
+            ),
+            'InvokeStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.InvokeStream,
+                    request_deserializer=grainery_dot_v1_dot_grainery__pb2.InvokeFrame.FromString,
+                    response_serializer=grainery_dot_v1_dot_grainery__pb2.ResultFrame.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -95,6 +116,33 @@ class Gateway(object):
             '/grainery.v1.Gateway/Invoke',
             grainery_dot_v1_dot_grainery__pb2.InvokeRequest.SerializeToString,
             grainery_dot_v1_dot_grainery__pb2.InvokeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InvokeStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/grainery.v1.Gateway/InvokeStream',
+            grainery_dot_v1_dot_grainery__pb2.InvokeFrame.SerializeToString,
+            grainery_dot_v1_dot_grainery__pb2.ResultFrame.FromString,
             options,
             channel_credentials,
             insecure,
