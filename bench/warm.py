@@ -23,13 +23,17 @@ def unavailable() -> str | None:
     return core_unavailable()
 
 
-async def measure(cfg: RunConfig, cluster: Cluster, case: str) -> list[Measurement]:
-    """Activate the key set (untimed), then one closed loop per concurrency level."""
+async def measure(
+    cfg: RunConfig, cluster: Cluster, case: str, streamed: bool = True
+) -> list[Measurement]:
+    """Activate the key set (untimed), then one closed loop per concurrency level.
+    ``streamed``: the client's default multiplexed call stream, or one unary RPC per call
+    (what a client in another language does)."""
     from client import GrainClient
 
     out: list[Measurement] = []
     pids = [s.pid for s in cluster.silos]
-    async with GrainClient(*cluster.addresses) as client:
+    async with GrainClient(*cluster.addresses, streamed=streamed) as client:
 
         async def activate(i: int) -> None:
             await client.get_grain(GRAIN, KEYS[i]).add(0)
@@ -66,4 +70,7 @@ def run(cfg: RunConfig) -> list[Measurement]:
         cfg.log(f"{NAME}: starting {silos} silo(s)")
         with Cluster(silos, f"bench-warm-{silos}-{time.time_ns()}") as cluster:
             out.extend(run_async(measure(cfg, cluster, case), cfg.use_uvloop))
+            if silos == 1:
+                unary = measure(cfg, cluster, case + "-unary", streamed=False)
+                out.extend(run_async(unary, cfg.use_uvloop))
     return out

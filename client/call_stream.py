@@ -44,6 +44,7 @@ class CallStream:
     """One multiplexed stream to one silo; reopened on the next call after it breaks."""
 
     def __init__(self, channel: grpc.aio.Channel, metadata: tuple[tuple[str, str], ...]) -> None:
+        self._loop = asyncio.get_running_loop()
         self._stub = pb_grpc.GatewayStub(channel)
         self._metadata = metadata
         self._ids = itertools.count(1)
@@ -62,7 +63,7 @@ class CallStream:
         if self._call is None:
             self._open()
         call_id = next(self._ids)
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         future: asyncio.Future[pb.InvokeResponse] = loop.create_future()
         self._pending[call_id] = future
         self._outbox.append(pb.StreamCall(call_id=call_id, request=request, timeout=timeout))

@@ -35,7 +35,9 @@ def decode_args(args_json: str, max_nesting: int = DEFAULT_MAX_NESTING) -> list[
         raise InvalidArgumentsError(f"args_json is not valid JSON: {exc}") from None
     if not isinstance(value, list):
         raise InvalidArgumentsError("args_json must be a JSON array of positional arguments")
-    if nesting_depth(value) > max_nesting:
+    # Depth can never exceed the number of brackets: skip the walk for ordinary arguments.
+    brackets = args_json.count("[") + args_json.count("{")
+    if brackets > max_nesting and nesting_depth(value) > max_nesting:
         raise InvalidArgumentsError(f"args_json nests deeper than {max_nesting} levels")
     return value
 

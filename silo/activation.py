@@ -111,6 +111,7 @@ class _Deactivate:
 class Activation:
     __slots__ = (
         "_gone",
+        "_loop",
         "_on_deactivate",
         "_pump",
         "_queue",
@@ -131,6 +132,7 @@ class Activation:
         max_queue: int,
         on_deactivate: Callable[[Activation, _Deactivate], Any],
     ) -> None:
+        self._loop = asyncio.get_running_loop()  # cached: get_running_loop() costs a getpid()
         self.grain_id = grain_id
         self.grain_type = grain_type
         self.phase = Phase.ACTIVATING
@@ -180,7 +182,7 @@ class Activation:
             raise OverloadedError(
                 f"{self.grain_id} has {self.queued} calls queued (limit {self.max_queue})"
             )
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Any] = self._loop.create_future()
         self._enqueue(_Call(future, method, args, deadline))
         return future
 
@@ -200,7 +202,7 @@ class Activation:
         self.mark_gone()
 
     async def _drain(self) -> None:
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         while self._queue:
             item = self._queue.popleft()
             if not self._queue:

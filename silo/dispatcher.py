@@ -76,6 +76,8 @@ class Dispatcher:
         self.limits = limits
         self.in_flight = 0
         self.admitting = True
+        # Cached: on Python 3.11 every get_running_loop() costs a getpid() system call.
+        self._loop = asyncio.get_running_loop()
         self.idle = asyncio.Event()
         self.idle.set()
         self._hot: dict[tuple[str, str], tuple[Any, Any]] = {}
@@ -96,7 +98,7 @@ class Dispatcher:
                 f"(limit {self.limits.max_in_flight})"
             )
         budget = min(timeout if timeout is not None else 30.0, self.limits.max_timeout)
-        deadline = asyncio.get_running_loop().time() + budget
+        deadline = self._loop.time() + budget
         grain = GrainId(request.grain_type, request.grain_key)
         self._enter()
         try:
@@ -152,7 +154,7 @@ class Dispatcher:
         request: pb.InvokeRequest,
         deadline: float,
     ) -> pb.InvokeResponse:
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         while True:
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -180,7 +182,7 @@ class Dispatcher:
                 await self._wait_gone(placement, deadline)
 
     async def _wait_gone(self, activation: Activation, deadline: float) -> None:
-        remaining = deadline - asyncio.get_running_loop().time()
+        remaining = deadline - self._loop.time()
         if remaining > 0:
             try:
                 await asyncio.wait_for(activation.wait_gone(), remaining)
@@ -194,7 +196,7 @@ class Dispatcher:
         started = time.perf_counter()
         future = activation.call(method, args, deadline)  # raises Redispatch when going away
         self._local_calls.inc()
-        timer = asyncio.get_running_loop().call_at(deadline, _expire, future, activation, method)
+        timer = self._loop.call_at(deadline, _expire, future, activation, method)
         try:
             result = await future
         except GrainError as error:
@@ -244,7 +246,7 @@ class Dispatcher:
             raise SiloUnavailableError(
                 f"{request.grain_type}/{request.grain_key} is moving between silos; retry"
             )
-        remaining = deadline - asyncio.get_running_loop().time()
+        remaining = deadline - self._loop.time()
         forwarded = pb.InvokeRequest()
         forwarded.CopyFrom(request)
         forwarded.hops = request.hops + 1
@@ -259,6 +261,6 @@ class Dispatcher:
             # The owner is unreachable: re-learn the membership, then resolve again.
             log.info("silo %s unreachable while forwarding; refreshing membership", remote.silo_id)
             await self._membership.refresh()
-            await asyncio.sleep(min(0.1, max(0.0, deadline - asyncio.get_running_loop().time())))
+            await asyncio.sleep(min(0.1, max(0.0, deadline - self._loop.time())))
             return None
         raise error
