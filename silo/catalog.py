@@ -14,6 +14,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 from client.errors import ActivationFailedError, SiloUnavailableError
 from client.grain_ref import GrainRef
@@ -49,6 +50,7 @@ class Catalog:
         self.max_queue_per_grain = max_queue_per_grain
         self._table: dict[GrainId, Activation] = {}
         self._abandoned: list[Activation] = []
+        self._metric_children: dict[str, tuple[Any, Any]] = {}
         self.accepting = True
 
     def __len__(self) -> int:
@@ -97,9 +99,19 @@ class Catalog:
             ) from None
         activation.phase = Phase.ACTIVE
         self._table[grain] = activation
-        self._metrics.activations.labels(grain_type.name).inc()
-        self._metrics.activations_created.labels(grain_type.name).inc()
+        active, created = self._type_metrics(grain_type.name)
+        active.inc()
+        created.inc()
         return activation
+
+    def _type_metrics(self, name: str) -> tuple[Any, Any]:
+        children = self._metric_children.get(name)
+        if children is None:
+            children = self._metric_children[name] = (
+                self._metrics.activations.labels(name),
+                self._metrics.activations_created.labels(name),
+            )
+        return children
 
     async def _unregister_quietly(self, grain: GrainId, fence: Fence) -> None:
         try:

@@ -14,8 +14,10 @@ activation costs one Redis round trip.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -70,12 +72,77 @@ def _text(value: bytes | str | None) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+class ScriptBatcher:
+    """Runs concurrent calls of one Lua script as a single pipeline per event-loop turn.
+
+    Why: a burst of cold activations (a thousand agents waking up) would otherwise cost a
+    Redis round trip and a socket write each; batched, they share one. Each call still runs
+    its script atomically and gets its own reply or error; nothing waits for a timer.
+    """
+
+    MAX_BATCH = 256
+
+    def __init__(self, redis: aioredis.Redis, script: Any) -> None:
+        self._redis = redis
+        self._script = script
+        self._queue: list[tuple[list[str], list[str], asyncio.Future[Any]]] = []
+        self._scheduled = False
+
+    async def __call__(self, keys: list[str], args: list[str]) -> Any:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._queue.append((keys, args, future))
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        while self._queue:
+            batch, self._queue = self._queue[: self.MAX_BATCH], self._queue[self.MAX_BATCH :]
+            task = asyncio.ensure_future(self._send(batch))
+            task.add_done_callback(_retrieve)
+
+    async def _send(self, batch: list[tuple[list[str], list[str], asyncio.Future[Any]]]) -> None:
+        try:
+            if len(batch) == 1:
+                keys, args, future = batch[0]
+                result = await self._script(keys=keys, args=args)
+                if not future.done():
+                    future.set_result(result)
+                return
+            pipe = self._redis.pipeline(transaction=False)
+            for keys, args, _ in batch:
+                await self._script(keys=keys, args=args, client=pipe)  # queues an EVALSHA
+            replies = await pipe.execute(raise_on_error=False)
+            if len(replies) != len(batch):
+                raise RuntimeError(f"pipeline returned {len(replies)} replies for {len(batch)}")
+        except BaseException as exc:  # noqa: BLE001 - every waiting call gets the failure
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, _, future), reply in zip(batch, replies, strict=True):
+            if future.done():
+                continue
+            if isinstance(reply, BaseException):
+                future.set_exception(reply)
+            else:
+                future.set_result(reply)
+
+
+def _retrieve(task: asyncio.Future[None]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
 class RedisGrainDirectory:
     def __init__(self, redis: aioredis.Redis, keys: KeySpace, metrics: SiloMetrics) -> None:
         self._redis = redis
         self._keys = keys
         self._metrics = metrics
-        self._register = redis.register_script(_REGISTER)
+        self._register = ScriptBatcher(redis, redis.register_script(_REGISTER))
         self._unregister = redis.register_script(_UNREGISTER)
 
     async def register(

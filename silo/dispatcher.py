@@ -163,8 +163,8 @@ class Dispatcher:
             placement: Placement | None = self._locator.local(grain)  # hot path: no task/timer
             if placement is None:
                 try:
-                    placement = await asyncio.wait_for(
-                        self._locator.resolve(grain, grain_type, request.hops), remaining
+                    placement = await self._locator.resolve(
+                        grain, grain_type, request.hops, deadline
                     )
                 except asyncio.TimeoutError:
                     continue

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from dataclasses import dataclass
+from typing import TypeVar
 
 from client.routing import GrainId
 from silo.activation import Activation, Phase
@@ -31,6 +32,33 @@ class Remote:
 Placement = Activation | Remote
 
 
+T = TypeVar("T")
+
+
+async def wait_until(
+    task: asyncio.Future[T], deadline: float, loop: asyncio.AbstractEventLoop
+) -> T:
+    """``shield`` plus a deadline without the extra task ``wait_for`` creates: waiting ends at
+    the deadline (TimeoutError) or when the caller is cancelled; ``task`` is never cancelled."""
+    if not task.done():
+        waiter: asyncio.Future[None] = loop.create_future()
+
+        def wake(_: object = None) -> None:
+            if not waiter.done():
+                waiter.set_result(None)
+
+        task.add_done_callback(wake)
+        timer = loop.call_at(deadline, wake)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            task.remove_done_callback(wake)
+        if not task.done():
+            raise asyncio.TimeoutError
+    return task.result()
+
+
 class GrainLocator:
     def __init__(
         self, catalog: Catalog, directory: RedisGrainDirectory, membership: MembershipService
@@ -47,20 +75,25 @@ class GrainLocator:
             return activation
         return None
 
-    async def resolve(self, grain: GrainId, grain_type: GrainType, hops: int) -> Placement:
+    async def resolve(
+        self, grain: GrainId, grain_type: GrainType, hops: int, deadline: float
+    ) -> Placement:
+        """Where the call should run; raises asyncio.TimeoutError at ``deadline`` (loop time).
+        The caller's wait ends at its deadline; the shared resolution goes on regardless."""
+        loop = asyncio.get_running_loop()
         while True:
             activation = self._catalog.get(grain)
             if activation is not None:
                 if activation.phase is Phase.ACTIVE:
                     return activation
-                await activation.wait_gone()
+                await asyncio.wait_for(activation.wait_gone(), max(0.0, deadline - loop.time()))
                 continue
             task = self._pending.get(grain)
             if task is None:
                 task = asyncio.create_task(self._decide(grain, grain_type, hops))
                 self._pending[grain] = task
                 task.add_done_callback(functools.partial(self._finished, grain))
-            return await asyncio.shield(task)
+            return await wait_until(task, deadline, loop)
 
     def _finished(self, grain: GrainId, task: asyncio.Task[Placement]) -> None:
         if self._pending.get(grain) is task:
