@@ -90,8 +90,10 @@ class CallStream:
                 while self._outbox:
                     frame = self._take_frame()
                     await call.write(frame)
-        except (grpc.aio.AioRpcError, asyncio.InvalidStateError, grpc.aio.UsageError) as exc:
-            self._broken(call, exc)
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError, grpc.aio.UsageError):
+            # The stream ended; the read loop receives its final status (e.g. UNAUTHENTICATED)
+            # and fails the outstanding calls with it.
+            return
 
     def _take_frame(self) -> pb.InvokeFrame:
         """The next batch of queued calls, within the frame bounds."""

@@ -146,7 +146,7 @@ async def run_call(options: argparse.Namespace) -> int:
     # to reach the other silos' advertised addresses (e.g. from outside docker compose).
     async with GrainClient(options.target, security=_security(options),
                            timeout=options.timeout, refresh_interval=0,
-                           gateway_only=True) as cluster:
+                           gateway_only=True, streamed=False) as cluster:
         result = await cluster.invoke(options.grain_type, options.key, options.method, args)
     print(json.dumps(result))
     return 0
