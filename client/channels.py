@@ -122,11 +122,6 @@ class ChannelPool:
             stubs = self._stubs[address] = SiloStubs(channel, self.security.call_metadata())
         return stubs
 
-    async def drop(self, address: str) -> None:
-        stubs = self._stubs.pop(address, None)
-        if stubs is not None:
-            await stubs.close()
-
     async def invoke(
         self, address: str, request: pb.InvokeRequest, timeout: float, streamed: bool
     ) -> pb.InvokeResponse:

@@ -9,7 +9,6 @@ activation of the same grain can never overlap the old one on this silo.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import Counter
@@ -58,9 +57,6 @@ class Catalog:
 
     def get(self, grain: GrainId) -> Activation | None:
         return self._table.get(grain)
-
-    def activations(self) -> list[Activation]:
-        return list(self._table.values())
 
     def counts_by_type(self) -> dict[str, int]:
         return dict(Counter(a.grain_type.name for a in self._table.values()))
@@ -192,9 +188,3 @@ class Catalog:
         """True once no abandoned activation is still running a turn."""
         self._abandoned = [a for a in self._abandoned if a.running]
         return not self._abandoned
-
-    async def wait_quiescent(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while not self.quiescent() and time.monotonic() < deadline:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.sleep(0.05)

@@ -217,9 +217,8 @@ class Silo:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for name in ("server",):
-            if hasattr(self, name):
-                await self.server.stop(grace=1.0)
+        if hasattr(self, "server"):
+            await self.server.stop(grace=1.0)
         for closer in ("grain_client", "peers"):
             if hasattr(self, closer):
                 await getattr(self, closer).close()

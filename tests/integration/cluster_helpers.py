@@ -66,3 +66,42 @@ async def eventually(check: Callable[[], Awaitable[Any]], timeout: float, what: 
             last = exc
         await asyncio.sleep(0.1)
     raise AssertionError(f"{what} did not happen within {timeout}s; last seen: {last!r}")
+
+
+class CounterLoad:
+    """Increments SlowWriter counters in a loop, counting attempted and acknowledged writes,
+    so a test can check acknowledged <= stored <= attempted after a failure."""
+
+    def __init__(self, client: Any, keys: list[str], timeout: float) -> None:
+        from collections import Counter
+
+        self.client, self.keys, self.timeout = client, keys, timeout
+        self.acked: Counter[str] = Counter()
+        self.attempted: Counter[str] = Counter()
+        self._stop = asyncio.Event()
+        self._workers: list[asyncio.Task[None]] = []
+
+    def start(self) -> CounterLoad:
+        self._workers = [asyncio.create_task(self._hammer(key)) for key in self.keys]
+        return self
+
+    async def _hammer(self, key: str) -> None:
+        from client import GrainError
+
+        while not self._stop.is_set():
+            self.attempted[key] += 1
+            try:
+                await self.client.get_grain("SlowWriter", key).add(1, timeout=self.timeout)
+                self.acked[key] += 1
+            except GrainError:
+                await asyncio.sleep(0.05)
+
+    @property
+    def total_acked(self) -> int:
+        return sum(self.acked.values())
+
+    async def stop(self) -> dict[str, int]:
+        """Stop the load; returns each counter's stored value."""
+        self._stop.set()
+        await asyncio.gather(*self._workers)
+        return {k: await self.client.get_grain("SlowWriter", k).get() for k in self.keys}

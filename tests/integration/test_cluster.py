@@ -16,7 +16,7 @@ import pytest
 
 from client import GrainClient, GrainError
 from silo.testing import TestCluster, TestStore
-from tests.integration.cluster_helpers import Events, PinnedStub, eventually
+from tests.integration.cluster_helpers import CounterLoad, Events, PinnedStub, eventually
 from tests.integration.fault_proxy import FaultProxy
 
 GRAINS = ["tests.grains.probes"]
@@ -69,22 +69,9 @@ async def test_activation_race_through_all_silos(cluster: TestCluster, store: Te
 async def test_kill_9_under_load_loses_no_acknowledged_write(cluster: TestCluster) -> None:
     await cluster.wait_for_stable_membership(3)
     keys = [f"counter-{i}" for i in range(30)]
-    acked: Counter[str] = Counter()
-    attempted: Counter[str] = Counter()
-    stop = asyncio.Event()
-
-    async def hammer(client: GrainClient, key: str) -> None:
-        while not stop.is_set():
-            attempted[key] += 1
-            try:
-                await client.get_grain("SlowWriter", key).add(1, timeout=15)
-                acked[key] += 1
-            except GrainError:
-                await asyncio.sleep(0.05)
-
     async with cluster.client(refresh_interval=0.5) as client:
-        workers = [asyncio.create_task(hammer(client, key)) for key in keys]
-        await eventually(lambda: asyncio.sleep(0, sum(acked.values()) > 300), 20, "warm-up")
+        load = CounterLoad(client, keys, timeout=15).start()
+        await eventually(lambda: asyncio.sleep(0, load.total_acked > 300), 20, "warm-up")
         victim = cluster.silos[1]
         killed_at = time.monotonic()
         victim.kill()
@@ -93,12 +80,11 @@ async def test_kill_9_under_load_loses_no_acknowledged_write(cluster: TestCluste
             lambda: _all_answer(client, keys), FAILOVER_BOUND, "every counter answering"
         )
         failover = time.monotonic() - killed_at
-        stop.set()
-        await asyncio.gather(*workers)
-        values = {key: await client.get_grain("SlowWriter", key).get() for key in keys}
+        values = await load.stop()
     assert recovered
     for key in keys:
-        assert acked[key] <= values[key] <= attempted[key], (key, acked[key], values[key])
+        assert load.acked[key] <= values[key] <= load.attempted[key], (
+            key, load.acked[key], values[key])
     print(f"failover: every grain answered {failover:.2f}s after kill -9")
 
 
@@ -286,34 +272,20 @@ async def test_redis_restart_loses_no_acknowledged_write() -> None:
     store = TestStore(appendonly=True).start()
     cluster = TestCluster(store, GRAINS, size=2)
     keys = [f"redis-restart-{i}" for i in range(20)]
-    acked: Counter[str] = Counter()
-    attempted: Counter[str] = Counter()
-    stop = asyncio.Event()
-
-    async def hammer(client: GrainClient, key: str) -> None:
-        while not stop.is_set():
-            attempted[key] += 1
-            try:
-                await client.get_grain("SlowWriter", key).add(1, timeout=5)
-                acked[key] += 1
-            except GrainError:
-                await asyncio.sleep(0.05)
-
     try:
         cluster.start()
         await cluster.wait_for_stable_membership(2)
         async with cluster.client(refresh_interval=0.5) as client:
-            workers = [asyncio.create_task(hammer(client, key)) for key in keys]
-            await eventually(lambda: asyncio.sleep(0, sum(acked.values()) > 200), 20, "warm-up")
+            load = CounterLoad(client, keys, timeout=5).start()
+            await eventually(lambda: asyncio.sleep(0, load.total_acked > 200), 20, "warm-up")
             await asyncio.to_thread(store.restart)
-            before = sum(acked.values())
-            await eventually(lambda: asyncio.sleep(0, sum(acked.values()) > before + 200),
+            before = load.total_acked
+            await eventually(lambda: asyncio.sleep(0, load.total_acked > before + 200),
                              FAILOVER_BOUND + 10, "writes succeeding after the store restarted")
-            stop.set()
-            await asyncio.gather(*workers)
-            values = {key: await client.get_grain("SlowWriter", key).get() for key in keys}
+            values = await load.stop()
     finally:
         cluster.stop()
         store.stop()
     for key in keys:
-        assert acked[key] <= values[key] <= attempted[key], (key, acked[key], values[key])
+        assert load.acked[key] <= values[key] <= load.attempted[key], (
+            key, load.acked[key], values[key])
