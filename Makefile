@@ -41,7 +41,7 @@ proto-check: $(DEV_STAMP)
 	$(BIN)/python protos/generate.py --check
 
 lint: $(DEV_STAMP)
-	$(BIN)/ruff check silo client tests examples bench protos
+	$(BIN)/ruff check grainery silo client tests examples bench protos
 	$(BIN)/mypy
 
 test: $(DEV_STAMP) node-deps proto-check lint

@@ -55,7 +55,7 @@ def core_unavailable() -> str | None:
     if grainery_exe() is None:
         return "no grainery console script (pip install -e .)"
     try:
-        from client import GrainClient  # noqa: F401
+        from grainery.client import GrainClient  # noqa: F401
     except Exception as exc:
         return f"client not importable: {exc}"
     try:

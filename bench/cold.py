@@ -29,7 +29,7 @@ def _keys(prefix: str, n: int) -> list[str]:
 
 
 async def _fill(address: str, keys: list[str]) -> None:
-    from client import GrainClient
+    from grainery.client import GrainClient
 
     async with GrainClient(address) as client:
 
@@ -44,7 +44,7 @@ async def _fill(address: str, keys: list[str]) -> None:
 async def _cold_then_warm(
     cfg: RunConfig, address: str, plan: list[tuple[int, list[str]]]
 ) -> list[Measurement]:
-    from client import GrainClient
+    from grainery.client import GrainClient
 
     out: list[Measurement] = []
     async with GrainClient(address) as client:

@@ -25,7 +25,7 @@ MAX_WAIT = 30.0  # give up declaring recovery after this long
 
 
 async def _measure(cfg: RunConfig, cluster: Cluster) -> Measurement:
-    from client import GrainClient
+    from grainery.client import GrainClient
 
     loop = asyncio.get_running_loop()
     events: list[tuple[float, int, bool]] = []  # (finish time, key index, ok)

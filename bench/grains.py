@@ -7,7 +7,7 @@ is the smallest possible resident grain for the memory benchmark.
 
 from __future__ import annotations
 
-from silo import Grain
+from grainery.silo import Grain
 
 
 class BenchCounter(Grain):

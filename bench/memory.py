@@ -42,7 +42,7 @@ async def _settled_rss(pid: int) -> float:
 
 
 async def _measure(cfg: RunConfig, cluster: Cluster) -> list[Measurement]:
-    from client import GrainClient
+    from grainery.client import GrainClient
 
     silo = cluster.silos[0]
     targets = (10_000,) if cfg.quick else (10_000, 100_000)

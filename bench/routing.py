@@ -34,7 +34,7 @@ def _forwarded(cluster: Cluster) -> float:
 
 
 async def _measure(cfg: RunConfig, cluster: Cluster) -> list[Measurement]:
-    from client import GrainClient
+    from grainery.client import GrainClient
 
     out: list[Measurement] = []
     window = cfg.duration

@@ -29,7 +29,7 @@ async def measure(
     """Activate the key set (untimed), then one closed loop per concurrency level.
     ``streamed``: the client's default multiplexed call stream, or one unary RPC per call
     (what a client in another language does)."""
-    from client import GrainClient
+    from grainery.client import GrainClient
 
     out: list[Measurement] = []
     pids = [s.pid for s in cluster.silos]

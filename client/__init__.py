@@ -4,8 +4,8 @@ This package is the lower layer: the silo runtime imports it for grain-to-grain
 calls; it never imports the silo.
 """
 
-from client.channels import ClientSecurity
-from client.errors import (
+from grainery.client.channels import ClientSecurity
+from grainery.client.errors import (
     ActivationFailedError,
     ActivationFencedError,
     DeadlineExceededError,
@@ -21,10 +21,10 @@ from client.errors import (
     UnknownGrainTypeError,
     UnknownMethodError,
 )
-from client.grain_client import GrainClient
-from client.grain_ref import GrainRef
-from client.routing import GrainId, MemberInfo, MembershipSnapshot
-from client.sync import SyncGrainClient
+from grainery.client.grain_client import GrainClient
+from grainery.client.grain_ref import GrainRef
+from grainery.client.routing import GrainId, MemberInfo, MembershipSnapshot
+from grainery.client.sync import SyncGrainClient
 
 __all__ = [
     "ActivationFailedError",

@@ -24,9 +24,9 @@ from typing import Any
 
 import grpc
 
-from client._proto.grainery.v1 import grainery_pb2 as pb
-from client._proto.grainery.v1 import grainery_pb2_grpc as pb_grpc
-from client.errors import (
+from grainery.client._proto.grainery.v1 import grainery_pb2 as pb
+from grainery.client._proto.grainery.v1 import grainery_pb2_grpc as pb_grpc
+from grainery.client.errors import (
     DeadlineExceededError,
     GrainError,
     TransportError,

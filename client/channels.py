@@ -12,10 +12,10 @@ from pathlib import Path
 
 import grpc
 
-from client._proto.grainery.v1 import grainery_pb2 as pb
-from client._proto.grainery.v1 import grainery_pb2_grpc as pb_grpc
-from client.call_stream import CallStream
-from client.errors import from_rpc_error
+from grainery.client._proto.grainery.v1 import grainery_pb2 as pb
+from grainery.client._proto.grainery.v1 import grainery_pb2_grpc as pb_grpc
+from grainery.client.call_stream import CallStream
+from grainery.client.errors import from_rpc_error
 
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 TOKEN_METADATA_KEY = "authorization"

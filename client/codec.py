@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from client.errors import InvalidArgumentsError
+from grainery.client.errors import InvalidArgumentsError
 
 DEFAULT_MAX_NESTING = 64
 

@@ -20,18 +20,18 @@ from typing import Any
 
 import grpc
 
-from client._proto.grainery.v1 import grainery_pb2 as pb
-from client.channels import DEFAULT_MAX_MESSAGE_BYTES, ChannelPool, ClientSecurity
-from client.codec import decode_result, encode_args
-from client.errors import (
+from grainery.client._proto.grainery.v1 import grainery_pb2 as pb
+from grainery.client.channels import DEFAULT_MAX_MESSAGE_BYTES, ChannelPool, ClientSecurity
+from grainery.client.codec import decode_result, encode_args
+from grainery.client.errors import (
     DeadlineExceededError,
     GrainError,
     OverloadedError,
     SiloUnavailableError,
     TransportError,
 )
-from client.grain_ref import GrainRef
-from client.routing import GrainId, MemberInfo, MembershipSnapshot, Router
+from grainery.client.grain_ref import GrainRef
+from grainery.client.routing import GrainId, MemberInfo, MembershipSnapshot, Router
 
 log = logging.getLogger("grainery.client")
 

@@ -12,8 +12,8 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from client.grain_client import GrainClient
-    from client.routing import GrainId
+    from grainery.client.grain_client import GrainClient
+    from grainery.client.routing import GrainId
 
 
 class GrainRef:

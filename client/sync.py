@@ -12,7 +12,7 @@ from collections.abc import Coroutine, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
-from client.grain_client import GrainClient
+from grainery.client.grain_client import GrainClient
 
 T = TypeVar("T")
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from silo import Grain
+from grainery.silo import Grain
 
 MAX_HISTORY = 50
 

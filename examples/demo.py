@@ -26,8 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from client import GrainClient  # noqa: E402
-from silo.embedded_store import free_port  # noqa: E402
+from grainery.client import GrainClient  # noqa: E402
+from grainery.silo.embedded_store import free_port  # noqa: E402
 
 AGENTS = ["alice", "bob", "carol", "dave", "erin", "frank"]
 
@@ -36,7 +36,7 @@ class DemoSilo:
     def __init__(self, name: str, data_dir: Path, redis_url: str | None = None) -> None:
         self.name, self.port = name, free_port()
         self.address = f"127.0.0.1:{self.port}"
-        args = [sys.executable, "-m", "silo.cli", "silo", "--grains", "examples.agents",
+        args = [sys.executable, "-m", "grainery", "silo", "--grains", "examples.agents",
                 "--port", str(self.port), "--silo-id", name, "--cluster", "demo",
                 "--data-dir", str(data_dir), "--log-level", "WARNING"]
         if redis_url:

@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "protos"
 OUT = ROOT / "client" / "_proto"
-PACKAGE = "client._proto"
+PACKAGE = "grainery.client._proto"
 
 
 def _generate(into: Path) -> None:

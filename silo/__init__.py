@@ -4,6 +4,6 @@ Authoring: ``from silo import Grain``. Running: ``grainery silo --grains MODULE`
 or :class:`silo.runtime.Silo`. Test clusters: :mod:`silo.testing`.
 """
 
-from silo.grain import Grain
+from grainery.silo.grain import Grain
 
 __all__ = ["Grain"]

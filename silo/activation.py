@@ -19,19 +19,19 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from client.errors import (
+from grainery.client.errors import (
     ActivationFencedError,
     DeadlineExceededError,
     OverloadedError,
     StaleStateError,
 )
-from client.routing import GrainId
-from silo.storage import Fence, RedisGrainStorage
+from grainery.client.routing import GrainId
+from grainery.silo.storage import Fence, RedisGrainStorage
 
 if TYPE_CHECKING:
-    from client.grain_ref import GrainRef
-    from silo.grain import Grain
-    from silo.registry import GrainType, MethodSpec
+    from grainery.client.grain_ref import GrainRef
+    from grainery.silo.grain import Grain
+    from grainery.silo.registry import GrainType, MethodSpec
 
 log = logging.getLogger("grainery.activation")
 

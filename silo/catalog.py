@@ -15,14 +15,14 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from client.errors import ActivationFailedError, SiloUnavailableError
-from client.grain_ref import GrainRef
-from client.routing import GrainId
-from silo.activation import Activation, ActivationContext, Phase, _Deactivate
-from silo.directory import RedisGrainDirectory, Registration
-from silo.metrics import SiloMetrics
-from silo.registry import GrainType
-from silo.storage import Fence, RedisGrainStorage
+from grainery.client.errors import ActivationFailedError, SiloUnavailableError
+from grainery.client.grain_ref import GrainRef
+from grainery.client.routing import GrainId
+from grainery.silo.activation import Activation, ActivationContext, Phase, _Deactivate
+from grainery.silo.cluster.directory import RedisGrainDirectory, Registration
+from grainery.silo.metrics import SiloMetrics
+from grainery.silo.registry import GrainType
+from grainery.silo.storage import Fence, RedisGrainStorage
 
 log = logging.getLogger("grainery.catalog")
 

@@ -15,13 +15,13 @@ from typing import Any
 
 import grpc
 
-from client._proto.grainery.v1 import grainery_pb2 as pb
-from client.channels import ChannelPool, ClientSecurity
-from client.codec import decode_args
-from client.errors import GrainError, from_rpc_error
-from client.grain_client import GrainClient, snapshot_from_proto
-from client.routing import PlacementRing
-from silo.config import SILO_OPTIONS, SiloConfig, env_defaults
+from grainery.client._proto.grainery.v1 import grainery_pb2 as pb
+from grainery.client.channels import ChannelPool, ClientSecurity
+from grainery.client.codec import decode_args
+from grainery.client.errors import GrainError, from_rpc_error
+from grainery.client.grain_client import GrainClient, snapshot_from_proto
+from grainery.client.routing import PlacementRing
+from grainery.silo.config import SILO_OPTIONS, SiloConfig, env_defaults
 
 DEFAULT_TARGET = "127.0.0.1:7070"
 
@@ -105,8 +105,8 @@ def dump_tasks() -> None:
 async def run_silo(config: SiloConfig) -> int:
     from redis.exceptions import RedisError
 
-    from silo.logs import configure_logging, redact
-    from silo.runtime import Silo
+    from grainery.silo.logs import configure_logging, redact
+    from grainery.silo.runtime import Silo
 
     configure_logging(config.log_format, config.log_level)
     try:

@@ -12,7 +12,7 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
-from silo.membership import MembershipTiming
+from grainery.silo.cluster.membership import MembershipTiming
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from client._proto.grainery.v1 import grainery_pb2 as pb
-from client.channels import ChannelPool
-from client.codec import decode_args, encode_result
-from client.errors import (
+from grainery.client._proto.grainery.v1 import grainery_pb2 as pb
+from grainery.client.channels import ChannelPool
+from grainery.client.codec import decode_args, encode_result
+from grainery.client.errors import (
     DeadlineExceededError,
     GrainApplicationError,
     GrainError,
@@ -28,12 +28,12 @@ from client.errors import (
     SiloUnavailableError,
     TransportError,
 )
-from client.routing import GrainId
-from silo.activation import Activation, Redispatch
-from silo.locator import GrainLocator, Placement, Remote
-from silo.membership import MembershipService
-from silo.metrics import SiloMetrics
-from silo.registry import GrainRegistry, GrainType, MethodSpec
+from grainery.client.routing import GrainId
+from grainery.silo.activation import Activation, Redispatch
+from grainery.silo.cluster.locator import GrainLocator, Placement, Remote
+from grainery.silo.cluster.membership import MembershipService
+from grainery.silo.metrics import SiloMetrics
+from grainery.silo.registry import GrainRegistry, GrainType, MethodSpec
 
 log = logging.getLogger("grainery.dispatch")
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
-    from client.grain_ref import GrainRef
-    from silo.activation import ActivationContext
+    from grainery.client.grain_ref import GrainRef
+    from grainery.silo.activation import ActivationContext
 
 
 class Grain:

@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from client._proto.grainery.v1 import grainery_pb2 as pb
-from client.channels import ClientSecurity
-from client.grain_client import GrainClient
-from client.routing import GrainId, MembershipSnapshot
+from grainery.client._proto.grainery.v1 import grainery_pb2 as pb
+from grainery.client.channels import ClientSecurity
+from grainery.client.grain_client import GrainClient
+from grainery.client.routing import GrainId, MembershipSnapshot
 
 LocalInvoke = Callable[[pb.InvokeRequest, float | None], Coroutine[Any, Any, pb.InvokeResponse]]
 

@@ -7,7 +7,7 @@ both atomically. Per-cluster membership keys share the cluster's tag.
 
 from __future__ import annotations
 
-from client.routing import GrainId
+from grainery.client.routing import GrainId
 
 PREFIX = "grainery"
 

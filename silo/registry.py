@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from client.errors import InvalidArgumentsError, UnknownGrainTypeError, UnknownMethodError
-from silo.grain import RESERVED_NAMES, Grain
+from grainery.client.errors import InvalidArgumentsError, UnknownGrainTypeError, UnknownMethodError
+from grainery.silo.grain import RESERVED_NAMES, Grain
 
 MAX_TYPE_NAME = 256
 

@@ -18,23 +18,23 @@ from typing import Any
 import redis.asyncio as aioredis
 from grpc_health.v1 import health, health_pb2
 
-from client.channels import ChannelPool, ClientSecurity
-from client.grain_ref import GrainRef
-from client.routing import ACTIVE, GrainId, MembershipSnapshot
-from silo.catalog import Catalog
-from silo.config import SiloConfig
-from silo.directory import RedisGrainDirectory
-from silo.dispatcher import Dispatcher, DispatchLimits
-from silo.embedded_store import EmbeddedStore
-from silo.grain_calls import SiloGrainClient
-from silo.keys import KeySpace
-from silo.locator import GrainLocator
-from silo.membership import MembershipService
-from silo.metrics import SiloMetrics
-from silo.registry import GrainRegistry
-from silo.rpc.server import GRAINERY_SERVICES, add_services, create_server
-from silo.rpc.servicers import DirectoryServicer, GatewayServicer, ManagementServicer
-from silo.storage import RedisGrainStorage
+from grainery.client.channels import ChannelPool, ClientSecurity
+from grainery.client.grain_ref import GrainRef
+from grainery.client.routing import ACTIVE, GrainId, MembershipSnapshot
+from grainery.silo.catalog import Catalog
+from grainery.silo.cluster.directory import RedisGrainDirectory
+from grainery.silo.cluster.locator import GrainLocator
+from grainery.silo.cluster.membership import MembershipService
+from grainery.silo.config import SiloConfig
+from grainery.silo.dispatcher import Dispatcher, DispatchLimits
+from grainery.silo.embedded_store import EmbeddedStore
+from grainery.silo.grain_calls import SiloGrainClient
+from grainery.silo.keys import KeySpace
+from grainery.silo.metrics import SiloMetrics
+from grainery.silo.registry import GrainRegistry
+from grainery.silo.rpc.server import GRAINERY_SERVICES, add_services, create_server
+from grainery.silo.rpc.servicers import DirectoryServicer, GatewayServicer, ManagementServicer
+from grainery.silo.storage import RedisGrainStorage
 
 log = logging.getLogger("grainery.silo")
 

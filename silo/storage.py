@@ -18,10 +18,10 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from client.errors import ActivationFencedError, StaleStateError, StorageUnavailableError
-from client.routing import GrainId
-from silo.keys import KeySpace
-from silo.metrics import SiloMetrics
+from grainery.client.errors import ActivationFencedError, StaleStateError, StorageUnavailableError
+from grainery.client.routing import GrainId
+from grainery.silo.keys import KeySpace
+from grainery.silo.metrics import SiloMetrics
 
 # KEYS: state, dir. ARGV: expected etag, data ('' = clear), incarnation, epoch.
 _WRITE = """

@@ -23,10 +23,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from client._proto.grainery.v1 import grainery_pb2 as pb
-from client.channels import ChannelPool, ClientSecurity
-from client.grain_client import GrainClient
-from silo.embedded_store import free_port, valkey_binary
+from grainery.client._proto.grainery.v1 import grainery_pb2 as pb
+from grainery.client.channels import ChannelPool, ClientSecurity
+from grainery.client.grain_client import GrainClient
+from grainery.silo.embedded_store import free_port, valkey_binary
 
 
 class TestStore:
@@ -97,7 +97,7 @@ class SiloProcess:
         self.address = f"127.0.0.1:{self.port}"
         self.log_path = Path(log_dir or tempfile.mkdtemp(prefix="grainery-silo-")) / f"{name}.log"
         self.args = [
-            sys.executable, "-m", "silo.cli", "silo", "--host", "127.0.0.1",
+            sys.executable, "-m", "grainery", "silo", "--host", "127.0.0.1",
             "--port", str(self.port), "--redis", redis_url, "--cluster", cluster,
             "--silo-id", name, *[item for module in grains for item in ("--grains", module)],
             "--metrics-port", str(self.metrics_port), *extra_args,

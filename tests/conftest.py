@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from silo.testing import TestStore
+from grainery.silo.testing import TestStore
 
 
 @pytest.fixture(scope="session")

@@ -19,8 +19,8 @@ from typing import Any
 
 import grpc
 
-from client.channels import TOKEN_METADATA_KEY
-from client.errors import ERROR_KIND_KEY, RETRY_SAFE_KEY
+from grainery.client.channels import TOKEN_METADATA_KEY
+from grainery.client.errors import ERROR_KIND_KEY, RETRY_SAFE_KEY
 
 _OPEN_PREFIXES = ("/grpc.health.v1.Health/",)
 _MESSAGE = "missing or invalid bearer token"

@@ -8,11 +8,11 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from client._proto.grainery.v1 import grainery_pb2 as pb
-from client._proto.grainery.v1 import grainery_pb2_grpc as pb_grpc
-from silo.config import SiloConfig
-from silo.rpc.auth import TokenAuthInterceptor
-from silo.rpc.servicers import DirectoryServicer, GatewayServicer, ManagementServicer
+from grainery.client._proto.grainery.v1 import grainery_pb2 as pb
+from grainery.client._proto.grainery.v1 import grainery_pb2_grpc as pb_grpc
+from grainery.silo.config import SiloConfig
+from grainery.silo.rpc.auth import TokenAuthInterceptor
+from grainery.silo.rpc.servicers import DirectoryServicer, GatewayServicer, ManagementServicer
 
 GRAINERY_SERVICES = tuple(
     pb.DESCRIPTOR.services_by_name[name].full_name

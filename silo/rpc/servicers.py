@@ -14,15 +14,15 @@ from typing import NoReturn
 
 import grpc
 
-from client._proto.grainery.v1 import grainery_pb2 as pb
-from client._proto.grainery.v1 import grainery_pb2_grpc as pb_grpc
-from client.errors import GrainApplicationError, GrainError, error_metadata
-from client.routing import GrainId, MembershipSnapshot
-from silo.catalog import Catalog
-from silo.directory import RedisGrainDirectory
-from silo.dispatcher import Dispatcher
-from silo.membership import MembershipService
-from silo.registry import GrainRegistry
+from grainery.client._proto.grainery.v1 import grainery_pb2 as pb
+from grainery.client._proto.grainery.v1 import grainery_pb2_grpc as pb_grpc
+from grainery.client.errors import GrainApplicationError, GrainError, error_metadata
+from grainery.client.routing import GrainId, MembershipSnapshot
+from grainery.silo.catalog import Catalog
+from grainery.silo.cluster.directory import RedisGrainDirectory
+from grainery.silo.cluster.membership import MembershipService
+from grainery.silo.dispatcher import Dispatcher
+from grainery.silo.registry import GrainRegistry
 
 log = logging.getLogger("grainery.rpc")
 

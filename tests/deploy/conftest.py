@@ -47,8 +47,8 @@ class Contract:
     def from_code(cls) -> Contract:
         from prometheus_client import Counter as PromCounter
 
-        from silo.config import SILO_OPTIONS
-        from silo.metrics import SiloMetrics
+        from grainery.silo.config import SILO_OPTIONS
+        from grainery.silo.metrics import SiloMetrics
 
         flag_of = {o.env: o.flag for o in SILO_OPTIONS}
         default_of = {o.env: "" if o.default is None else str(o.default) for o in SILO_OPTIONS}

@@ -13,7 +13,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from silo import Grain
+from grainery.silo import Grain
 
 _redis: aioredis.Redis | None = None
 

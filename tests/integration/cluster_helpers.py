@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 import redis.asyncio as aioredis
 
-from client._proto.grainery.v1 import grainery_pb2 as pb
-from client._proto.grainery.v1 import grainery_pb2_grpc as pb_grpc
-from client.codec import encode_args
-from silo.testing import TestStore
+from grainery.client._proto.grainery.v1 import grainery_pb2 as pb
+from grainery.client._proto.grainery.v1 import grainery_pb2_grpc as pb_grpc
+from grainery.client.codec import encode_args
+from grainery.silo.testing import TestStore
+from tests.eventually import eventually  # noqa: F401 - re-exported for the cluster tests
 
 
 class Events:
@@ -52,22 +51,6 @@ class PinnedStub:
         await self.channel.close()
 
 
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float, what: str) -> Any:
-    """Retry ``check`` until it returns a truthy value or raises nothing, within ``timeout``."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            result = await check()
-            if result:
-                return result
-            last = result
-        except Exception as exc:  # noqa: BLE001 - remembered for the failure message
-            last = exc
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{what} did not happen within {timeout}s; last seen: {last!r}")
-
-
 class CounterLoad:
     """Increments SlowWriter counters in a loop, counting attempted and acknowledged writes,
     so a test can check acknowledged <= stored <= attempted after a failure."""
@@ -86,7 +69,7 @@ class CounterLoad:
         return self
 
     async def _hammer(self, key: str) -> None:
-        from client import GrainError
+        from grainery.client import GrainError
 
         while not self._stop.is_set():
             self.attempted[key] += 1

@@ -12,7 +12,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from silo.testing import SiloProcess, TestCluster
+from grainery.silo.testing import SiloProcess, TestCluster
 
 GRAINS = ["tests.grains.probes"]
 

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from client.channels import ClientSecurity
+from grainery.client.channels import ClientSecurity
 
 
 @dataclass(frozen=True)

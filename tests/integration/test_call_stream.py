@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator, Iterator
 import grpc
 import pytest
 
-from client import GrainClient, GrainError
-from client._proto.grainery.v1 import grainery_pb2 as pb
-from client._proto.grainery.v1 import grainery_pb2_grpc as pb_grpc
-from silo.testing import TestCluster, TestStore
+from grainery.client import GrainClient, GrainError
+from grainery.client._proto.grainery.v1 import grainery_pb2 as pb
+from grainery.client._proto.grainery.v1 import grainery_pb2_grpc as pb_grpc
+from grainery.silo.testing import TestCluster, TestStore
 
 CASES = [
     ("Recorder", "add", "[1]"),
@@ -36,7 +36,7 @@ async def _outcome(client: GrainClient, grain_type: str, method: str, args: str,
     try:
         request = pb.InvokeRequest(grain_type=grain_type, grain_key=key, method=method,
                                    args_json=args)
-        from client.routing import GrainId
+        from grainery.client.routing import GrainId
 
         reply = await client.invoke_request(GrainId(grain_type, key), request, 10)
         return ("ok", reply.result_json, "")

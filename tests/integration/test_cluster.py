@@ -14,8 +14,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from client import GrainClient, GrainError
-from silo.testing import TestCluster, TestStore
+from grainery.client import GrainClient, GrainError
+from grainery.silo.testing import TestCluster, TestStore
 from tests.integration.cluster_helpers import CounterLoad, Events, PinnedStub, eventually
 from tests.integration.fault_proxy import FaultProxy
 

@@ -20,9 +20,9 @@ from grpc_health.v1 import health_pb2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from client._proto.grainery.v1 import grainery_pb2 as pb
-from client._proto.grainery.v1 import grainery_pb2_grpc as pb_grpc
-from silo.testing import SiloProcess, TestCluster, TestStore
+from grainery.client._proto.grainery.v1 import grainery_pb2 as pb
+from grainery.client._proto.grainery.v1 import grainery_pb2_grpc as pb_grpc
+from grainery.silo.testing import SiloProcess, TestCluster, TestStore
 from tests.integration.helpers import GRAINS, health_status, rss_kib, running_cluster
 
 CALL_TIMEOUT = 5.0

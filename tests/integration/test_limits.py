@@ -22,9 +22,9 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
-from client._proto.grainery.v1 import grainery_pb2 as pb
-from client._proto.grainery.v1 import grainery_pb2_grpc as pb_grpc
-from silo.testing import SiloProcess, TestCluster, TestStore
+from grainery.client._proto.grainery.v1 import grainery_pb2 as pb
+from grainery.client._proto.grainery.v1 import grainery_pb2_grpc as pb_grpc
+from grainery.silo.testing import SiloProcess, TestCluster, TestStore
 from tests.integration.helpers import GRAINS, health_status, running_cluster, wait_health
 
 MAX_IN_FLIGHT = 4

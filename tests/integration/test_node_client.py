@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from silo.testing import TestCluster, TestStore
+from grainery.silo.testing import TestCluster, TestStore
 from tests.integration.helpers import GRAINS, running_cluster
 
 REPO = Path(__file__).resolve().parents[2]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from silo.testing import SiloProcess, TestStore
+from grainery.silo.testing import SiloProcess, TestStore
 from tests.integration.pki import Pki, make_pki
 from tests.integration.tls_proxy import TlsProxy
 
@@ -45,7 +45,7 @@ async def test_silo_over_rediss_with_acl_user(
     )
     try:
         silo.start()
-        from client import ClientSecurity, GrainClient
+        from grainery.client import ClientSecurity, GrainClient
 
         async with GrainClient(silo.address, security=ClientSecurity(token=TOKEN)) as client:
             assert await client.get_grain("Recorder", "tls").add(3) == 3

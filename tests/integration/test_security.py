@@ -20,12 +20,12 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from client import GrainClient
-from client._proto.grainery.v1 import grainery_pb2 as pb
-from client._proto.grainery.v1 import grainery_pb2_grpc as pb_grpc
-from client.channels import ClientSecurity, open_channel
-from client.errors import UnauthenticatedError
-from silo.testing import TestCluster, TestStore
+from grainery.client import GrainClient
+from grainery.client._proto.grainery.v1 import grainery_pb2 as pb
+from grainery.client._proto.grainery.v1 import grainery_pb2_grpc as pb_grpc
+from grainery.client.channels import ClientSecurity, open_channel
+from grainery.client.errors import UnauthenticatedError
+from grainery.silo.testing import TestCluster, TestStore
 from tests.integration.helpers import GRAINS, running_cluster
 from tests.integration.pki import Pki, make_pki
 
@@ -218,7 +218,7 @@ async def test_reflection_streams_are_guarded_by_the_token(
 
 
 def test_cli_call_with_tls_and_token(tls_cluster: TestCluster, pki: Pki) -> None:
-    command = [sys.executable, "-m", "silo.cli", "call", "--target", tls_cluster.addresses[0],
+    command = [sys.executable, "-m", "grainery", "call", "--target", tls_cluster.addresses[0],
                "--tls-ca", pki.ca, "--token", TOKEN, "Recorder", "cli-tls", "add", "[5]"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("GRAINERY_")}
     done = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=REPO, env=env)  # noqa: S603

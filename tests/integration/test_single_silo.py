@@ -20,7 +20,7 @@ import grpc
 import pytest
 import redis.asyncio as aioredis
 
-from client import (
+from grainery.client import (
     ActivationFailedError,
     DeadlineExceededError,
     GrainApplicationError,
@@ -32,11 +32,11 @@ from client import (
     UnknownGrainTypeError,
     UnknownMethodError,
 )
-from client._proto.grainery.v1 import grainery_pb2 as pb
-from client._proto.grainery.v1 import grainery_pb2_grpc as pb_grpc
-from client.routing import GrainId
-from silo.keys import KeySpace
-from silo.testing import SiloProcess, TestCluster, TestStore
+from grainery.client._proto.grainery.v1 import grainery_pb2 as pb
+from grainery.client._proto.grainery.v1 import grainery_pb2_grpc as pb_grpc
+from grainery.client.routing import GrainId
+from grainery.silo.keys import KeySpace
+from grainery.silo.testing import SiloProcess, TestCluster, TestStore
 
 GRAINS = ["tests.grains.probes"]
 MAX_MESSAGE = 256 * 1024
@@ -472,7 +472,7 @@ async def test_grain_to_grain_call(
 # ----- the CLI and the sync client ------------------------------------------------------
 def grainery(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     script = Path(sys.executable).with_name("grainery")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "silo.cli"]
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "grainery"]
     return subprocess.run([*command, *args], capture_output=True, text=True, timeout=timeout,
                           cwd=REPO)
 
@@ -512,7 +512,7 @@ def test_cli_call_errors_are_one_line_on_stderr(
 
 
 def test_cli_call_to_an_unreachable_silo_fails_with_one_line() -> None:
-    from silo.embedded_store import free_port
+    from grainery.silo.embedded_store import free_port
 
     result = grainery("call", "--target", f"127.0.0.1:{free_port()}", "--timeout", "3",
                       "Recorder", "k", "get", timeout=30)

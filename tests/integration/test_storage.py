@@ -12,14 +12,14 @@ import pytest
 import redis.asyncio as aioredis
 from redis.crc import key_slot
 
-from client.errors import ActivationFencedError, StaleStateError
-from client.routing import ACTIVE, DEAD, LEAVING, GrainId
-from silo.directory import RedisGrainDirectory
-from silo.keys import KeySpace
-from silo.membership import MembershipService, MembershipTiming
-from silo.metrics import SiloMetrics
-from silo.storage import Fence, RedisGrainStorage
-from silo.testing import TestStore
+from grainery.client.errors import ActivationFencedError, StaleStateError
+from grainery.client.routing import ACTIVE, DEAD, LEAVING, GrainId
+from grainery.silo.cluster.directory import RedisGrainDirectory
+from grainery.silo.cluster.membership import MembershipService, MembershipTiming
+from grainery.silo.keys import KeySpace
+from grainery.silo.metrics import SiloMetrics
+from grainery.silo.storage import Fence, RedisGrainStorage
+from grainery.silo.testing import TestStore
 
 
 @dataclass

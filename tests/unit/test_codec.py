@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from client.codec import (
+from grainery.client.codec import (
     DEFAULT_MAX_NESTING,
     decode_args,
     decode_result,
@@ -12,7 +12,7 @@ from client.codec import (
     encode_result,
     nesting_depth,
 )
-from client.errors import InvalidArgumentsError
+from grainery.client.errors import InvalidArgumentsError
 
 
 def nested_lists(depth: int) -> str:

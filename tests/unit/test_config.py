@@ -6,9 +6,9 @@ import dataclasses
 
 import pytest
 
-from silo.cli import build_parser, silo_config
-from silo.config import ENV_VARS, SILO_OPTIONS, SiloConfig, env_defaults
-from silo.membership import MembershipTiming
+from grainery.silo.cli import build_parser, silo_config
+from grainery.silo.cluster.membership import MembershipTiming
+from grainery.silo.config import ENV_VARS, SILO_OPTIONS, SiloConfig, env_defaults
 
 
 def field_name(flag: str) -> str:

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import grpc
 import pytest
 
-import client
-from client.errors import (
+from grainery import client
+from grainery.client.errors import (
     ERROR_CLASSES,
     ERROR_KIND_KEY,
     RETRY_SAFE_KEY,

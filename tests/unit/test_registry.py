@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from client.errors import InvalidArgumentsError, UnknownGrainTypeError, UnknownMethodError
-from silo import Grain
-from silo.grain import RESERVED_NAMES
-from silo.registry import MAX_TYPE_NAME, GrainRegistry, MethodSpec, callable_methods
+from grainery.client.errors import InvalidArgumentsError, UnknownGrainTypeError, UnknownMethodError
+from grainery.silo import Grain
+from grainery.silo.grain import RESERVED_NAMES
+from grainery.silo.registry import MAX_TYPE_NAME, GrainRegistry, MethodSpec, callable_methods
 from tests.grains import probes
 
 
@@ -242,8 +242,8 @@ def test_min_idle_timeout() -> None:
 def test_methods_of_a_mixin_are_callable() -> None:
     """A plain mixin mixed into a grain contributes its public async methods (as Ray users
     expect); its private and sync methods stay unreachable."""
-    from silo import Grain
-    from silo.registry import callable_methods
+    from grainery.silo import Grain
+    from grainery.silo.registry import callable_methods
 
     class Greeter:
         async def greet(self, name: str) -> str:

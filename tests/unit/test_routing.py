@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from client.routing import (
+from grainery.client.routing import (
     ACTIVE,
     DEAD,
     LEAVING,

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from client._proto.grainery.v1 import grainery_pb2 as grainery_dot_v1_dot_grainery__pb2
+from grainery.client._proto.grainery.v1 import grainery_pb2 as grainery_dot_v1_dot_grainery__pb2
 
 GRPC_GENERATED_VERSION = '1.78.0'
 GRPC_VERSION = grpc.__version__

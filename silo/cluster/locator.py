@@ -13,12 +13,12 @@ import functools
 from dataclasses import dataclass
 from typing import TypeVar
 
-from client.routing import GrainId
-from silo.activation import Activation, Phase
-from silo.catalog import Catalog
-from silo.directory import RedisGrainDirectory
-from silo.membership import MembershipService
-from silo.registry import GrainType
+from grainery.client.routing import GrainId
+from grainery.silo.activation import Activation, Phase
+from grainery.silo.catalog import Catalog
+from grainery.silo.cluster.directory import RedisGrainDirectory
+from grainery.silo.cluster.membership import MembershipService
+from grainery.silo.registry import GrainType
 
 
 @dataclass(frozen=True)

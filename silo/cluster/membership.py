@@ -27,7 +27,7 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from client.routing import (
+from grainery.client.routing import (
     ACTIVE,
     DEAD,
     LEAVING,
@@ -35,8 +35,8 @@ from client.routing import (
     MembershipSnapshot,
     PlacementRing,
 )
-from silo.keys import KeySpace
-from silo.metrics import SiloMetrics
+from grainery.silo.keys import KeySpace
+from grainery.silo.metrics import SiloMetrics
 
 log = logging.getLogger("grainery.membership")
 

@@ -22,11 +22,11 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from client.errors import StorageUnavailableError
-from client.routing import GrainId
-from silo.keys import KeySpace
-from silo.metrics import SiloMetrics
-from silo.storage import StoredState
+from grainery.client.errors import StorageUnavailableError
+from grainery.client.routing import GrainId
+from grainery.silo.keys import KeySpace
+from grainery.silo.metrics import SiloMetrics
+from grainery.silo.storage import StoredState
 
 # KEYS: dir, state. ARGV: incarnation, silo_id, address, dead incarnation ('' = none).
 _REGISTER = """

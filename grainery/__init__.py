@@ -1,0 +1,58 @@
+"""Grainery: Orleans-style virtual actors (grains) for Python.
+
+The public names live here: ``from grainery import Grain, GrainClient, SyncGrainClient``.
+Subpackages: :mod:`grainery.silo` (the runtime), :mod:`grainery.client` (the client SDK,
+the lower layer), :mod:`grainery.testing` (test clusters for your own grains).
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from grainery.client import (
+    ActivationFailedError,
+    ActivationFencedError,
+    ClientSecurity,
+    DeadlineExceededError,
+    GrainApplicationError,
+    GrainClient,
+    GrainError,
+    GrainRef,
+    InvalidArgumentsError,
+    OverloadedError,
+    SiloUnavailableError,
+    StaleStateError,
+    StorageUnavailableError,
+    SyncGrainClient,
+    TransportError,
+    UnauthenticatedError,
+    UnknownGrainTypeError,
+    UnknownMethodError,
+)
+from grainery.silo.grain import Grain
+
+try:
+    __version__ = version("grainery")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
+    __version__ = "0+unknown"
+
+__all__ = [
+    "ActivationFailedError",
+    "ActivationFencedError",
+    "ClientSecurity",
+    "DeadlineExceededError",
+    "Grain",
+    "GrainApplicationError",
+    "GrainClient",
+    "GrainError",
+    "GrainRef",
+    "InvalidArgumentsError",
+    "OverloadedError",
+    "SiloUnavailableError",
+    "StaleStateError",
+    "StorageUnavailableError",
+    "SyncGrainClient",
+    "TransportError",
+    "UnauthenticatedError",
+    "UnknownGrainTypeError",
+    "UnknownMethodError",
+    "__version__",
+]
