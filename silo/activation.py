@@ -6,6 +6,12 @@ task drains it, so an idle grain costs no task. A turn is never cancelled by its
 caller: if the caller gives up (deadline, disconnect) while the call is still
 queued, the call is skipped; once started, the turn runs to the end, so grain
 code never stops halfway between changing and writing its state.
+
+State after a failed turn (as in Dapr): a turn that raises, or in which a state
+write failed, leaves ``self.state`` as last persisted. The activation keeps the
+last persisted JSON bytes and decodes them again only on failure, so success
+costs nothing extra. After a write whose outcome is unknown (the store did not
+answer), the state is reloaded from the store before the next turn.
 """
 
 from __future__ import annotations
@@ -20,13 +26,17 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from grainery.client.errors import (
+    ActivationFailedError,
     ActivationFencedError,
     DeadlineExceededError,
     OverloadedError,
     StaleStateError,
+    StorageUnavailableError,
 )
 from grainery.client.routing import GrainId
-from grainery.silo.storage import Fence, RedisGrainStorage
+from grainery.silo.persistence import GrainStorage
+from grainery.silo.state_codec import EMPTY, decode_state, encode_state
+from grainery.silo.storage import Fence
 
 if TYPE_CHECKING:
     from grainery.client.grain_ref import GrainRef
@@ -53,37 +63,59 @@ class ActivationContext:
 
     grain_id: GrainId
     silo_id: str
-    storage: RedisGrainStorage
+    storage: GrainStorage
     fence: Fence
     etag: str
     grain_ref_factory: Callable[[str, str], GrainRef]
     deactivation_request: str | None = None  # reason, applied after the current turn
+    persisted: bytes = EMPTY  # the state's JSON as last persisted (restored after a failure)
+    write_failed: bool = False  # a write or clear of the current turn raised
+    uncertain: bool = False  # a write may or may not have landed: reload before the next turn
 
     async def write_state(self, state: dict[str, Any]) -> None:
+        try:
+            payload = encode_state(state)  # refuses what JSON would not give back unchanged
+        except (TypeError, ValueError):
+            self.write_failed = True
+            raise
         self.etag = await self._compare_and_set(
-            self.storage.write(self.grain_id, state, self.etag, self.fence)
+            self.storage.write(self.grain_id, payload, self.etag, self.fence)
         )
+        self.persisted = payload
 
     async def read_state(self) -> dict[str, Any]:
         stored = await self.storage.read(self.grain_id)
-        self.etag = stored.etag
+        self.etag, self.persisted, self.uncertain = stored.etag, stored.raw, False
         return stored.data
 
     async def clear_state(self) -> None:
         self.etag = await self._compare_and_set(
             self.storage.clear(self.grain_id, self.etag, self.fence)
         )
+        self.persisted = EMPTY
+
+    def last_persisted(self) -> dict[str, Any]:
+        return decode_state(self.persisted)
 
     async def _compare_and_set(self, write: Awaitable[str]) -> str:
         """A refused write leaves this activation's state stale: deactivate after the turn,
-        so the next call reloads (conflict) or reaches the newer activation (fenced)."""
+        so the next call reloads (conflict) or reaches the newer activation (fenced).
+        An unanswered write may have landed: reload before the next turn."""
         try:
             return await write
         except StaleStateError:
+            self.write_failed = True
             self.request_deactivation("conflict")
             raise
         except ActivationFencedError:
+            self.write_failed = True
             self.request_deactivation("fenced")
+            raise
+        except StorageUnavailableError:
+            self.write_failed = self.uncertain = True
+            raise
+        except BaseException:
+            self.write_failed = True
             raise
 
     def get_grain(self, grain_type: str, key: str) -> GrainRef:
@@ -222,8 +254,13 @@ class Activation:
     async def _run_turn(self, call: _Call) -> None:
         assert self.grain is not None and self.context is not None
         self.running = True
+        context, failed = self.context, True
         try:
+            if context.uncertain:
+                await self._reload_state(call)
+            context.write_failed = False
             result = await call.method.func(self.grain, *call.args)
+            failed = context.write_failed
         except asyncio.CancelledError:
             if not call.future.done():
                 call.future.cancel()
@@ -235,9 +272,24 @@ class Activation:
             if not call.future.done():
                 call.future.set_result(result)
         finally:
+            if failed:
+                self.grain.state = context.last_persisted()
             self.running = False
             self.last_active = time.monotonic()
-        reason = self.context.deactivation_request
+        reason = context.deactivation_request
         if reason is not None:
-            self.context.deactivation_request = None
+            context.deactivation_request = None
             self.deactivate(reason, unregister=reason != "fenced")
+
+    async def _reload_state(self, call: _Call) -> None:
+        """After an uncertain write: read what is stored, so reads see it and the next write
+        names the stored version. If the store is still unreachable, this call fails without
+        having run (retry-safe) and the next turn tries again."""
+        assert self.grain is not None and self.context is not None
+        try:
+            self.grain.state = await self.context.read_state()
+        except StorageUnavailableError as exc:
+            raise ActivationFailedError(
+                f"state of {self.grain_id} could not be reloaded after an uncertain write "
+                f"({exc.message}); {call.method.name} did not run"
+            ) from None

@@ -19,10 +19,11 @@ from grainery.client.errors import ActivationFailedError, SiloUnavailableError
 from grainery.client.grain_ref import GrainRef
 from grainery.client.routing import GrainId
 from grainery.silo.activation import Activation, ActivationContext, Phase, _Deactivate
-from grainery.silo.cluster.directory import RedisGrainDirectory, Registration
+from grainery.silo.cluster.directory import Registration
 from grainery.silo.metrics import SiloMetrics
+from grainery.silo.persistence import GrainDirectory, GrainStorage
 from grainery.silo.registry import GrainType
-from grainery.silo.storage import Fence, RedisGrainStorage
+from grainery.silo.storage import Fence
 
 log = logging.getLogger("grainery.catalog")
 
@@ -32,8 +33,8 @@ class Catalog:
         self,
         silo_id: str,
         incarnation: Callable[[], str],
-        storage: RedisGrainStorage,
-        directory: RedisGrainDirectory,
+        storage: GrainStorage,
+        directory: GrainDirectory,
         metrics: SiloMetrics,
         grain_ref_factory: Callable[[str, str], GrainRef],
         default_idle_timeout: float,
@@ -70,14 +71,14 @@ class Catalog:
         activation = Activation(
             grain, grain_type, self.max_queue_per_grain, self._deactivation_turn
         )
-        fence = Fence(registration.entry.incarnation, registration.entry.epoch)
+        fence = registration.fence
         try:
             if not self.accepting:
                 raise SiloUnavailableError(f"silo {self.silo_id} is not accepting activations")
             instance = grain_type.cls()
             context = ActivationContext(
                 grain, self.silo_id, self._storage, fence, registration.state.etag,
-                self._grain_ref_factory,
+                self._grain_ref_factory, persisted=registration.state.raw,
             )
             instance._ctx = context
             instance.state = registration.state.data
@@ -111,7 +112,7 @@ class Catalog:
 
     async def _unregister_quietly(self, grain: GrainId, fence: Fence) -> None:
         try:
-            await self._directory.unregister(grain, fence.incarnation, fence.epoch)
+            await self._directory.unregister(grain, fence)
         except Exception as exc:  # noqa: BLE001 - the entry stays; a later activation takes it over
             log.warning("could not unregister %s: %s", grain, type(exc).__name__)
 

@@ -2,7 +2,9 @@
 
 Per-grain keys share a Redis Cluster hash tag (``{type/key}``) so one grain's
 directory entry and state live in one slot, and a single Lua script can check
-both atomically. Per-cluster membership keys share the cluster's tag.
+both atomically. Per-cluster keys (membership, and the index of which grains each
+silo incarnation registered, so dead silos' entries are swept without scanning the
+keyspace) share the cluster's tag.
 """
 
 from __future__ import annotations
@@ -18,6 +20,12 @@ class KeySpace:
         self.members = f"{PREFIX}:{{{cluster}}}:members"
         self.members_version = f"{PREFIX}:{{{cluster}}}:members:version"
         self.members_channel = f"{PREFIX}:{{{cluster}}}:members:changed"
+        # The set of incarnations that have (or had) an index of registered grains.
+        self.indexed_incarnations = f"{PREFIX}:{{{cluster}}}:registrants"
+
+    def registered_by(self, incarnation: str) -> str:
+        """The set of grains (``type/key`` JSON pairs) one silo incarnation registered."""
+        return f"{PREFIX}:{{{self.cluster}}}:registered:{incarnation}"
 
     def _grain(self, grain: GrainId) -> str:
         return f"{PREFIX}:{self.cluster}:{{{grain.grain_type}/{grain.key}}}"

@@ -25,6 +25,7 @@ from grainery.silo.catalog import Catalog
 from grainery.silo.cluster.directory import RedisGrainDirectory
 from grainery.silo.cluster.locator import GrainLocator
 from grainery.silo.cluster.membership import MembershipService
+from grainery.silo.cluster.sweeper import DirectorySweeper
 from grainery.silo.config import SiloConfig
 from grainery.silo.dispatcher import Dispatcher, DispatchLimits
 from grainery.silo.embedded_store import EmbeddedStore
@@ -82,6 +83,8 @@ class Silo:
         await self.membership.start()
         self._on_membership_change(self.membership.snapshot)
         self._spawn(self.catalog.run_idle_collector(self._idle_interval()))
+        sweeper = DirectorySweeper(self.directory, self.membership, 5 * config.heartbeat_interval)
+        self._spawn(sweeper.run())
         if config.metrics_port is not None:
             self.metrics.serve(config.metrics_host, config.metrics_port)
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)

@@ -1,20 +1,31 @@
-"""Grain state in Redis: JSON plus a version (ETag), written by compare-and-set.
+"""Grain state in Redis: JSON plus an ETag, written by compare-and-set.
 
-Invariant: a write lands only if (1) the stored ETag is the one this activation
-last saw, and (2) the grain's directory entry still names this activation (its
-silo incarnation and epoch). Both are checked by one Lua script, atomically,
-so a stale writer gets an error instead of overwriting, and an activation that
-was superseded elsewhere can never write again. The ETag only grows (clearing
-keeps counting), so an old ETag can never match again.
+Invariant: a write lands only if (1) the grain's directory entry still names this
+activation (its activation id, the fencing token) and (2) the stored ETag is the
+one this activation last saw. One Lua script checks both atomically, so a stale
+writer gets an error instead of overwriting, and an activation that was superseded
+can never write again.
+
+Why an old ETag can never match again, although nothing per grain outlives its data
+(clearing deletes the state key, deactivation deletes the directory entry):
+- every ETag is ``<activation id>:<n>``, where the activation id is unique (Redis
+  time plus a random nonce, see :mod:`silo.cluster.directory`) and ``n`` counts the
+  writes of that activation in its directory entry, so no two writes ever produce
+  the same ETag;
+- only the activation named in the directory entry can write at all (check 1), so
+  an ETag held by any earlier activation is moot;
+- within one activation, after a clear the state key is gone but the directory
+  entry remembers the ETag of the clear (``cleared``) and that is the version a
+  writer must name; the "nothing stored" version ``""`` therefore exists only
+  until the activation's first write and never comes back while it lives (no ABA).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
@@ -22,49 +33,63 @@ from grainery.client.errors import ActivationFencedError, StaleStateError, Stora
 from grainery.client.routing import GrainId
 from grainery.silo.keys import KeySpace
 from grainery.silo.metrics import SiloMetrics
+from grainery.silo.state_codec import EMPTY, decode_state
 
-# KEYS: state, dir. ARGV: expected etag, data ('' = clear), incarnation, epoch.
+# KEYS: state, dir. ARGV: expected etag, data ('' = clear), activation id.
 _WRITE = """
-local owner = redis.call('HMGET', KEYS[2], 'inc', 'epoch')
-if owner[1] ~= ARGV[3] or owner[2] ~= ARGV[4] then
-  return {'fenced', owner[1] or ''}
+local owner = redis.call('HGET', KEYS[2], 'act')
+if owner ~= ARGV[3] then
+  return {'fenced', owner or ''}
 end
-local current = redis.call('HGET', KEYS[1], 'etag') or ''
+local current = redis.call('HGET', KEYS[1], 'etag') or redis.call('HGET', KEYS[2], 'cleared') or ''
 if current ~= ARGV[1] then
   return {'stale', current}
 end
-local nxt = tostring((tonumber(current) or 0) + 1)
+local nxt = ARGV[3] .. ':' .. redis.call('HINCRBY', KEYS[2], 'n', 1)
 if ARGV[2] == '' then
-  redis.call('HDEL', KEYS[1], 'data')
-  redis.call('HSET', KEYS[1], 'etag', nxt)
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[2], 'cleared', nxt)
 else
   redis.call('HSET', KEYS[1], 'data', ARGV[2], 'etag', nxt)
 end
 return {'ok', nxt}
 """
 
+# KEYS: state, dir. The version of absent state is the clear's ETag while its activation lives.
+_READ = """
+local s = redis.call('HMGET', KEYS[1], 'data', 'etag')
+if not s[2] then s[2] = redis.call('HGET', KEYS[2], 'cleared') end
+return s
+"""
+
+
+def _text(value: object) -> str:
+    if value is None or value is False:
+        return ""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
 
 @dataclass
 class StoredState:
+    """Stored state as read: the decoded dict, its ETag, and the raw JSON bytes (kept by the
+    activation as the last persisted version, to restore after a failed turn)."""
+
     data: dict[str, Any]
     etag: str
+    raw: bytes = field(default=EMPTY, repr=False)
 
     @classmethod
     def decode(cls, raw: bytes | str | None, etag: bytes | str | None) -> StoredState:
-        data = orjson.loads(raw) if raw else {}
-        if not isinstance(data, dict):
-            data = {"value": data}
-        if isinstance(etag, bytes):
-            etag = etag.decode()
-        return cls(data, etag or "")
+        payload = (raw.encode() if isinstance(raw, str) else raw) or EMPTY
+        return cls(decode_state(payload), _text(etag), payload)
 
 
 @dataclass(frozen=True)
 class Fence:
-    """The activation a write must come from."""
+    """The activation a write must come from: its silo incarnation and activation id."""
 
     incarnation: str
-    epoch: str
+    activation: str
 
 
 class RedisGrainStorage:
@@ -73,47 +98,46 @@ class RedisGrainStorage:
         self._keys = keys
         self._metrics = metrics
         self._write = redis.register_script(_WRITE)
+        self._read = redis.register_script(_READ)
 
     async def read(self, grain: GrainId) -> StoredState:
         started = time.perf_counter()
         try:
-            raw, etag = await self._redis.hmget(self._keys.state(grain), ["data", "etag"])
+            raw, etag = await self._read(
+                keys=[self._keys.state(grain), self._keys.directory(grain)]
+            )
         except RedisError as exc:
             self._metrics.storage_op("read", "error", started)
             raise StorageUnavailableError(f"state store unavailable: {type(exc).__name__}") from exc
         self._metrics.storage_op("read", "ok", started)
-        return StoredState.decode(raw, etag)
+        return StoredState.decode(raw or None, etag or None)
 
-    async def write(self, grain: GrainId, data: dict[str, Any], etag: str, fence: Fence) -> str:
-        """Store ``data`` if nothing changed since ``etag``; returns the new ETag."""
-        try:
-            payload = orjson.dumps(data).decode()
-        except TypeError as exc:
-            raise TypeError(f"grain state is not JSON-serialisable: {exc}") from None
+    async def write(self, grain: GrainId, payload: bytes, etag: str, fence: Fence) -> str:
+        """Store ``payload`` (from :func:`silo.state_codec.encode_state`; empty means nothing
+        stored, which deletes the key) if nothing changed since ``etag``; returns the new
+        ETag."""
         return await self._compare_and_set(grain, payload, etag, fence, "write")
 
     async def clear(self, grain: GrainId, etag: str, fence: Fence) -> str:
-        return await self._compare_and_set(grain, "", etag, fence, "clear")
+        return await self._compare_and_set(grain, EMPTY, etag, fence, "clear")
 
     async def _compare_and_set(
-        self, grain: GrainId, payload: str, etag: str, fence: Fence, operation: str
+        self, grain: GrainId, payload: bytes, etag: str, fence: Fence, operation: str
     ) -> str:
         started = time.perf_counter()
         keys = [self._keys.state(grain), self._keys.directory(grain)]
         try:
-            verdict, value = await self._write(
-                keys=keys, args=[etag, payload, fence.incarnation, fence.epoch]
-            )
+            verdict, value = await self._write(keys=keys, args=[etag, payload, fence.activation])
         except RedisError as exc:
             self._metrics.storage_op(operation, "error", started)
             raise StorageUnavailableError(
                 f"state store unavailable during {operation} of {grain}: {type(exc).__name__}"
                 " (the write may or may not have been applied)"
             ) from exc
-        verdict = verdict.decode() if isinstance(verdict, bytes) else verdict
+        verdict = _text(verdict)
         if verdict == "ok":
             self._metrics.storage_op(operation, "ok", started)
-            return value.decode() if isinstance(value, bytes) else str(value)
+            return _text(value)
         self._metrics.storage_op(operation, verdict, started)
         if verdict == "fenced":
             raise ActivationFencedError(

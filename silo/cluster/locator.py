@@ -16,8 +16,8 @@ from typing import TypeVar
 from grainery.client.routing import GrainId
 from grainery.silo.activation import Activation, Phase
 from grainery.silo.catalog import Catalog
-from grainery.silo.cluster.directory import RedisGrainDirectory
 from grainery.silo.cluster.membership import MembershipService
+from grainery.silo.persistence import GrainDirectory
 from grainery.silo.registry import GrainType
 
 
@@ -61,7 +61,7 @@ async def wait_until(
 
 class GrainLocator:
     def __init__(
-        self, catalog: Catalog, directory: RedisGrainDirectory, membership: MembershipService
+        self, catalog: Catalog, directory: GrainDirectory, membership: MembershipService
     ) -> None:
         self._catalog = catalog
         self._directory = directory

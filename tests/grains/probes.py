@@ -2,12 +2,14 @@
 
 Activation and deactivation events are pushed to Redis lists (URL from the
 GRAINERY_TEST_REDIS environment variable) so a test can prove, across silo
-processes, how many activations a grain had, where, and with which epoch.
+processes, how many activations a grain had, where, and with which activation id
+(ids of one grain sort in registration order: they start with the store's time).
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import os
 from typing import Any
 
@@ -31,13 +33,13 @@ def _events() -> aioredis.Redis | None:
 async def record(kind: str, grain: Grain, detail: str = "") -> None:
     events = _events()
     if events is not None:
-        epoch = grain._ctx.fence.epoch
+        activation = grain._ctx.fence.activation
         await events.rpush(f"events:{kind}:{grain.grain_type}:{grain.key}",
-                           f"{grain.silo_id}|{epoch}|{detail}")
+                           f"{grain.silo_id}|{activation}|{detail}")
 
 
 class Recorder(Grain):
-    """Records every activation (silo, epoch) and deactivation (reason)."""
+    """Records every activation (silo, activation id) and deactivation (reason)."""
 
     async def on_activate(self) -> None:
         await record("activate", self)
@@ -187,3 +189,50 @@ class SlowWriter(Grain):
 
     async def get(self) -> int:
         return int(self.state.get("value", 0))
+
+
+class StateRules(Grain):
+    """What ``self.state`` holds after failed turns and refused or failed writes."""
+
+    async def add(self, n: int) -> int:
+        self.state["value"] = self.state.get("value", 0) + n
+        await self.write_state()
+        return int(self.state["value"])
+
+    async def add_then_raise(self, n: int) -> None:
+        self.state["value"] = self.state.get("value", 0) + n
+        raise RuntimeError("changed state, then failed")
+
+    async def add_unsaved(self, n: int) -> int:
+        self.state["value"] = self.state.get("value", 0) + n
+        return int(self.state["value"])
+
+    async def add_swallowing_failure(self, n: int) -> str:
+        """The write fails, the grain catches it and returns normally: still restored."""
+        self.state["value"] = self.state.get("value", 0) + n
+        try:
+            await self.write_state()
+        except Exception as exc:  # noqa: BLE001 - the point of the probe
+            return type(exc).__name__
+        return "written"
+
+    async def stamp(self) -> None:
+        self.state["when"] = datetime.datetime.now(datetime.timezone.utc)
+        await self.write_state()
+
+    async def get(self) -> int:
+        return int(self.state.get("value", 0))
+
+    async def keys(self) -> list[str]:
+        return sorted(self.state)
+
+    async def clear(self) -> None:
+        await self.clear_state()
+
+
+class Ephemeral(Grain):
+    """Deactivates after every call: one activation and deactivation per call."""
+
+    async def touch(self) -> str:
+        self.deactivate_on_idle()
+        return self.silo_id

@@ -21,12 +21,12 @@ class Events:
     def __init__(self, store: TestStore) -> None:
         self.redis = aioredis.from_url(store.url)
 
-    async def activations(self, grain_type: str, key: str) -> list[tuple[str, int]]:
+    async def activations(self, grain_type: str, key: str) -> list[tuple[str, str]]:
         raw = await self.redis.lrange(f"events:activate:{grain_type}:{key}", 0, -1)
         out = []
         for item in raw:
-            silo, epoch, _ = item.decode().split("|", 2)
-            out.append((silo, int(epoch)))
+            silo, activation, _ = item.decode().split("|", 2)
+            out.append((silo, activation))
         return out
 
     async def close(self) -> None:

@@ -4,6 +4,11 @@ Runs its own event loop on a thread so tests can flip it while their own loop
 is busy. Blocked means: bytes in either direction are dropped and new
 connections are accepted but never served, so the client sees time-outs,
 as with a network partition, not a clean connection refusal.
+
+It can also fail one command precisely (:meth:`FaultProxy.fail_next`): the first
+client->server chunk containing a marker is either dropped (the command never
+reaches the store) or delivered with its reply swallowed (the command ran, the
+client never learns it); either way that connection is then closed.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ class FaultProxy:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.base_events.Server | None = None
+        self._fault: tuple[bytes, bool] | None = None
+        self.faults_fired = 0
 
     @property
     def url(self) -> str:
@@ -44,25 +51,47 @@ class FaultProxy:
         except OSError:
             writer.close()
             return
+        swallow = asyncio.Event()
         await asyncio.gather(
-            self._pipe(reader, upstream_writer), self._pipe(upstream_reader, writer),
+            self._pipe(reader, upstream_writer, swallow, writer),
+            self._pipe(upstream_reader, writer, swallow, writer),
             return_exceptions=True,
         )
         for w in (writer, upstream_writer):
             with contextlib.suppress(Exception):
                 w.close()
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+        swallow: asyncio.Event, client: asyncio.StreamWriter,
+    ) -> None:
+        upstream = writer is not client
         while True:
             data = await reader.read(65536)
             if not data:
                 break
             if self.blocked:
                 continue  # black-holed
+            if not upstream and swallow.is_set():
+                client.close()  # the command ran; its reply is lost with the connection
+                break
+            if upstream and self._fault is not None and self._fault[0] in data:
+                _, deliver = self._fault
+                self._fault = None
+                self.faults_fired += 1
+                if not deliver:
+                    client.close()  # the command never reaches the store
+                    break
+                swallow.set()
             writer.write(data)
             await writer.drain()
         with contextlib.suppress(Exception):
             writer.close()
+
+    def fail_next(self, marker: bytes, deliver: bool) -> None:
+        """Fail the next command whose bytes contain ``marker`` (once): ``deliver=False``
+        drops it, ``deliver=True`` lets it run and loses the reply."""
+        self._fault = (marker, deliver)
 
     def block(self) -> None:
         self.blocked = True

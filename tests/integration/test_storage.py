@@ -1,25 +1,38 @@
-"""The Redis Lua scripts (state CAS, directory, membership) run directly against the real store."""
+"""Redis-specific storage behaviour (key layout, metrics, membership scripts) against the real
+store, and the state rules and store-restart behaviour through a real silo. The storage and
+directory semantics shared with the in-memory twins are in test_persistence_conformance.py."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 import pytest
 import redis.asyncio as aioredis
 from redis.crc import key_slot
 
-from grainery.client.errors import ActivationFencedError, StaleStateError
+from grainery.client import GrainClient
+from grainery.client.errors import (
+    GrainApplicationError,
+    StaleStateError,
+    StorageUnavailableError,
+)
 from grainery.client.routing import ACTIVE, DEAD, LEAVING, GrainId
 from grainery.silo.cluster.directory import RedisGrainDirectory
 from grainery.silo.cluster.membership import MembershipService, MembershipTiming
 from grainery.silo.keys import KeySpace
 from grainery.silo.metrics import SiloMetrics
+from grainery.silo.state_codec import encode_state
 from grainery.silo.storage import Fence, RedisGrainStorage
-from grainery.silo.testing import TestStore
+from grainery.silo.testing import SiloProcess, TestCluster, TestStore
+from tests.eventually import eventually
+from tests.integration.fault_proxy import FaultProxy
+
+GRAINS = ["tests.grains.probes"]
 
 
 @dataclass
@@ -49,7 +62,7 @@ async def claim(stack: Stack, g: GrainId, incarnation: str = "A:1", dead: str = 
     registration = await stack.directory.register(g, incarnation, incarnation.split(":")[0],
                                                   "127.0.0.1:1", dead=dead)
     assert registration.won, f"{incarnation} could not register {g}: {registration.entry}"
-    return Fence(incarnation, registration.entry.epoch)
+    return registration.fence
 
 
 def sample(metrics: SiloMetrics, name: str, **labels: str) -> float:
@@ -57,61 +70,18 @@ def sample(metrics: SiloMetrics, name: str, **labels: str) -> float:
     return value or 0.0
 
 
-# ----- state: compare-and-set -----------------------------------------------
-async def test_missing_state_reads_as_empty(stack: Stack) -> None:
-    stored = await stack.storage.read(grain())
-    assert stored.data == {} and stored.etag == ""
-
-
-async def test_compare_and_set_write(stack: Stack) -> None:
+# ----- Redis specifics --------------------------------------------------------------------
+async def test_storage_metrics_count_outcomes(stack: Stack) -> None:
     g = grain()
     fence = await claim(stack, g)
-    etag1 = await stack.storage.write(g, {"n": 1}, "", fence)
-    etag2 = await stack.storage.write(g, {"n": 2, "s": "é"}, etag1, fence)
-    assert (etag1, etag2) == ("1", "2")
-    stored = await stack.storage.read(g)
-    assert stored.data == {"n": 2, "s": "é"} and stored.etag == "2"
+    etag = await stack.storage.write(g, encode_state({"n": 1}), "", fence)
+    await stack.storage.write(g, encode_state({"n": 2}), etag, fence)
+    with pytest.raises(StaleStateError):
+        await stack.storage.write(g, encode_state({"n": 3}), etag, fence)
     assert sample(stack.metrics, "grainery_storage_operations_total",
                   operation="write", outcome="ok") == 2
-
-
-async def test_stale_write_is_rejected_without_overwriting(stack: Stack) -> None:
-    g = grain()
-    fence = await claim(stack, g)
-    etag = await stack.storage.write(g, {"n": 1}, "", fence)
-    await stack.storage.write(g, {"n": 2}, etag, fence)
-    for stale in (etag, "", "999"):
-        with pytest.raises(StaleStateError, match="stale"):
-            await stack.storage.write(g, {"n": -1}, stale, fence)
-    stored = await stack.storage.read(g)
-    assert stored.data == {"n": 2} and stored.etag == "2"
     assert sample(stack.metrics, "grainery_storage_operations_total",
-                  operation="write", outcome="stale") == 3
-
-
-async def test_clear_keeps_the_etag_growing(stack: Stack) -> None:
-    g = grain()
-    fence = await claim(stack, g)
-    etag = await stack.storage.write(g, {"n": 1}, "", fence)
-    cleared = await stack.storage.clear(g, etag, fence)
-    assert int(cleared) > int(etag)
-    stored = await stack.storage.read(g)
-    assert stored.data == {} and stored.etag == cleared
-    # No ABA: a writer that last saw "nothing stored" (etag "") must not win after a clear.
-    with pytest.raises(StaleStateError):
-        await stack.storage.write(g, {"n": 99}, "", fence)
-    with pytest.raises(StaleStateError):
-        await stack.storage.clear(g, etag, fence)
-    assert int(await stack.storage.write(g, {"n": 3}, cleared, fence)) > int(cleared)
-    assert (await stack.storage.read(g)).data == {"n": 3}
-
-
-async def test_write_of_unserialisable_state_fails_before_touching_redis(stack: Stack) -> None:
-    g = grain()
-    fence = await claim(stack, g)
-    with pytest.raises(TypeError, match="not JSON-serialisable"):
-        await stack.storage.write(g, {"bad": {1, 2}}, "", fence)
-    assert await stack.redis.exists(stack.keys.state(g)) == 0
+                  operation="write", outcome="stale") == 1
 
 
 async def test_non_object_state_is_wrapped(stack: Stack) -> None:
@@ -121,101 +91,16 @@ async def test_non_object_state_is_wrapped(stack: Stack) -> None:
     assert stored.data == {"value": [1, 2]} and stored.etag == "4"
 
 
-# ----- fencing --------------------------------------------------------------
-async def test_write_from_a_superseded_activation_is_fenced(stack: Stack) -> None:
-    g = grain()
-    old = await claim(stack, g, "A:1")
-    etag = await stack.storage.write(g, {"owner": "A"}, "", old)
-    new = await claim(stack, g, "B:1", dead="A:1")  # A's silo was declared dead
-    assert int(new.epoch) > int(old.epoch)
-    with pytest.raises(ActivationFencedError):
-        await stack.storage.write(g, {"owner": "A again"}, etag, old)  # right etag, old owner
-    with pytest.raises(ActivationFencedError):
-        await stack.storage.clear(g, etag, old)
-    assert (await stack.storage.read(g)).data == {"owner": "A"}
-    await stack.storage.write(g, {"owner": "B"}, etag, new)
-    assert (await stack.storage.read(g)).data == {"owner": "B"}
-
-
-async def test_reregistration_by_the_same_silo_fences_its_older_activation(stack: Stack) -> None:
-    g = grain()
-    first = await claim(stack, g, "A:1")
-    second = await claim(stack, g, "A:1")  # a leftover of its own: taken back, new epoch
-    assert int(second.epoch) > int(first.epoch)
-    with pytest.raises(ActivationFencedError):
-        await stack.storage.write(g, {"n": 1}, "", first)
-    assert await stack.storage.write(g, {"n": 1}, "", second) == "1"
-
-
-async def test_write_without_any_directory_entry_is_fenced(stack: Stack) -> None:
-    g = grain()
-    with pytest.raises(ActivationFencedError):
-        await stack.storage.write(g, {"n": 1}, "", Fence("A:1", "1"))
-    assert await stack.redis.exists(stack.keys.state(g)) == 0
-
-
-# ----- directory: register / unregister -----------------------------------------
-async def test_register_semantics(stack: Stack) -> None:
-    g = grain()
-    directory = stack.directory
-    # Absent: won, first epoch, empty state loaded in the same round trip.
-    absent = await directory.register(g, "A:1", "A", "a:1")
-    assert absent.won and absent.entry.epoch == "1" and absent.entry.address == "a:1"
-    assert absent.state is not None and absent.state.data == {} and absent.state.etag == ""
-    # Own leftover: won again with a larger epoch.
-    own = await directory.register(g, "A:1", "A", "a:1")
-    assert own.won and int(own.entry.epoch) > int(absent.entry.epoch)
-    # Alive conflict: lost, and told who holds it; nothing changed.
-    conflict = await directory.register(g, "B:1", "B", "b:1")
-    assert not conflict.won and conflict.state is None
-    assert (conflict.entry.incarnation, conflict.entry.silo_id, conflict.entry.address) == (
-        "A:1", "A", "a:1")
-    assert conflict.entry.epoch == own.entry.epoch
-    # Naming the wrong dead incarnation does not take it over.
-    wrong = await directory.register(g, "B:1", "B", "b:1", dead="C:1")
-    assert not wrong.won and wrong.entry.incarnation == "A:1"
-    # Dead takeover: won with a larger epoch.
-    takeover = await directory.register(g, "B:1", "B", "b:1", dead="A:1")
-    assert takeover.won and int(takeover.entry.epoch) > int(own.entry.epoch)
-    entry = await directory.lookup(g)
-    assert entry is not None and (entry.incarnation, entry.address, entry.epoch) == (
-        "B:1", "b:1", takeover.entry.epoch)
-
-
-async def test_register_returns_the_stored_state(stack: Stack) -> None:
-    g = grain()
-    fence = await claim(stack, g, "A:1")
-    etag = await stack.storage.write(g, {"memory": ["hi"]}, "", fence)
-    assert await stack.directory.unregister(g, fence.incarnation, fence.epoch)
-    again = await stack.directory.register(g, "B:1", "B", "b:1")
-    assert again.won and again.state is not None
-    assert again.state.data == {"memory": ["hi"]} and again.state.etag == etag
-
-
-async def test_unregister_only_by_the_same_activation(stack: Stack) -> None:
-    g = grain()
-    fence = await claim(stack, g, "A:1")
-    assert not await stack.directory.unregister(g, "B:1", fence.epoch)  # other silo
-    assert not await stack.directory.unregister(g, "A:1", str(int(fence.epoch) + 1))  # other epoch
-    assert await stack.directory.lookup(g) is not None
-    assert await stack.directory.unregister(g, "A:1", fence.epoch)
-    assert await stack.directory.lookup(g) is None
-    assert not await stack.directory.unregister(g, "A:1", fence.epoch)  # already gone
-    # The epoch survives unregistration: the next activation's epoch is strictly larger.
-    later = await claim(stack, g, "B:1")
-    assert int(later.epoch) > int(fence.epoch)
-    with pytest.raises(ActivationFencedError):
-        await stack.storage.write(g, {"n": 1}, "", fence)
-
-
-async def test_concurrent_registrations_have_one_winner(stack: Stack) -> None:
-    g = grain()
+async def test_batched_registrations_index_every_grain(stack: Stack) -> None:
+    grains = [grain() for _ in range(300)]  # more than one pipeline batch
     results = await asyncio.gather(*(
-        stack.directory.register(g, f"S{i}:1", f"S{i}", f"s{i}:1") for i in range(20)
+        stack.directory.register(g, "A:1", "A", "a:1") for g in grains
     ))
-    winners = [r for r in results if r.won]
-    assert len(winners) == 1, [r.entry for r in winners]
-    assert all(r.entry.incarnation == winners[0].entry.incarnation for r in results)
+    assert all(r.won for r in results)
+    assert await stack.redis.scard(stack.keys.registered_by("A:1")) == len(grains)
+    for g, r in zip(grains, results, strict=True):
+        assert await stack.directory.unregister(g, r.fence)
+    assert await stack.redis.exists(stack.keys.registered_by("A:1")) == 0
 
 
 # ----- key layout -------------------------------------------------------------
@@ -332,3 +217,217 @@ async def test_membership_versions_only_grow(stack: Stack) -> None:
     assert 0 < v1 < v2 < v3 < v4
     assert await a._renew() == v4  # a renewal without a state change does not bump it
     await a.stop()
+
+
+# ----- state rules through a real silo (README "State rules") -------------------------------
+@dataclass
+class ProxiedSilo:
+    silo: SiloProcess
+    proxy: FaultProxy
+    keys: KeySpace
+
+
+@pytest.fixture(scope="module")
+def proxied(store: TestStore) -> Iterator[ProxiedSilo]:
+    """One silo whose store connection goes through a fault proxy."""
+    proxy = FaultProxy(store.port).start()
+    cluster = f"rules-{uuid.uuid4().hex[:8]}"
+    silo = SiloProcess("rules", GRAINS, proxy.url, cluster)
+    try:
+        silo.start()
+        yield ProxiedSilo(silo, proxy, KeySpace(cluster))
+    finally:
+        silo.stop()
+        proxy.stop()
+
+
+@pytest.fixture
+async def rules(proxied: ProxiedSilo) -> AsyncIterator[GrainClient]:
+    assert proxied.silo.alive, proxied.silo.log_tail()
+    async with GrainClient([proxied.silo.address]) as client:
+        yield client
+
+
+async def stored_state(store: TestStore, keys: KeySpace, grain_type: str, key: str) -> object:
+    async with aioredis.Redis.from_url(store.url) as redis:
+        raw = await redis.hget(keys.state(GrainId(grain_type, key)), "data")
+    return json.loads(raw) if raw else None
+
+
+async def test_a_turn_that_raises_leaves_the_state_as_persisted(rules: GrainClient) -> None:
+    grain = rules.get_grain("StateRules", uuid.uuid4().hex[:8])
+    assert await grain.add(1) == 1
+    with pytest.raises(GrainApplicationError, match="changed state, then failed"):
+        await grain.add_then_raise(5)
+    assert await grain.get() == 1, "the failed turn's change stayed visible"
+    assert await grain.add(1) == 2
+
+
+async def test_a_failed_write_restores_the_state_and_is_not_persisted_later(
+    rules: GrainClient, proxied: ProxiedSilo, store: TestStore,
+) -> None:
+    key = uuid.uuid4().hex[:8]
+    grain = rules.get_grain("StateRules", key)
+    assert await grain.add(1) == 1
+    proxied.proxy.fail_next(b'{"value":6}', deliver=False)  # this write never reaches the store
+    with pytest.raises(StorageUnavailableError):
+        await grain.add(5)
+    assert proxied.proxy.faults_fired == 1
+    assert await grain.get() == 1
+    assert await grain.add(1) == 2
+    assert await stored_state(store, proxied.keys, "StateRules", key) == {"value": 2}
+    # Caught by the grain and the turn returns normally: restored all the same.
+    proxied.proxy.fail_next(b'{"value":12}', deliver=False)
+    assert await grain.add_swallowing_failure(10) == "StorageUnavailableError"
+    assert await grain.add(1) == 3
+    assert await stored_state(store, proxied.keys, "StateRules", key) == {"value": 3}
+
+
+async def test_an_uncertain_write_that_landed_is_reloaded_before_the_next_turn(
+    rules: GrainClient, proxied: ProxiedSilo, store: TestStore,
+) -> None:
+    key = uuid.uuid4().hex[:8]
+    grain = rules.get_grain("StateRules", key)
+    assert await grain.add(1) == 1
+    proxied.proxy.fail_next(b'{"value":6}', deliver=True)  # it runs; the reply is lost
+    with pytest.raises(StorageUnavailableError, match="may or may not"):
+        await grain.add(5)
+    assert await stored_state(store, proxied.keys, "StateRules", key) == {"value": 6}
+    assert await grain.get() == 6, "reads missed the value the uncertain write stored"
+    assert await grain.add(1) == 7, "the next write did not name the stored version"
+
+
+async def test_state_json_cannot_round_trip_is_refused_and_nothing_is_stored(
+    rules: GrainClient, proxied: ProxiedSilo, store: TestStore,
+) -> None:
+    key = uuid.uuid4().hex[:8]
+    grain = rules.get_grain("StateRules", key)
+    assert await grain.add(1) == 1
+    with pytest.raises(GrainApplicationError) as refused:
+        await grain.stamp()
+    assert refused.value.error_type == "StateEncodingError"
+    assert "state['when']" in refused.value.message and "datetime" in refused.value.message
+    assert await stored_state(store, proxied.keys, "StateRules", key) == {"value": 1}
+    assert await grain.keys() == ["value"]
+    assert await grain.add(1) == 2
+
+
+async def test_clear_state_deletes_the_state_key(
+    rules: GrainClient, proxied: ProxiedSilo, store: TestStore,
+) -> None:
+    key = uuid.uuid4().hex[:8]
+    grain = rules.get_grain("StateRules", key)
+    assert await grain.add(3) == 3
+    await grain.clear()
+    async with aioredis.Redis.from_url(store.url) as redis:
+        assert await redis.exists(proxied.keys.state(GrainId("StateRules", key))) == 0
+    assert await grain.get() == 0
+    assert await grain.add(2) == 2
+
+
+# ----- Redis growth: activations leave nothing behind ----------------------------------------
+async def cluster_key_count(redis: aioredis.Redis, cluster: str) -> int:
+    found = set()
+    for pattern in (f"grainery:{cluster}:*", f"grainery:{{{cluster}}}:*"):
+        found |= {k async for k in redis.scan_iter(match=pattern, count=1000)}
+    return len(found)
+
+
+@pytest.mark.slow
+async def test_many_activations_leave_the_key_count_at_its_baseline(store: TestStore) -> None:
+    cluster = TestCluster(store, GRAINS, size=1)
+    total, concurrency = 50_000, 200
+    async with aioredis.Redis.from_url(store.url) as redis:
+        try:
+            cluster.start()
+            async with cluster.client() as client:
+                await client.get_grain("Ephemeral", "warm-up").touch()
+                baseline = await eventually(
+                    lambda: _settled(redis, cluster.cluster), 20, "warm-up deactivated")
+                queue = iter(range(total))
+
+                async def worker() -> None:
+                    for i in queue:
+                        await client.get_grain("Ephemeral", f"e{i}").touch(timeout=30)
+
+                await asyncio.gather(*(worker() for _ in range(concurrency)))
+                after = await eventually(
+                    lambda: _settled(redis, cluster.cluster, baseline), 60,
+                    f"key count back to its baseline {baseline}")
+                assert after == baseline
+        finally:
+            cluster.stop()
+
+
+async def _settled(redis: aioredis.Redis, cluster: str, target: int | None = None) -> int | None:
+    count = await cluster_key_count(redis, cluster)
+    dirs = [k async for k in redis.scan_iter(match=f"grainery:{cluster}:*:dir", count=1000)]
+    if dirs or (target is not None and count != target):
+        return None
+    return count
+
+
+async def test_a_killed_silos_directory_entries_are_swept(store: TestStore) -> None:
+    cluster = TestCluster(store, GRAINS, size=2)
+    async with aioredis.Redis.from_url(store.url) as redis:
+        try:
+            cluster.start()
+            await cluster.wait_for_stable_membership(2)
+            victim = cluster.silos[0]
+            keys = KeySpace(cluster.cluster)
+            async with cluster.client() as client:
+                hosts = await asyncio.gather(*(
+                    client.get_grain("Recorder", f"k{i}").ping() for i in range(40)))
+            on_victim = [f"k{i}" for i, host in enumerate(hosts) if host == victim.name]
+            assert on_victim, hosts
+            dir_keys = [keys.directory(GrainId("Recorder", k)) for k in on_victim]
+            assert await redis.exists(*dir_keys) == len(on_victim)
+            victim.kill()
+
+            async def swept() -> bool:
+                return await redis.exists(*dir_keys) == 0
+
+            await eventually(swept, 40, "the killed silo's directory entries swept")
+            registrants = {m.decode() for m in await redis.smembers(keys.indexed_incarnations)}
+            assert all(not r.startswith(f"{victim.name}:") for r in registrants), registrants
+        finally:
+            cluster.stop()
+
+
+# ----- store restart: the connection pool (issue 9, item 15) --------------------------------
+async def test_writes_after_a_store_restart_do_not_fail_on_dead_connections() -> None:
+    store = TestStore(appendonly=True).start()
+    cluster = TestCluster(store, GRAINS, size=1)
+    keys = [f"restart-{i}" for i in range(60)]
+    acked = dict.fromkeys(keys, 0)
+    try:
+        cluster.start()
+        async with cluster.client() as client:
+
+            async def burst() -> list[BaseException]:
+                async def one(key: str) -> None:
+                    await client.get_grain("Recorder", key).add(1, timeout=10)
+                    acked[key] += 1
+
+                results = await asyncio.gather(*(one(k) for k in keys), return_exceptions=True)
+                return [r for r in results if isinstance(r, BaseException)]
+
+            assert await burst() == []
+            await asyncio.to_thread(store.restart)
+
+            async def answers() -> bool:
+                async with aioredis.Redis.from_url(store.url) as redis:
+                    return bool(await redis.ping())
+
+            await eventually(answers, 20, "the restarted store answering")
+            await cluster.wait_for_stable_membership(1)
+            failures = await burst()
+            assert failures == [], sorted({f"{type(f).__name__}: {f}" for f in failures})
+        async with aioredis.Redis.from_url(store.url) as redis:
+            space = KeySpace(cluster.cluster)
+            for key in keys:
+                raw = await redis.hget(space.state(GrainId("Recorder", key)), "data")
+                assert raw is not None and json.loads(raw) == {"value": acked[key]}, key
+    finally:
+        cluster.stop()
+        store.stop()
