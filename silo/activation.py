@@ -37,6 +37,7 @@ from grainery.client.routing import GrainId
 from grainery.silo.persistence import GrainStorage
 from grainery.silo.state_codec import EMPTY, decode_state, encode_state
 from grainery.silo.storage import Fence
+from grainery.silo.store_pool import NotSentError
 
 if TYPE_CHECKING:
     from grainery.client.grain_ref import GrainRef
@@ -111,8 +112,9 @@ class ActivationContext:
             self.write_failed = True
             self.request_deactivation("fenced")
             raise
-        except StorageUnavailableError:
-            self.write_failed = self.uncertain = True
+        except StorageUnavailableError as exc:
+            self.write_failed = True
+            self.uncertain = not isinstance(exc.__cause__, NotSentError)
             raise
         except BaseException:
             self.write_failed = True

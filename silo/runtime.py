@@ -36,6 +36,7 @@ from grainery.silo.registry import GrainRegistry
 from grainery.silo.rpc.server import GRAINERY_SERVICES, add_services, create_server
 from grainery.silo.rpc.servicers import DirectoryServicer, GatewayServicer, ManagementServicer
 from grainery.silo.storage import RedisGrainStorage
+from grainery.silo.store_pool import StorePool
 
 log = logging.getLogger("grainery.silo")
 
@@ -68,11 +69,11 @@ class Silo:
         self.server, port = create_server(config)
         self.silo_id = config.resolved_silo_id(port)
         self.address = config.resolved_advertise(port)
-        # A blocking pool: a burst of activations waits for a connection instead of failing.
         tls: dict[str, Any] = {}
         if config.redis_ca and redis_url.startswith("rediss://"):
             tls["ssl_ca_certs"] = config.redis_ca
-        pool = aioredis.BlockingConnectionPool.from_url(
+        # Never writes into a connection the store closed (a restart): see silo/store_pool.py.
+        pool = StorePool.from_url(
             redis_url, max_connections=128, timeout=5.0, socket_timeout=5.0,
             socket_connect_timeout=2.0, health_check_interval=10, **tls,
         )

@@ -34,6 +34,7 @@ from grainery.client.routing import GrainId
 from grainery.silo.keys import KeySpace
 from grainery.silo.metrics import SiloMetrics
 from grainery.silo.state_codec import EMPTY, decode_state
+from grainery.silo.store_pool import NotSentError
 
 # KEYS: state, dir. ARGV: expected etag, data ('' = clear), activation id.
 _WRITE = """
@@ -130,9 +131,11 @@ class RedisGrainStorage:
             verdict, value = await self._write(keys=keys, args=[etag, payload, fence.activation])
         except RedisError as exc:
             self._metrics.storage_op(operation, "error", started)
+            applied = "was not applied" if isinstance(exc, NotSentError) else (
+                "may or may not have been applied")
             raise StorageUnavailableError(
                 f"state store unavailable during {operation} of {grain}: {type(exc).__name__}"
-                " (the write may or may not have been applied)"
+                f" (the write {applied})"
             ) from exc
         verdict = _text(verdict)
         if verdict == "ok":

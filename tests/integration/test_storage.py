@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import pytest
 import redis.asyncio as aioredis
 from redis.crc import key_slot
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from grainery.client import GrainClient
 from grainery.client.errors import (
@@ -28,6 +29,7 @@ from grainery.silo.keys import KeySpace
 from grainery.silo.metrics import SiloMetrics
 from grainery.silo.state_codec import encode_state
 from grainery.silo.storage import Fence, RedisGrainStorage
+from grainery.silo.store_pool import NotSentError, StorePool
 from grainery.silo.testing import SiloProcess, TestCluster, TestStore
 from tests.eventually import eventually
 from tests.integration.fault_proxy import FaultProxy
@@ -395,6 +397,37 @@ async def test_a_killed_silos_directory_entries_are_swept(store: TestStore) -> N
 
 
 # ----- store restart: the connection pool (issue 9, item 15) --------------------------------
+async def test_a_write_whose_reply_was_lost_is_not_retried(store: TestStore) -> None:
+    proxy = FaultProxy(store.port).start()
+    redis = aioredis.Redis(connection_pool=StorePool.from_url(proxy.url, max_connections=4))
+    key = f"lost-reply-{uuid.uuid4().hex[:8]}"
+    try:
+        incr = redis.register_script("return redis.call('INCR', KEYS[1])")
+        assert await incr(keys=[key]) == 1
+        proxy.fail_next(key.encode(), deliver=True)  # runs on the store, the reply is lost
+        with pytest.raises(RedisConnectionError) as lost:
+            await incr(keys=[key])
+        assert not isinstance(lost.value, NotSentError)
+        assert int(await redis.get(key)) == 2, "the write was sent twice"
+    finally:
+        await redis.aclose()
+        proxy.stop()
+
+
+async def test_a_pooled_connection_the_store_closed_is_replaced_before_sending() -> None:
+    store = TestStore().start()
+    redis = aioredis.Redis(connection_pool=StorePool.from_url(store.url, max_connections=8))
+    try:
+        await asyncio.gather(*(redis.incr("n") for _ in range(8)))  # 8 pooled connections
+        await asyncio.to_thread(store.restart)
+        # No AOF: the restarted store is empty, so eight increments read back 1..8.
+        assert sorted(await asyncio.gather(*(redis.incr("n") for _ in range(8)))) == list(
+            range(1, 9))
+    finally:
+        await redis.aclose()
+        store.stop()
+
+
 async def test_writes_after_a_store_restart_do_not_fail_on_dead_connections() -> None:
     store = TestStore(appendonly=True).start()
     cluster = TestCluster(store, GRAINS, size=1)
