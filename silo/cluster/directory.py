@@ -5,7 +5,8 @@ compare-and-set per activation. Invariants:
 - ``register`` succeeds only if the entry is absent, already names this silo
   incarnation (a leftover of its own), or names the incarnation the caller
   proved dead; every success writes a fresh, unique activation id (Redis time,
-  so ids of one grain sort in registration order, plus a random nonce);
+  so ids of one grain sort in registration order, which only tests rely on,
+  plus a random nonce, which makes it unique even if that clock steps back);
 - ``unregister`` deletes the entry only if it still names the same activation id,
   so deactivation leaves no key behind;
 - the activation id is checked on every state write (see :mod:`silo.storage`), so a
@@ -157,7 +158,7 @@ class ScriptBatcher:
             replies = (await pipe.execute(raise_on_error=False))[2 * len(indexes) :]
             if len(replies) != len(batch):
                 raise RuntimeError(f"pipeline returned {len(replies)} replies for {len(batch)}")
-        except Exception as exc:  # noqa: BLE001 - every waiting call gets the failure
+        except BaseException as exc:  # noqa: BLE001 - every waiting call gets the failure
             for _, _, _, future in batch:
                 if not future.done():
                     future.set_exception(exc)
