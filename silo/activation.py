@@ -26,6 +26,7 @@ from grainery.client.errors import (
     StaleStateError,
 )
 from grainery.client.routing import GrainId
+from grainery.silo.call import CURRENT_CALL, GrainCall
 from grainery.silo.storage import Fence, RedisGrainStorage
 
 if TYPE_CHECKING:
@@ -98,8 +99,7 @@ class ActivationContext:
 class _Call:
     future: asyncio.Future[Any]
     method: MethodSpec
-    args: list[Any]
-    deadline: float  # loop time
+    call: GrainCall
 
 
 @dataclass(eq=False)
@@ -174,7 +174,7 @@ class Activation:
         if self._pump is None or self._pump.done():
             self._pump = asyncio.create_task(self._drain(), name=f"grain {self.grain_id}")
 
-    def call(self, method: MethodSpec, args: list[Any], deadline: float) -> asyncio.Future[Any]:
+    def call(self, method: MethodSpec, call: GrainCall) -> asyncio.Future[Any]:
         """Queue a call; the returned future resolves with its result."""
         if self.phase is not Phase.ACTIVE:
             raise Redispatch()
@@ -183,7 +183,7 @@ class Activation:
                 f"{self.grain_id} has {self.queued} calls queued (limit {self.max_queue})"
             )
         future: asyncio.Future[Any] = self._loop.create_future()
-        self._enqueue(_Call(future, method, args, deadline))
+        self._enqueue(_Call(future, method, call))
         return future
 
     def deactivate(self, reason: str, unregister: bool = True) -> None:
@@ -203,6 +203,9 @@ class Activation:
 
     async def _drain(self) -> None:
         loop = self._loop
+        # The pump inherited the context of the call that created it: no turn of this grain
+        # may see that caller's call (and its deadline) as its own.
+        CURRENT_CALL.set(None)
         while self._queue:
             item = self._queue.popleft()
             if not self._queue:
@@ -212,7 +215,7 @@ class Activation:
                 continue
             if item.future.done():
                 continue  # the caller gave up while queued: never run it
-            if loop.time() > item.deadline:
+            if loop.time() > item.call.deadline:
                 item.future.set_exception(DeadlineExceededError(
                     f"deadline passed while {self.grain_id}.{item.method.name} was queued; not run"
                 ))
@@ -222,8 +225,9 @@ class Activation:
     async def _run_turn(self, call: _Call) -> None:
         assert self.grain is not None and self.context is not None
         self.running = True
+        token = CURRENT_CALL.set(call.call)  # grain-to-grain calls inherit its deadline
         try:
-            result = await call.method.func(self.grain, *call.args)
+            result = await call.method.func(self.grain, *call.call.args, **call.call.kwargs)
         except asyncio.CancelledError:
             if not call.future.done():
                 call.future.cancel()
@@ -235,6 +239,7 @@ class Activation:
             if not call.future.done():
                 call.future.set_result(result)
         finally:
+            CURRENT_CALL.reset(token)
             self.running = False
             self.last_active = time.monotonic()
         reason = self.context.deactivation_request
