@@ -336,3 +336,39 @@ async def test_killed_silo_mid_call_is_a_transport_error(
                 await call
             assert type(caught.value) is TransportError, repr(caught.value)
             assert not caught.value.retry_safe  # it was running: it may have had effects
+
+
+async def test_killed_silo_under_load_never_surfaces_a_bare_internal_error(
+    store: TestStore,
+) -> None:
+    """Calls being written to the call stream when the silo dies: grpcio reports the failed
+    write as INTERNAL ("Internal error from Core"); the caller must see a TransportError."""
+    cluster = TestCluster(store, GRAINS, size=1)
+    with running_cluster(cluster):
+        silo = cluster.silos[0]
+        async with cluster.client() as client:
+            payload = "x" * 60_000  # frames take a while to write: kills land mid-write
+            done = 0
+            errors: list[GrainError] = []
+
+            async def worker(i: int) -> None:
+                nonlocal done
+                grain = client.get_grain("Cycle", f"load-{i % 20}")
+                while True:
+                    try:
+                        await grain.echo(payload, timeout=2.0)
+                    except GrainError as error:
+                        errors.append(error)
+                        return
+                    done += 1
+
+            workers = [asyncio.create_task(worker(i)) for i in range(100)]
+            await eventually(lambda: asyncio.sleep(0, done > 200), 20.0, "calls flowing")
+            silo.kill()
+            await asyncio.gather(*workers)
+    bare = [e for e in errors if type(e) is GrainError]
+    assert not bare, f"{len(bare)} bare errors, e.g. {bare[0]!r}"
+    for error in errors:
+        assert isinstance(error, TransportError) or (
+            isinstance(error, DeadlineExceededError) and error.retry_safe
+        ), repr(error)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 import grpc
@@ -267,3 +268,26 @@ async def test_client_giving_up_at_the_deadline_says_the_call_did_not_run() -> N
     assert "did not run" in error.message and "unavailable: silo s1 is not serving" in \
         error.message
     assert DeadlineExceededError("x").retry_safe is False
+
+
+async def test_a_call_stream_broken_by_a_failed_write_fails_calls_as_transport_errors() -> None:
+    """grpcio reports a write on a stream whose connection died as INTERNAL "Internal error
+    from Core"; the calls on that stream must fail as (not retry-safe) TransportErrors."""
+    from grpc.aio import AioRpcError, Metadata
+
+    from grainery.client.call_stream import CallStream
+
+    channel = grpc.aio.insecure_channel("127.0.0.1:1")  # never connects: nothing is sent
+    try:
+        stream = CallStream(channel, ())
+        broken_call = object()
+        stream._call = broken_call
+        sent: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        stream._pending[1] = sent  # type: ignore[assignment]
+        stream._broken(broken_call, AioRpcError(
+            grpc.StatusCode.INTERNAL, Metadata(), Metadata(), "Internal error from Core"))
+        error = sent.exception()
+        assert type(error) is TransportError, repr(error)
+        assert not error.retry_safe
+    finally:
+        await channel.close()
