@@ -35,7 +35,7 @@ class GrainRef:
         return self.grain.key
 
     def call(
-        self, method: str, *args: Any, timeout: float | None = None, **kwargs: Any
+        self, method: str, /, *args: Any, timeout: float | None = None, **kwargs: Any
     ) -> Awaitable[Any]:
         return self._client.invoke(
             self.grain.grain_type, self.grain.key, method, args, timeout, kwargs

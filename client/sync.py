@@ -23,7 +23,9 @@ class SyncGrainRef:
     def __init__(self, client: SyncGrainClient, grain_type: str, key: str) -> None:
         self._client, self.grain_type, self.key = client, grain_type, key
 
-    def call(self, method: str, *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
+    def call(
+        self, method: str, /, *args: Any, timeout: float | None = None, **kwargs: Any
+    ) -> Any:
         """Like GrainRef.call, blocking; ``timeout`` is reserved (see grain_ref)."""
         return self._client.invoke(self.grain_type, self.key, method, args, timeout, kwargs)
 
