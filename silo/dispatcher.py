@@ -50,7 +50,7 @@ from grainery.client.errors import (
 )
 from grainery.client.routing import GrainId
 from grainery.silo.activation import Activation, Redispatch
-from grainery.silo.call import GrainCall
+from grainery.silo.call import CURRENT_CALL, GrainCall
 from grainery.silo.cluster.locator import GrainLocator, Placement, Remote
 from grainery.silo.cluster.membership import MembershipService
 from grainery.silo.failures import GRAIN_FAILURES
@@ -187,6 +187,9 @@ class Dispatcher:
                 raise DeadlineExceededError(f"deadline exceeded before {grain} could run")
             placement: Placement | None = self._locator.local(grain)  # hot path: no task/timer
             if placement is None:
+                # The activation the locator may start is shared by every caller and outlives
+                # this one's deadline: its on_activate must not run as part of this call.
+                token = CURRENT_CALL.set(None)
                 try:
                     placement = await self._locator.resolve(grain, grain_type, call.hops, deadline)
                 except asyncio.TimeoutError:
@@ -200,6 +203,8 @@ class Dispatcher:
                         )
                     self._count(grain_type.name, method.name, error.kind)
                     raise error from None
+                finally:
+                    CURRENT_CALL.reset(token)
             if isinstance(placement, Remote):
                 response = await self._forward(placement, call, deadline)
                 if response is not None:

@@ -71,3 +71,13 @@ class Cycle(Grain):
 
     async def echo(self, *args: Any) -> list[Any]:
         return list(args)
+
+
+class Activator(Grain):
+    """Records the time its on_activate's own grain-to-grain call was given."""
+
+    async def on_activate(self) -> None:
+        self.seen = float(await self.get_grain("Probe", f"{self.key}-probe").remaining())
+
+    async def seen_in_activation(self) -> float:
+        return self.seen

@@ -115,6 +115,16 @@ async def test_forwarded_call_keeps_the_callers_deadline(
     assert 0 < seen <= 2.0 + ROUNDING, f"the forwarded call saw {seen:.2f}s of a 2s call"
 
 
+async def test_on_activate_does_not_run_within_the_first_callers_deadline(
+    client: GrainClient,
+) -> None:
+    """An activation is shared by every caller waiting for it and is never cut short by one
+    caller's deadline, so its on_activate's calls get their own default timeout."""
+    relay = client.get_grain("Probe", unique("activating-relay"))
+    seen = await relay.relay("Activator", unique("act"), "seen_in_activation", timeout=2.0)
+    assert seen > 2.0 + ROUNDING, f"on_activate's call was cut to {seen:.2f}s"
+
+
 async def _cycle_is_freed(client: GrainClient, a: str, b: str) -> None:
     with pytest.raises(GrainError):
         await client.get_grain("Cycle", a).start(b, timeout=2.0)
