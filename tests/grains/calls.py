@@ -56,6 +56,9 @@ class Cycle(Grain):
     async def hello(self) -> str:
         return "hello"
 
+    async def where(self) -> str:
+        return self.silo_id
+
     async def scale(self, x: int, *, by: int = 1) -> int:
         return x * by
 

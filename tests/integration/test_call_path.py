@@ -73,12 +73,14 @@ async def pair(two_silos: TestCluster) -> AsyncIterator[GrainClient]:
         yield connected
 
 
-async def keys_on(client: GrainClient, silo_id: str, count: int, prefix: str) -> list[str]:
-    """Probe keys whose activation lives on ``silo_id`` (the client calls the ring owner)."""
+async def keys_on(client: GrainClient, silo_id: str, count: int, prefix: str,
+                  grain_type: str = "Probe") -> list[str]:
+    """Keys of ``grain_type`` whose activation lives on ``silo_id`` (the ring places each
+    type/key pair on its own; the client calls the ring owner, which activates it)."""
     found: list[str] = []
     while len(found) < count:
         key = unique(prefix)
-        if await client.get_grain("Probe", key).where(timeout=10) == silo_id:
+        if await client.get_grain(grain_type, key).where(timeout=10) == silo_id:
             found.append(key)
     return found
 
@@ -110,8 +112,11 @@ async def test_forwarded_call_keeps_the_callers_deadline(
     first, second = two_silos.silos
     [there] = await keys_on(pair, second.name, 1, "fwd")
     # Through the first silo only: it forwards the call to the second.
+    [far] = await keys_on(pair, second.name, 1, "fwd", "Cycle")
     async with GrainClient(first.address, gateway_only=True, streamed=streamed) as gateway:
         seen = await gateway.get_grain("Probe", there).remaining(timeout=2.0)
+        # Keyword arguments survive the forward too.
+        assert await gateway.get_grain("Cycle", far).scale(3, by=3) == 9
     assert 0 < seen <= 2.0 + ROUNDING, f"the forwarded call saw {seen:.2f}s of a 2s call"
 
 
@@ -145,9 +150,8 @@ async def test_call_cycle_across_silos_frees_the_grains(
     pair: GrainClient, two_silos: TestCluster,
 ) -> None:
     first, second = (silo.name for silo in two_silos.silos)
-    # Cycle and Probe keys share the ring: a Probe key's silo is its Cycle twin's too.
-    [a] = await keys_on(pair, first, 1, "xa")
-    [b] = await keys_on(pair, second, 1, "xb")
+    [a] = await keys_on(pair, first, 1, "xa", "Cycle")
+    [b] = await keys_on(pair, second, 1, "xb", "Cycle")
     await _cycle_is_freed(pair, a, b)
 
 
@@ -198,7 +202,7 @@ async def test_inner_call_errors_across_silos_are_marked_as_inner(
 ) -> None:
     first, second = (silo.name for silo in two_silos.silos)
     [relay] = await keys_on(pair, first, 1, "relay")
-    [target] = await keys_on(pair, second, 1, "target")
+    [target] = await keys_on(pair, second, 1, "target", "Cycle")
     await _assert_inner_errors_marked(pair, relay, target)
 
 
