@@ -330,3 +330,28 @@ def test_no_warning_when_a_subclass_makes_the_method_async(
         GrainRegistry().register(Fixed)
     messages = [r.getMessage() for r in caplog.records]
     assert not any("forgot_async" in m for m in messages), messages
+
+
+def test_any_keyword_arguments_from_the_wire_get_a_clear_error_or_bind() -> None:
+    """Whatever names and values kwargs_json carries, checking them either passes (and the
+    call then binds exactly as checked) or raises InvalidArgumentsError, never TypeError."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    table = callable_methods(Shapes)
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.sampled_from(sorted(table)), st.integers(0, 4),
+           st.dictionaries(st.sampled_from(["a", "b", "c", "flag", "extra", "self", "", "1x",
+                                            "rest"]) | st.text(max_size=5),
+                           st.integers(), max_size=4))
+    def check(name: str, count: int, kwargs: dict[str, Any]) -> None:
+        spec = table[name]
+        try:
+            spec.check_call(count, kwargs)
+        except InvalidArgumentsError:
+            return
+        assert spec.signature is not None
+        spec.signature.bind(None, *([0] * count), **kwargs)  # no TypeError once accepted
+
+    check()
