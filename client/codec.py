@@ -1,28 +1,54 @@
 """JSON codec for arguments and results.
 
-Arguments travel as a JSON array of positional arguments, results as a JSON
-value: the only encoding any language can produce, and nothing is ever
-unpickled. orjson does the work (several times faster than ``json``); both
-directions enforce the documented size and nesting bounds.
+Arguments travel as a JSON array of positional arguments (plus, optionally, a
+JSON object of keyword arguments), results as a JSON value: the only encoding
+any language can produce, and nothing is ever unpickled. orjson does the work
+(several times faster than ``json``); both directions enforce the documented
+size and nesting bounds. The size is checked here, before sending, so an
+oversized argument is the caller's ``too_large`` error and never reaches gRPC's
+own limit (which reports it as RESOURCE_EXHAUSTED, a code that reads like load).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
 
-from grainery.client.errors import InvalidArgumentsError
+from grainery.client.errors import InvalidArgumentsError, TooLargeError
 
 DEFAULT_MAX_NESTING = 64
 
 
-def encode_args(args: Sequence[Any]) -> str:
+def encode_args(args: Sequence[Any], max_bytes: int | None = None) -> str:
     try:
-        return orjson.dumps(list(args)).decode()
+        encoded = orjson.dumps(list(args))
     except TypeError as exc:
         raise InvalidArgumentsError(f"arguments are not JSON-serialisable: {exc}") from None
+    check_size("arguments", len(encoded), max_bytes)
+    return encoded.decode()
+
+
+def encode_kwargs(kwargs: Mapping[str, Any], max_bytes: int | None = None) -> str:
+    """Keyword arguments as a JSON object; empty (no field on the wire) when there are none."""
+    if not kwargs:
+        return ""
+    if not all(isinstance(name, str) for name in kwargs):
+        raise InvalidArgumentsError("keyword argument names must be strings")
+    try:
+        encoded = orjson.dumps(dict(kwargs))
+    except TypeError as exc:
+        raise InvalidArgumentsError(
+            f"keyword arguments are not JSON-serialisable: {exc}"
+        ) from None
+    check_size("keyword arguments", len(encoded), max_bytes)
+    return encoded.decode()
+
+
+def check_size(what: str, size: int, max_bytes: int | None) -> None:
+    if max_bytes is not None and size > max_bytes:
+        raise TooLargeError(f"{what}: {size} bytes of JSON, over the limit of {max_bytes}")
 
 
 def decode_args(args_json: str, max_nesting: int = DEFAULT_MAX_NESTING) -> list[Any]:
@@ -39,6 +65,22 @@ def decode_args(args_json: str, max_nesting: int = DEFAULT_MAX_NESTING) -> list[
     brackets = args_json.count("[") + args_json.count("{")
     if brackets > max_nesting and nesting_depth(value) > max_nesting:
         raise InvalidArgumentsError(f"args_json nests deeper than {max_nesting} levels")
+    return value
+
+
+def decode_kwargs(kwargs_json: str, max_nesting: int = DEFAULT_MAX_NESTING) -> dict[str, Any]:
+    """Parse KWARGS_JSON into a dict, rejecting anything but a JSON object."""
+    if not kwargs_json:
+        return {}
+    try:
+        value = orjson.loads(kwargs_json)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidArgumentsError(f"kwargs_json is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise InvalidArgumentsError("kwargs_json must be a JSON object of keyword arguments")
+    brackets = kwargs_json.count("[") + kwargs_json.count("{")
+    if brackets > max_nesting and nesting_depth(value) > max_nesting:
+        raise InvalidArgumentsError(f"kwargs_json nests deeper than {max_nesting} levels")
     return value
 
 

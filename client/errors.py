@@ -21,6 +21,9 @@ class GrainError(Exception):
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
     kind: str = "internal"
     retry_safe: bool = False
+    # Set by a silo on an error that a grain-to-grain call raised ("Type/key.method"), so
+    # that, if the calling grain lets it escape, its own caller learns it came from inside.
+    origin: str | None = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -39,6 +42,13 @@ class InvalidArgumentsError(GrainError):
     code, kind, retry_safe = grpc.StatusCode.INVALID_ARGUMENT, "invalid_arguments", False
 
 
+class TooLargeError(InvalidArgumentsError):
+    """The arguments exceed the message-size bound: the caller's input is at fault, not the
+    silo's load, so it is never retried (an ``overloaded`` error would invite a retry)."""
+
+    code, kind, retry_safe = grpc.StatusCode.INVALID_ARGUMENT, "too_large", False
+
+
 class GrainApplicationError(GrainError):
     """The grain method raised; ``error_type`` is the exception's class name."""
 
@@ -47,6 +57,28 @@ class GrainApplicationError(GrainError):
     def __init__(self, message: str, error_type: str = "Exception") -> None:
         super().__init__(message)
         self.error_type = error_type
+
+
+class InnerCallError(GrainApplicationError):
+    """The grain method let an error of one of *its own* grain-to-grain calls escape.
+
+    Why a kind of its own: an inner ``invalid_arguments`` (or ``unknown_method``...) says
+    the calling grain's code is wrong, not the outer caller's arguments. The message names
+    the inner call (``inner call to B/key.method failed (kind): ...``) and ``error_type``
+    carries the innermost error's kind. The outer method ran, so it is never retry-safe.
+    """
+
+    code, kind, retry_safe = grpc.StatusCode.UNKNOWN, "inner_call", False
+
+    @property
+    def inner_kind(self) -> str:
+        return self.error_type
+
+    @classmethod
+    def wrap(cls, inner: GrainError) -> InnerCallError:
+        kind = inner.inner_kind if isinstance(inner, InnerCallError) else inner.kind
+        message = f"inner call to {inner.origin} failed ({kind}): {inner.message}"
+        return cls(message[:2000], kind)
 
 
 class ActivationFailedError(GrainError):
@@ -89,6 +121,13 @@ class StorageUnavailableError(GrainError):
     code, kind, retry_safe = grpc.StatusCode.UNAVAILABLE, "storage_unavailable", False
 
 
+class PlacementUnavailableError(StorageUnavailableError):
+    """The store failed while the silo was finding or registering the grain's activation,
+    before any grain code ran: the call did not run and is safe to retry."""
+
+    code, kind, retry_safe = grpc.StatusCode.UNAVAILABLE, "placement_unavailable", True
+
+
 class UnauthenticatedError(GrainError):
     code, kind, retry_safe = grpc.StatusCode.UNAUTHENTICATED, "unauthenticated", False
 
@@ -103,7 +142,9 @@ ERROR_CLASSES: tuple[type[GrainError], ...] = (
     UnknownGrainTypeError,
     UnknownMethodError,
     InvalidArgumentsError,
+    TooLargeError,
     GrainApplicationError,
+    InnerCallError,
     ActivationFailedError,
     StaleStateError,
     ActivationFencedError,
@@ -111,10 +152,12 @@ ERROR_CLASSES: tuple[type[GrainError], ...] = (
     SiloUnavailableError,
     OverloadedError,
     StorageUnavailableError,
+    PlacementUnavailableError,
     UnauthenticatedError,
     TransportError,
 )
 _BY_KIND: dict[str, type[GrainError]] = {cls.kind: cls for cls in ERROR_CLASSES}
+_BY_KIND[GrainError.kind] = GrainError  # a silo's own internal error says "internal"
 _BY_CODE: dict[grpc.StatusCode, type[GrainError]] = {
     grpc.StatusCode.NOT_FOUND: UnknownGrainTypeError,
     grpc.StatusCode.UNIMPLEMENTED: UnknownMethodError,
@@ -129,6 +172,9 @@ _BY_CODE: dict[grpc.StatusCode, type[GrainError]] = {
 }
 # grpc-core says this when no connection could be made: the request was never sent.
 _NEVER_SENT_MARKERS = ("failed to connect to all addresses", "Connection refused")
+# gRPC's own message-size check (client send or server receive), which it reports as
+# RESOURCE_EXHAUSTED with no Grainery metadata.
+_TOO_LARGE_MARKER = "larger than max"
 
 
 def error_metadata(error: GrainError) -> tuple[tuple[str, str], ...]:
@@ -146,10 +192,23 @@ def build_error(
     code: grpc.StatusCode, message: str, kind: str = "", retry_safe: bool | None = None,
     error_type: str = "",
 ) -> GrainError:
-    """The GrainError for a status code plus the silo's error kind (the one mapping table)."""
-    cls = _BY_KIND.get(kind) or _BY_CODE.get(code, GrainError)
-    if cls is GrainApplicationError:
-        result: GrainError = GrainApplicationError(message, error_type or "Exception")
+    """The GrainError for a status code plus the silo's error kind (the one mapping table).
+
+    Without a kind, the status came from gRPC itself, not from a silo: INTERNAL then means
+    the connection broke under the call (a killed silo), i.e. a transport failure, and
+    RESOURCE_EXHAUSTED about message size means the request was too large."""
+    cls = _BY_KIND.get(kind)
+    if cls is None:
+        if code is grpc.StatusCode.INTERNAL:
+            cls = TransportError
+        elif code is grpc.StatusCode.RESOURCE_EXHAUSTED and _TOO_LARGE_MARKER in message:
+            cls = TooLargeError
+        else:
+            cls = _BY_CODE.get(code, GrainError)
+    if issubclass(cls, GrainApplicationError):
+        result: GrainError = cls(message, error_type or "Exception")
+    elif cls is TransportError and code is grpc.StatusCode.INTERNAL:
+        result = cls(f"the connection broke during the call (gRPC INTERNAL: {message})")
     else:
         result = cls(message or code.name)
     if cls is TransportError:

@@ -4,7 +4,10 @@ The client learns the membership from any seed silo, computes each grain's
 owner with the same hash ring the silos use, and calls the owner directly.
 Calls that provably never ran (the silo refused them before dispatch, or no
 connection could be made) are retried on the new owner within the deadline;
-anything else is reported, never silently repeated.
+anything else is reported, never silently repeated. A call given up at its
+deadline after such retries raises a DeadlineExceededError that is itself
+retry-safe (no attempt ran) and names the last underlying error (also its
+``__cause__``), so the caller knows both that and why.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -22,11 +25,12 @@ import grpc
 
 from grainery.client._proto.grainery.v1 import grainery_pb2 as pb
 from grainery.client.channels import DEFAULT_MAX_MESSAGE_BYTES, ChannelPool, ClientSecurity
-from grainery.client.codec import decode_result, encode_args
+from grainery.client.codec import check_size, decode_result, encode_args, encode_kwargs
 from grainery.client.errors import (
     DeadlineExceededError,
     GrainError,
     OverloadedError,
+    PlacementUnavailableError,
     SiloUnavailableError,
     TransportError,
 )
@@ -36,7 +40,9 @@ from grainery.client.routing import GrainId, MemberInfo, MembershipSnapshot, Rou
 log = logging.getLogger("grainery.client")
 
 DEFAULT_TIMEOUT = 30.0
-_RETRYABLE = (SiloUnavailableError, OverloadedError, TransportError)
+_RETRYABLE = (SiloUnavailableError, OverloadedError, TransportError, PlacementUnavailableError)
+# Room left in a message for everything but the arguments (names, key, protobuf framing).
+_ENVELOPE_BYTES = 1024
 # With no silo answering membership requests, give up after this many retries
 # (about 1 s of back-off) rather than waiting out the whole deadline.
 _MAX_BLIND_RETRIES = 5
@@ -139,11 +145,20 @@ class GrainClient:
         method: str,
         args: Sequence[Any] = (),
         timeout: float | None = None,
+        kwargs: Mapping[str, Any] | None = None,
     ) -> Any:
-        """Run ``method(*args)`` on a grain and return its (JSON-decoded) result."""
+        """Run ``method(*args, **kwargs)`` on a grain and return its (JSON-decoded) result.
+
+        Arguments larger than the message-size bound raise TooLargeError before sending."""
         grain = GrainId(grain_type, key)
+        limit = self.pool.max_message_bytes - _ENVELOPE_BYTES
+        args_json = encode_args(args, limit)
+        kwargs_json = encode_kwargs(kwargs, limit) if kwargs else ""
+        if kwargs_json:
+            check_size("arguments", len(args_json) + len(kwargs_json), limit)
         request = pb.InvokeRequest(
-            grain_type=grain_type, grain_key=key, method=method, args_json=encode_args(args)
+            grain_type=grain_type, grain_key=key, method=method, args_json=args_json,
+            kwargs_json=kwargs_json,
         )
         response = await self.invoke_request(grain, request, timeout)
         return decode_result(response.result_json)
@@ -156,16 +171,18 @@ class GrainClient:
             loop = self._loop = asyncio.get_running_loop()
         deadline = loop.time() + (self.default_timeout if timeout is None else timeout)
         attempt = 0
+        last_error: GrainError | None = None
         while True:
             address = self.router.next_seed() if self.gateway_only else self.router.route(grain)
             remaining = deadline - loop.time()
             if remaining <= 0:
-                raise DeadlineExceededError(f"deadline exceeded calling {grain}.{request.method}")
+                raise _gave_up(f"{grain}.{request.method}", attempt, last_error)
             try:
                 response = await self.pool.invoke(address, request, remaining, self.streamed)
             except GrainError as error:
                 if not (error.retry_safe and isinstance(error, _RETRYABLE)):
                     raise
+                last_error = error
                 attempt += 1
                 reachable = await self._recover(grain, address, attempt, deadline - loop.time())
                 if not reachable and attempt >= _MAX_BLIND_RETRIES:
@@ -232,3 +249,17 @@ class GrainClient:
                 await self.refresh_membership()
             except GrainError:  # pragma: no cover - refresh errors are retried next tick
                 pass
+
+
+def _gave_up(target: str, attempts: int, last_error: GrainError | None) -> DeadlineExceededError:
+    """The deadline passed between attempts. Every attempt so far was refused before it ran
+    (only those are retried), so the call provably did not run: say so, and say why."""
+    if last_error is None:
+        return DeadlineExceededError(f"deadline exceeded calling {target}")
+    error = DeadlineExceededError(
+        f"deadline exceeded calling {target}; the call did not run ({attempts} attempt(s) "
+        f"refused, last: {last_error.kind}: {last_error.message})"
+    )
+    error.retry_safe = True
+    error.__cause__ = last_error
+    return error

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -23,13 +23,20 @@ class SyncGrainRef:
     def __init__(self, client: SyncGrainClient, grain_type: str, key: str) -> None:
         self._client, self.grain_type, self.key = client, grain_type, key
 
-    def call(self, method: str, *args: Any, timeout: float | None = None) -> Any:
-        return self._client.invoke(self.grain_type, self.key, method, args, timeout)
+    def call(
+        self, method: str, /, *args: Any, timeout: float | None = None, **kwargs: Any
+    ) -> Any:
+        """Like GrainRef.call, blocking; ``timeout`` is reserved (see grain_ref)."""
+        return self._client.invoke(self.grain_type, self.key, method, args, timeout, kwargs)
 
     def __getattr__(self, method: str) -> Any:
         if method.startswith("_"):
             raise AttributeError(method)
-        return lambda *args, timeout=None: self.call(method, *args, timeout=timeout)
+
+        def remote(*args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
+            return self.call(method, *args, timeout=timeout, **kwargs)
+
+        return remote
 
 
 class SyncGrainClient:
@@ -55,9 +62,9 @@ class SyncGrainClient:
 
     def invoke(
         self, grain_type: str, key: str, method: str, args: Sequence[Any] = (),
-        timeout: float | None = None,
+        timeout: float | None = None, kwargs: Mapping[str, Any] | None = None,
     ) -> Any:
-        return self._run(self._client.invoke(grain_type, key, method, args, timeout))
+        return self._run(self._client.invoke(grain_type, key, method, args, timeout, kwargs))
 
     def close(self) -> None:
         if self._loop.is_running():

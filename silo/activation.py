@@ -34,6 +34,7 @@ from grainery.client.errors import (
     StorageUnavailableError,
 )
 from grainery.client.routing import GrainId
+from grainery.silo.call import CURRENT_CALL, GrainCall
 from grainery.silo.persistence import GrainStorage
 from grainery.silo.state_codec import EMPTY, decode_state, encode_state
 from grainery.silo.storage import Fence
@@ -132,8 +133,7 @@ class ActivationContext:
 class _Call:
     future: asyncio.Future[Any]
     method: MethodSpec
-    args: list[Any]
-    deadline: float  # loop time
+    call: GrainCall
 
 
 @dataclass(eq=False)
@@ -208,7 +208,7 @@ class Activation:
         if self._pump is None or self._pump.done():
             self._pump = asyncio.create_task(self._drain(), name=f"grain {self.grain_id}")
 
-    def call(self, method: MethodSpec, args: list[Any], deadline: float) -> asyncio.Future[Any]:
+    def call(self, method: MethodSpec, call: GrainCall) -> asyncio.Future[Any]:
         """Queue a call; the returned future resolves with its result."""
         if self.phase is not Phase.ACTIVE:
             raise Redispatch()
@@ -217,7 +217,7 @@ class Activation:
                 f"{self.grain_id} has {self.queued} calls queued (limit {self.max_queue})"
             )
         future: asyncio.Future[Any] = self._loop.create_future()
-        self._enqueue(_Call(future, method, args, deadline))
+        self._enqueue(_Call(future, method, call))
         return future
 
     def deactivate(self, reason: str, unregister: bool = True) -> None:
@@ -237,6 +237,9 @@ class Activation:
 
     async def _drain(self) -> None:
         loop = self._loop
+        # The pump inherited the context of the call that created it: no turn of this grain
+        # may see that caller's call (and its deadline) as its own.
+        CURRENT_CALL.set(None)
         while self._queue:
             item = self._queue.popleft()
             if not self._queue:
@@ -246,7 +249,7 @@ class Activation:
                 continue
             if item.future.done():
                 continue  # the caller gave up while queued: never run it
-            if loop.time() > item.deadline:
+            if loop.time() > item.call.deadline:
                 item.future.set_exception(DeadlineExceededError(
                     f"deadline passed while {self.grain_id}.{item.method.name} was queued; not run"
                 ))
@@ -257,11 +260,12 @@ class Activation:
         assert self.grain is not None and self.context is not None
         self.running = True
         context, failed = self.context, True
+        token = CURRENT_CALL.set(call.call)  # grain-to-grain calls inherit its deadline
         try:
             if context.uncertain:
                 await self._reload_state(call)
             context.write_failed = False
-            result = await call.method.func(self.grain, *call.args)
+            result = await call.method.func(self.grain, *call.call.args, **call.call.kwargs)
             failed = context.write_failed
         except asyncio.CancelledError:
             if not call.future.done():
@@ -274,6 +278,7 @@ class Activation:
             if not call.future.done():
                 call.future.set_result(result)
         finally:
+            CURRENT_CALL.reset(token)
             if failed:
                 self.grain.state = context.last_persisted()
             self.running = False

@@ -20,6 +20,7 @@ from grainery.client.grain_ref import GrainRef
 from grainery.client.routing import GrainId
 from grainery.silo.activation import Activation, ActivationContext, Phase, _Deactivate
 from grainery.silo.cluster.directory import Registration
+from grainery.silo.failures import GRAIN_FAILURES
 from grainery.silo.metrics import SiloMetrics
 from grainery.silo.persistence import GrainDirectory, GrainStorage
 from grainery.silo.registry import GrainType
@@ -90,7 +91,9 @@ class Catalog:
             activation.mark_gone()
             if isinstance(exc, SiloUnavailableError | asyncio.CancelledError):
                 raise
-            log.warning("activation of %s failed: %s: %s", grain, type(exc).__name__, exc)
+            GRAIN_FAILURES.report(
+                grain_type.name, exc, f"activation of {grain} failed: {type(exc).__name__}: {exc}"
+            )
             raise ActivationFailedError(
                 f"activation of {grain} failed: {type(exc).__name__}: {str(exc)[:500]}"
             ) from None

@@ -6,6 +6,16 @@ bad request costs no activation and no storage access. Admission bounds the
 calls in flight. The locator says where the grain lives; a call for a grain on
 another silo is forwarded with ``hops + 1`` and the reply names the host so the
 caller can go straight there next time.
+
+After validation a call is one :class:`~grainery.silo.call.GrainCall` (target,
+decoded arguments, absolute deadline); the wire message is not passed on. Every
+hop honours that deadline: a forwarded call carries the time remaining, and a
+grain-to-grain call made inside a turn never gets more than the turn's caller.
+
+Errors keep their meaning on the way out: a store failure while placing the grain
+(before any grain code ran) is the retry-safe ``placement_unavailable``, and an
+error a grain lets escape from its own grain-to-grain call is ``inner_call``, so the
+caller never mistakes it for a verdict on its own arguments.
 """
 
 from __future__ import annotations
@@ -18,20 +28,32 @@ from typing import Any
 
 from grainery.client._proto.grainery.v1 import grainery_pb2 as pb
 from grainery.client.channels import ChannelPool
-from grainery.client.codec import decode_args, encode_result
+from grainery.client.codec import (
+    check_size,
+    decode_args,
+    decode_kwargs,
+    encode_args,
+    encode_kwargs,
+    encode_result,
+)
 from grainery.client.errors import (
     DeadlineExceededError,
     GrainApplicationError,
     GrainError,
+    InnerCallError,
     InvalidArgumentsError,
     OverloadedError,
+    PlacementUnavailableError,
     SiloUnavailableError,
+    StorageUnavailableError,
     TransportError,
 )
 from grainery.client.routing import GrainId
 from grainery.silo.activation import Activation, Redispatch
+from grainery.silo.call import CURRENT_CALL, GrainCall
 from grainery.silo.cluster.locator import GrainLocator, Placement, Remote
 from grainery.silo.cluster.membership import MembershipService
+from grainery.silo.failures import GRAIN_FAILURES
 from grainery.silo.metrics import SiloMetrics
 from grainery.silo.registry import GrainRegistry, GrainType, MethodSpec
 
@@ -46,6 +68,7 @@ class DispatchLimits:
     max_in_flight: int = 10_000
     max_nesting: int = 64
     max_result_bytes: int = 4 * 1024 * 1024
+    max_argument_bytes: int = 4 * 1024 * 1024  # args_json + kwargs_json
     max_timeout: float = 300.0
 
 
@@ -84,8 +107,9 @@ class Dispatcher:
         self._local_calls = metrics.gateway_calls.labels("local")
 
     async def invoke(self, request: pb.InvokeRequest, timeout: float | None) -> pb.InvokeResponse:
-        """Run (or forward) one call; raises a GrainError on failure."""
-        grain_type, method, args = self._validate(request)
+        """Run (or forward) one call; raises a GrainError on failure. ``timeout``: the
+        seconds the caller will wait (None: the default), capped by ``max_timeout``."""
+        grain_type, method, call = self._validate(request)
         if not self.admitting or not self._membership.serving:
             self._count(grain_type.name, method.name, "unavailable")
             raise SiloUnavailableError(
@@ -98,11 +122,10 @@ class Dispatcher:
                 f"(limit {self.limits.max_in_flight})"
             )
         budget = min(timeout if timeout is not None else 30.0, self.limits.max_timeout)
-        deadline = self._loop.time() + budget
-        grain = GrainId(request.grain_type, request.grain_key)
+        call.deadline = self._loop.time() + budget
         self._enter()
         try:
-            return await self._route(grain, grain_type, method, args, request, deadline)
+            return await self._route(call, grain_type, method)
         finally:
             self._leave()
 
@@ -117,19 +140,25 @@ class Dispatcher:
         if self.in_flight == 0:
             self.idle.set()
 
-    def _validate(self, request: pb.InvokeRequest) -> tuple[GrainType, MethodSpec, list[Any]]:
+    def _validate(self, request: pb.InvokeRequest) -> tuple[GrainType, MethodSpec, GrainCall]:
         try:
             grain_type = self._registry.get(request.grain_type)
             method = grain_type.method(request.method)
             if len(request.grain_key.encode()) > MAX_KEY_BYTES:
                 raise InvalidArgumentsError(f"grain key longer than {MAX_KEY_BYTES} bytes")
+            # A grain-to-grain call on this silo never crossed gRPC's size check.
+            check_size("arguments", len(request.args_json) + len(request.kwargs_json),
+                       self.limits.max_argument_bytes)
             args = decode_args(request.args_json, self.limits.max_nesting)
-            method.check_arity(len(args))
+            kwargs = decode_kwargs(request.kwargs_json, self.limits.max_nesting)
+            method.check_call(len(args), kwargs)
         except GrainError as error:
             known = request.grain_type in self._registry.names()
             self._count(request.grain_type if known else "_unknown", "_invalid", error.kind)
             raise
-        return grain_type, method, args
+        call = GrainCall(request.grain_type, request.grain_key, request.method, args, kwargs,
+                         hops=request.hops)
+        return grain_type, method, call
 
     def _count(self, grain_type: str, method: str, outcome: str) -> None:
         self._metrics.calls.labels(grain_type, method, outcome).inc()
@@ -146,15 +175,11 @@ class Dispatcher:
         return children
 
     async def _route(
-        self,
-        grain: GrainId,
-        grain_type: GrainType,
-        method: MethodSpec,
-        args: list[Any],
-        request: pb.InvokeRequest,
-        deadline: float,
+        self, call: GrainCall, grain_type: GrainType, method: MethodSpec
     ) -> pb.InvokeResponse:
         loop = self._loop
+        grain = GrainId(call.grain_type, call.key)
+        deadline = call.deadline
         while True:
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -162,22 +187,31 @@ class Dispatcher:
                 raise DeadlineExceededError(f"deadline exceeded before {grain} could run")
             placement: Placement | None = self._locator.local(grain)  # hot path: no task/timer
             if placement is None:
+                # The activation the locator may start is shared by every caller and outlives
+                # this one's deadline: its on_activate must not run as part of this call.
+                token = CURRENT_CALL.set(None)
                 try:
-                    placement = await self._locator.resolve(
-                        grain, grain_type, request.hops, deadline
-                    )
+                    placement = await self._locator.resolve(grain, grain_type, call.hops, deadline)
                 except asyncio.TimeoutError:
                     continue
                 except GrainError as error:
+                    if type(error) is StorageUnavailableError:
+                        # Directory lookup/registration (or the state load with it) failed:
+                        # no grain code ran, so say so; the caller may retry.
+                        error = PlacementUnavailableError(
+                            f"could not place {grain}: {error.message}; the call did not run"
+                        )
                     self._count(grain_type.name, method.name, error.kind)
-                    raise
+                    raise error from None
+                finally:
+                    CURRENT_CALL.reset(token)
             if isinstance(placement, Remote):
-                response = await self._forward(placement, request, deadline)
+                response = await self._forward(placement, call, deadline)
                 if response is not None:
                     return response
                 continue
             try:
-                return await self._run_local(placement, method, args, deadline)
+                return await self._run_local(placement, method, call)
             except Redispatch:
                 await self._wait_gone(placement, deadline)
 
@@ -190,20 +224,26 @@ class Dispatcher:
                 pass
 
     async def _run_local(
-        self, activation: Activation, method: MethodSpec, args: list[Any], deadline: float
+        self, activation: Activation, method: MethodSpec, call: GrainCall
     ) -> pb.InvokeResponse:
         grain_type = activation.grain_type.name
         started = time.perf_counter()
-        future = activation.call(method, args, deadline)  # raises Redispatch when going away
+        future = activation.call(method, call)  # raises Redispatch when going away
         self._local_calls.inc()
-        timer = self._loop.call_at(deadline, _expire, future, activation, method)
+        timer = self._loop.call_at(call.deadline, _expire, future, activation, method)
         try:
             result = await future
         except GrainError as error:
+            if error.origin is not None:  # escaped from the grain's own grain-to-grain call
+                error = InnerCallError.wrap(error)
             self._count(grain_type, method.name, error.kind)
-            raise
+            raise error from None
         except Exception as exc:  # noqa: BLE001 - the grain's own failure, reported to its caller
             self._count(grain_type, method.name, "application")
+            GRAIN_FAILURES.report(
+                grain_type, exc, f"{call.grain_type}/{call.key}.{method.name} raised "
+                f"{type(exc).__name__}: {str(exc)[:1000]}",
+            )
             raise GrainApplicationError(
                 f"{type(exc).__name__}: {str(exc)[:1000]}", type(exc).__name__
             ) from None
@@ -239,17 +279,20 @@ class Dispatcher:
         return result_json
 
     async def _forward(
-        self, remote: Remote, request: pb.InvokeRequest, deadline: float
+        self, remote: Remote, call: GrainCall, deadline: float
     ) -> pb.InvokeResponse | None:
-        """Send the call to the silo that owns the grain; None means 'resolve again'."""
-        if request.hops >= MAX_HOPS:
+        """Send the call to the silo that owns the grain, with the time it has left; None
+        means 'resolve again'."""
+        if call.hops >= MAX_HOPS:
             raise SiloUnavailableError(
-                f"{request.grain_type}/{request.grain_key} is moving between silos; retry"
+                f"{call.grain_type}/{call.key} is moving between silos; retry"
             )
         remaining = deadline - self._loop.time()
-        forwarded = pb.InvokeRequest()
-        forwarded.CopyFrom(request)
-        forwarded.hops = request.hops + 1
+        forwarded = pb.InvokeRequest(
+            grain_type=call.grain_type, grain_key=call.key, method=call.method,
+            args_json=encode_args(call.args), kwargs_json=encode_kwargs(call.kwargs),
+            hops=call.hops + 1,
+        )
         self._metrics.gateway_calls.labels("forwarded").inc()
         try:
             return await self._peers.invoke(

@@ -4,19 +4,41 @@
 client. It routes exactly like an external client (same ring, same location
 cache) but follows the silo's own membership view instead of polling, and a
 call for a grain that routes to this silo skips the network entirely.
+
+Two things differ from an external client, both because the call is made on
+behalf of a running call: it never waits longer than that call has left
+(``min(timeout, remaining)``, on every hop: local, forwarded, call stream), and
+an error it raises is marked with the inner call's target (``GrainError.origin``)
+so that, if the grain lets it escape, the dispatcher reports it as ``inner_call``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
+import asyncio
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 from grainery.client._proto.grainery.v1 import grainery_pb2 as pb
 from grainery.client.channels import ClientSecurity
+from grainery.client.errors import DeadlineExceededError, GrainError, build_error
 from grainery.client.grain_client import GrainClient
 from grainery.client.routing import GrainId, MembershipSnapshot
+from grainery.silo.call import current_call
 
 LocalInvoke = Callable[[pb.InvokeRequest, float | None], Coroutine[Any, Any, pb.InvokeResponse]]
+
+
+def inner_error(error: GrainError, target: str) -> GrainError:
+    """A copy of ``error`` marked as raised by the grain-to-grain call ``target``; the copy
+    keeps the class, so grain code can still catch, e.g., DeadlineExceededError."""
+    marked = build_error(
+        error.code, error.message, error.kind, error.retry_safe,
+        getattr(error, "error_type", ""),
+    )
+    if type(marked) is not type(error):  # an error class the table cannot rebuild
+        marked = error
+    marked.origin = target
+    return marked
 
 
 class SiloGrainClient(GrainClient):
@@ -43,10 +65,37 @@ class SiloGrainClient(GrainClient):
         self.router.update(await self._refresh())
         return True
 
+    async def invoke(
+        self,
+        grain_type: str,
+        key: str,
+        method: str,
+        args: Sequence[Any] = (),
+        timeout: float | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+    ) -> Any:
+        """As GrainClient.invoke; every GrainError it raises (including refusals before
+        sending, e.g. arguments too large) is marked as the inner call's."""
+        try:
+            return await super().invoke(grain_type, key, method, args, timeout, kwargs)
+        except GrainError as error:
+            if error.origin is not None:
+                raise
+            raise inner_error(error, f"{grain_type}/{key}.{method}") from None
+
     async def invoke_request(
         self, grain: GrainId, request: pb.InvokeRequest, timeout: float | None
     ) -> pb.InvokeResponse:
+        target = f"{grain}.{request.method}"
+        budget = self.default_timeout if timeout is None else timeout
+        caller = current_call()
+        if caller is not None:
+            remaining = caller.remaining(asyncio.get_running_loop())
+            if remaining <= 0:
+                raise inner_error(DeadlineExceededError(
+                    f"deadline of {caller.target} passed before calling {target}"
+                ), target)
+            budget = min(budget, remaining)
         if self.router.route(grain) == self._own_address:
-            return await self._local_invoke(request, self.default_timeout if timeout is None
-                                            else timeout)
-        return await super().invoke_request(grain, request, timeout)
+            return await self._local_invoke(request, budget)
+        return await super().invoke_request(grain, request, budget)

@@ -6,12 +6,18 @@ the grain class or one of its bases other than :class:`Grain` and ``object`` (so
 methods of mixin classes count), and it is not one of
 ``Grain``'s own names. Nothing else (dunders, private methods, attributes,
 ``Grain``'s hooks) is reachable.
+
+Registration logs what it found (INFO) and warns about public functions it had to
+skip (a plain ``def``, an async generator), naming class and method: a method a user
+meant to expose but wrote as ``def`` otherwise fails only at call time, with
+``unknown_method``.
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
+import logging
 import os
 import sys
 from collections.abc import Callable, Coroutine, Iterable
@@ -21,6 +27,8 @@ from typing import Any
 
 from grainery.client.errors import InvalidArgumentsError, UnknownGrainTypeError, UnknownMethodError
 from grainery.silo.grain import RESERVED_NAMES, Grain
+
+log = logging.getLogger("grainery.registry")
 
 MAX_TYPE_NAME = 256
 
@@ -33,6 +41,35 @@ class MethodSpec:
     func: GrainMethod
     min_args: int
     max_args: int | None  # None: accepts *args
+    keywords: frozenset[str] = frozenset()  # parameter names that may be given by keyword
+    required_keywords: frozenset[str] = frozenset()  # keyword-only, no default
+    any_keyword: bool = False  # accepts **kwargs
+    signature: inspect.Signature | None = None
+
+    def check_call(self, count: int, kwargs: dict[str, Any]) -> None:
+        """Refuse, with a clear message, any call the signature would refuse with TypeError.
+        Calls without keywords (the common case) skip ``Signature.bind``."""
+        if not kwargs:
+            self.check_arity(count)
+            if self.required_keywords:
+                names = ", ".join(sorted(self.required_keywords))
+                raise InvalidArgumentsError(
+                    f"{self.name}() is missing required keyword argument(s): {names}"
+                )
+            return
+        if not self.any_keyword:
+            for name in kwargs:
+                if name not in self.keywords:
+                    accepted = ", ".join(sorted(self.keywords)) or "none"
+                    raise InvalidArgumentsError(
+                        f"{self.name}() got an unexpected keyword argument {name[:100]!r} "
+                        f"(keyword arguments it accepts: {accepted})"
+                    )
+        if self.signature is not None:
+            try:
+                self.signature.bind(None, *([None] * count), **kwargs)
+            except TypeError as exc:
+                raise InvalidArgumentsError(f"{self.name}(): {exc}") from None
 
     def check_arity(self, count: int) -> None:
         if count < self.min_args or (self.max_args is not None and count > self.max_args):
@@ -59,18 +96,26 @@ class GrainType:
         return spec
 
 
-def _method_spec(name: str, func: GrainMethod) -> MethodSpec | None:
+def _method_spec(name: str, func: GrainMethod) -> MethodSpec:
     signature = inspect.signature(func)
     params = list(signature.parameters.values())[1:]  # drop self
     positional = [
         p for p in params
         if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
     ]
-    if any(p.kind is p.KEYWORD_ONLY and p.default is p.empty for p in params):
-        return None  # cannot be called with positional arguments only
     required = sum(1 for p in positional if p.default is p.empty)
     variadic = any(p.kind is p.VAR_POSITIONAL for p in params)
-    return MethodSpec(name, func, required, None if variadic else len(positional))
+    keywords = frozenset(
+        p.name for p in params
+        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    )
+    required_keywords = frozenset(
+        p.name for p in params if p.kind is p.KEYWORD_ONLY and p.default is p.empty
+    )
+    return MethodSpec(
+        name, func, required, None if variadic else len(positional), keywords,
+        required_keywords, any(p.kind is p.VAR_KEYWORD for p in params), signature,
+    )
 
 
 _BASE_MRO = frozenset(Grain.__mro__)
@@ -78,20 +123,29 @@ _BASE_MRO = frozenset(Grain.__mro__)
 
 def callable_methods(cls: type[Grain]) -> dict[str, MethodSpec]:
     """The remote-callable methods of a grain class (see module docstring)."""
+    return scan_methods(cls)[0]
+
+
+def scan_methods(cls: type[Grain]) -> tuple[dict[str, MethodSpec], dict[str, str]]:
+    """The callable methods, and the public functions skipped with the reason (by name)."""
     table: dict[str, MethodSpec] = {}
+    skipped: dict[str, str] = {}
     for klass in reversed(cls.__mro__):
         if klass in _BASE_MRO:
             continue  # Grain itself and what it inherits; mixins of the grain class count
         for name, value in vars(klass).items():
             if name.startswith("_") or name in RESERVED_NAMES:
                 continue
+            skipped.pop(name, None)
             if not inspect.iscoroutinefunction(value):
                 table.pop(name, None)  # a subclass may shadow an async method with a non-method
+                if inspect.isasyncgenfunction(value):
+                    skipped[name] = f"{klass.__qualname__}.{name} is an async generator"
+                elif inspect.isfunction(value):
+                    skipped[name] = f"{klass.__qualname__}.{name} is a plain def, not async def"
                 continue
-            spec = _method_spec(name, value)
-            if spec is not None:
-                table[name] = spec
-    return table
+            table[name] = _method_spec(name, value)
+    return table, skipped
 
 
 class GrainRegistry:
@@ -105,13 +159,25 @@ class GrainRegistry:
         if not name or len(name) > MAX_TYPE_NAME:
             raise ValueError(f"invalid grain type name {name!r} on {cls.__qualname__}")
         existing = self._types.get(name)
-        if existing is not None and existing.cls is not cls:
+        if existing is not None and existing.cls is cls:
+            return existing
+        if existing is not None:
             raise ValueError(
                 f"grain type {name!r} is defined twice: {existing.cls.__module__}."
                 f"{existing.cls.__qualname__} and {cls.__module__}.{cls.__qualname__}"
             )
-        grain_type = GrainType(name, cls, callable_methods(cls), cls.idle_timeout)
+        methods, skipped = scan_methods(cls)
+        grain_type = GrainType(name, cls, methods, cls.idle_timeout)
         self._types[name] = grain_type
+        log.info(
+            "registered grain type %s (%s.%s): methods %s", name, cls.__module__,
+            cls.__qualname__, ", ".join(sorted(methods)) or "(none)",
+        )
+        for reason in skipped.values():
+            log.warning(
+                "grain type %s: skipped public method %s; it is not callable "
+                "(make it `async def`, or prefix it with _ to silence this)", name, reason,
+            )
         return grain_type
 
     def register_module(self, module: ModuleType) -> list[GrainType]:

@@ -2,7 +2,9 @@
 
 The servicers translate between the wire and the runtime and nothing more:
 every GrainError becomes its documented status code plus trailing metadata
-naming the error kind; anything unexpected becomes INTERNAL with no detail.
+naming the error kind; anything unexpected becomes INTERNAL with no detail but
+the kind ``internal``, so a client can tell the silo's own failure from an INTERNAL
+that gRPC reports when a connection breaks (no kind: a transport error).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ async def abort_with(context: grpc.aio.ServicerContext, error: GrainError) -> No
 
 async def abort_internal(context: grpc.aio.ServicerContext, where: str) -> NoReturn:
     log.exception("internal error in %s", where)
+    context.set_trailing_metadata(error_metadata(GrainError("internal error")))
     await context.abort(grpc.StatusCode.INTERNAL, "internal error")
     raise AssertionError("unreachable")
 
@@ -120,6 +123,7 @@ class StreamSession:
             log.exception("internal error in InvokeStream")
             result.status_code = grpc.StatusCode.INTERNAL.value[0]
             result.status_message = "internal error"
+            result.error_kind = GrainError.kind
         self._ready.append(result)
         self._wake.set()
 

@@ -159,7 +159,6 @@ NOT_CALLABLE = [
     ("on_deactivate", "Recorder", "on_deactivate", '["idle"]'),
     ("get_grain", "Relay", "get_grain", '["Recorder", "x"]'),
     ("deactivate_on_idle", "Recorder", "deactivate_on_idle", "[]"),
-    ("kw-only-required", "Boom", "kw_only", "[]"),
     ("empty-method", "Recorder", "", "[]"),
 ]
 
@@ -171,6 +170,8 @@ BAD_ARGUMENTS = [
     ("too-many", "Recorder", "add", "[1, 2]", "add() takes 1"),
     ("too-deep", "Boom", "echo", nested(65), "deeper than 64"),
     ("long-key", "Recorder", "add", "[1]", "key longer than"),
+    # Callable since keyword arguments exist (kwargs_json), but not without its keyword.
+    ("kw-only-missing", "Boom", "kw_only", "[]", "missing required keyword argument"),
 ]
 
 # A call that must work on the same grain afterwards: (method, args_json, expected result).

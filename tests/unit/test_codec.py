@@ -7,12 +7,14 @@ import pytest
 from grainery.client.codec import (
     DEFAULT_MAX_NESTING,
     decode_args,
+    decode_kwargs,
     decode_result,
     encode_args,
+    encode_kwargs,
     encode_result,
     nesting_depth,
 )
-from grainery.client.errors import InvalidArgumentsError
+from grainery.client.errors import InvalidArgumentsError, TooLargeError
 
 
 def nested_lists(depth: int) -> str:
@@ -119,3 +121,35 @@ def test_unserialisable_result_raises_type_error() -> None:
     # The dispatcher relies on TypeError to report an unserialisable result to the caller.
     with pytest.raises(TypeError):
         encode_result({1, 2, 3})
+
+
+def test_keyword_arguments_round_trip_as_a_json_object() -> None:
+    kwargs = {"by": 2, "label": "é", "nested": {"a": [1]}}
+    assert decode_kwargs(encode_kwargs(kwargs)) == kwargs
+    assert encode_kwargs({}) == ""
+    assert decode_kwargs("") == {}
+
+
+@pytest.mark.parametrize("text", ["[1]", "3", '"x"', "null"])
+def test_kwargs_json_must_be_an_object(text: str) -> None:
+    with pytest.raises(InvalidArgumentsError, match="JSON object"):
+        decode_kwargs(text)
+
+
+def test_kwargs_json_is_bounded_like_args() -> None:
+    with pytest.raises(InvalidArgumentsError, match="not valid JSON"):
+        decode_kwargs("{")
+    deep = '{"a": ' + "[" * DEFAULT_MAX_NESTING + "]" * DEFAULT_MAX_NESTING + "}"
+    with pytest.raises(InvalidArgumentsError, match="deeper than"):
+        decode_kwargs(deep)
+    with pytest.raises(InvalidArgumentsError, match="not JSON-serialisable"):
+        encode_kwargs({"when": object()})
+
+
+def test_oversized_arguments_are_too_large_before_sending() -> None:
+    assert encode_args(["x" * 10], max_bytes=100) == '["xxxxxxxxxx"]'
+    with pytest.raises(TooLargeError, match="over the limit of 100") as caught:
+        encode_args(["x" * 200], max_bytes=100)
+    assert caught.value.kind == "too_large"
+    with pytest.raises(TooLargeError):
+        encode_kwargs({"blob": "é" * 60}, max_bytes=100)  # counted in bytes, not characters

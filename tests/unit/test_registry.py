@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import types
 from typing import Any
 
@@ -122,9 +123,9 @@ def test_signature_shapes_and_arity() -> None:
         "only_star": (0, None),
         "positional_only": (2, 2),
         "kw_optional": (1, 1),
+        "kw_required": (1, 1),  # callable now: its keyword comes in kwargs_json
         "kwargs": (1, 1),
     }
-    assert "kw_required" not in table  # cannot be called with positional arguments alone
 
 
 def test_private_dunder_sync_attributes_and_grain_names_are_not_callable() -> None:
@@ -149,7 +150,7 @@ def test_probe_tables() -> None:
     assert set(callable_methods(probes.Guarded)) == {"ok"}
     assert set(callable_methods(probes.GuardedChild)) == {"ok", "child"}
     boom = callable_methods(probes.Boom)
-    assert set(boom) == {"explode", "unserialisable", "big", "echo"}
+    assert set(boom) == {"explode", "unserialisable", "big", "echo", "kw_only"}
     assert arity(boom["echo"]) == (0, None)
     assert set(callable_methods(probes.Recorder)) == {"ping", "add", "get"}
     assert arity(callable_methods(probes.Turns)["track"]) == (1, 2)
@@ -260,3 +261,97 @@ def test_methods_of_a_mixin_are_callable() -> None:
             return 1
 
     assert set(callable_methods(Host)) == {"greet", "own"}
+
+
+# ----- keyword arguments (item 5) -----------------------------------------
+def test_keyword_arguments_are_checked_against_the_signature() -> None:
+    table = callable_methods(Shapes)
+    table["kw_required"].check_call(1, {"flag": True})
+    table["kw_optional"].check_call(1, {"flag": True})
+    table["one"].check_call(0, {"a": 1})  # a positional-or-keyword parameter, by name
+    table["kwargs"].check_call(1, {"anything": 1, "else": 2})
+    table["defaults"].check_call(1, {"c": 5})
+    with pytest.raises(InvalidArgumentsError,
+                       match=r"kw_required\(\) is missing required keyword argument\(s\): flag"):
+        table["kw_required"].check_call(1, {})
+    with pytest.raises(InvalidArgumentsError,
+                       match=r"one\(\) got an unexpected keyword argument 'b' "
+                             r"\(keyword arguments it accepts: a\)"):
+        table["one"].check_call(1, {"b": 2})
+    with pytest.raises(InvalidArgumentsError, match="accepts: none"):
+        table["none"].check_call(0, {"x": 1})
+    with pytest.raises(InvalidArgumentsError, match="multiple values for argument 'a'"):
+        table["one"].check_call(1, {"a": 2})
+    with pytest.raises(InvalidArgumentsError, match="unexpected keyword argument 'a'"):
+        table["positional_only"].check_call(1, {"a": 1, "b": 2})
+    with pytest.raises(InvalidArgumentsError, match="missing a required argument: 'a'"):
+        table["kw_required"].check_call(0, {"flag": True})
+    with pytest.raises(InvalidArgumentsError, match="multiple values for argument 'self'"):
+        table["kwargs"].check_call(1, {"self": 1})
+
+
+class Sloppy(Grain):
+    """Public methods the registry cannot expose: it must say so."""
+
+    async def fine(self) -> None: ...
+
+    def forgot_async(self) -> None: ...
+
+    async def streams(self) -> Any:
+        yield 1
+
+    def _helper(self) -> None: ...
+
+    limit = 3
+
+
+def test_registration_logs_methods_and_warns_about_skipped_ones(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.INFO, logger="grainery.registry"):
+        GrainRegistry().register(Sloppy)
+    infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    warnings = sorted(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert any("registered grain type Sloppy" in m and "methods fine" in m for m in infos)
+    assert len(warnings) == 2, warnings
+    assert "Sloppy.forgot_async is a plain def" in warnings[0]
+    assert "Sloppy.streams is an async generator" in warnings[1]
+    assert not any("_helper" in m or "limit" in m for m in warnings)
+
+
+def test_no_warning_when_a_subclass_makes_the_method_async(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Fixed(Sloppy):
+        async def forgot_async(self) -> None:  # type: ignore[override]
+            ...
+
+    with caplog.at_level(logging.WARNING, logger="grainery.registry"):
+        GrainRegistry().register(Fixed)
+    messages = [r.getMessage() for r in caplog.records]
+    assert not any("forgot_async" in m for m in messages), messages
+
+
+def test_any_keyword_arguments_from_the_wire_get_a_clear_error_or_bind() -> None:
+    """Whatever names and values kwargs_json carries, checking them either passes (and the
+    call then binds exactly as checked) or raises InvalidArgumentsError, never TypeError."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    table = callable_methods(Shapes)
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.sampled_from(sorted(table)), st.integers(0, 4),
+           st.dictionaries(st.sampled_from(["a", "b", "c", "flag", "extra", "self", "", "1x",
+                                            "rest"]) | st.text(max_size=5),
+                           st.integers(), max_size=4))
+    def check(name: str, count: int, kwargs: dict[str, Any]) -> None:
+        spec = table[name]
+        try:
+            spec.check_call(count, kwargs)
+        except InvalidArgumentsError:
+            return
+        assert spec.signature is not None
+        spec.signature.bind(None, *([0] * count), **kwargs)  # no TypeError once accepted
+
+    check()

@@ -12,6 +12,7 @@ import pytest
 from grainery.client.errors import ActivationFailedError, StorageUnavailableError
 from grainery.client.routing import GrainId
 from grainery.silo.activation import Activation
+from grainery.silo.call import GrainCall
 from grainery.silo.catalog import Catalog
 from grainery.silo.grain import Grain
 from grainery.silo.memory_store import MemoryGrainDirectory, MemoryGrainStorage, MemoryStore
@@ -69,7 +70,11 @@ async def ledger() -> tuple[Activation, FlakyStorage]:
 
 async def call(activation: Activation, method: str, *args: Any) -> Any:
     spec = activation.grain_type.method(method)
-    return await activation.call(spec, list(args), asyncio.get_running_loop().time() + 5)
+    deadline = asyncio.get_running_loop().time() + 5
+    grain = activation.grain_id
+    return await activation.call(
+        spec, GrainCall(grain.grain_type, grain.key, method, list(args), deadline=deadline)
+    )
 
 
 async def test_a_turn_that_raises_restores_the_persisted_state(
