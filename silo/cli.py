@@ -167,11 +167,16 @@ async def run_silo(config: SiloConfig) -> int:
         return 2
     except (RedisError, OSError, RuntimeError, ValueError, ImportError) as exc:
         await silo.abort()
-        where = ""
+        where, hint = "", "grainery silo --help lists every option"
         if isinstance(exc, RedisError):
-            where = f" (state store {redact(config.redis) if config.redis else 'embedded'})"
+            store = redact(config.redis) if config.redis else (config.join or "embedded")
+            where = f" (state store {store})"
+            hint = "check that this store is running and reachable, and its URL (--redis/--join)"
+        elif isinstance(exc, OSError):
+            hint = "check the ports and files this names (--port, --metrics-port, --tls-*)"
         message = " ".join(f"{type(exc).__name__}: {redact(str(exc))}{where}".split())
-        print(f"grainery: error: silo could not start: {message}", file=sys.stderr)
+        print(f"grainery: error: silo could not start: {message} (hint: {hint})",
+              file=sys.stderr)
         return 2
     # Start-up objects (modules, the registry, the server) never die: keep them out of the
     # collector's scans, and collect young objects less often, since a silo holding many
@@ -304,7 +309,8 @@ def _main(argv: Sequence[str] | None) -> int:
     except (ValueError, OSError, RuntimeError, ImportError) as exc:
         if isinstance(exc, BrokenPipeError):
             raise
-        print(f"grainery: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        hint = " (hint: grainery silo --help)" if options.command == "silo" else ""
+        print(f"grainery: error: {' '.join(str(exc).split())}{hint}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

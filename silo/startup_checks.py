@@ -101,10 +101,15 @@ def check_store(config: SiloConfig) -> None:
 
 
 def check_port(config: SiloConfig) -> None:
-    """The gRPC port is free. Checked before gRPC binds, since gRPC's C core logs a failed
-    bind to stderr itself (several lines, whatever Python does with the error)."""
+    """The gRPC and metrics ports are free. Checked before gRPC binds, since gRPC's C core
+    logs a failed bind to stderr itself (several lines, whatever Python does with the error)."""
     if config.port and not port_is_free(config.host, config.port):
         raise StartupError(
             f"port {config.host}:{config.port} is in use (another silo?)",
             "pick another with --port PORT (0 = any free port)",
+        )
+    if config.metrics_port and not port_is_free(config.metrics_host, config.metrics_port):
+        raise StartupError(
+            f"metrics port {config.metrics_host}:{config.metrics_port} is in use",
+            "pick another with --metrics-port PORT",
         )

@@ -196,3 +196,32 @@ def test_status_into_a_closed_pipe_exits_quietly(tmp_path: Path, silos: list[Sil
     os.close(write_end)
     assert result.stderr == "", result.stderr
     assert result.returncode == 128 + signal.SIGPIPE
+
+
+def test_metrics_port_in_use_is_one_line(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        line = refused(silo_argv("--port", str(free_port()), "--metrics-port", str(port),
+                                 "--redis", "redis://127.0.0.1:1/0"))
+    assert f"metrics port 127.0.0.1:{port} is in use" in line, line
+
+
+def test_unreachable_store_is_one_line(tmp_path: Path) -> None:
+    line = refused(silo_argv("--port", str(free_port()), "--redis",
+                             f"redis://127.0.0.1:{free_port()}/0"))
+    assert "state store redis://127.0.0.1:" in line and "--redis" in line, line
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["--tls-cert", "cert.pem"], "--tls-cert and --tls-key go together"),
+    (["--redis", "redis://127.0.0.1:1/0", "--join", "data"], "--redis and --join"),
+])
+def test_invalid_settings_are_one_line(args: list[str], expected: str) -> None:
+    assert expected in refused(silo_argv(*args))
+
+
+def test_invalid_environment_value_is_one_line() -> None:
+    env = {**clean_env(), "GRAINERY_STORE_PORT": "soon"}
+    assert "GRAINERY_STORE_PORT='soon'" in refused(silo_argv(), env=env)
