@@ -225,3 +225,32 @@ def test_invalid_settings_are_one_line(args: list[str], expected: str) -> None:
 def test_invalid_environment_value_is_one_line() -> None:
     env = {**clean_env(), "GRAINERY_STORE_PORT": "soon"}
     assert "GRAINERY_STORE_PORT='soon'" in refused(silo_argv(), env=env)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def test_a_lingering_store_keeps_its_data_dir_locked(tmp_path: Path, silos: list[Silo]) -> None:
+    """The valkey child shares the lock: while it outlives its silo (still able to write the
+    AOF), no new store may start on that directory."""
+    from grainery.silo.embedded_store import check_data_dir_free
+
+    first, data, url = embedded(tmp_path, silos)
+    assert add(first.address, "l", 7) == 7
+    (valkey,) = _children(first.process.pid)
+    os.kill(valkey, signal.SIGSTOP)  # the death signal stays pending: valkey lingers
+    try:
+        first.process.kill()
+        first.process.wait(10)
+        line = refused(silo_argv("--port", str(free_port()), "--data-dir", str(data),
+                                 "--store-port", "0"))
+        assert f"--redis {url}" in line, line
+    finally:
+        os.kill(valkey, signal.SIGCONT)  # now it receives its SIGTERM and exits
+    eventually_sync(lambda: check_data_dir_free(data) is None, 15, "the lock released")
+    again, _, _ = embedded(tmp_path, silos, "again")
+    assert add(again.address, "l", 1) == 8
