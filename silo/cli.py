@@ -28,12 +28,11 @@ DEFAULT_TARGET = "127.0.0.1:7070"
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows each option's default, except for options that have none (or a plain switch)."""
+    """Shows each option's default, except for options that have none (or a plain switch)
+    and secrets: a default read from GRAINERY_TOKEN must not be printed by ``--help``."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default in (None, False, argparse.SUPPRESS) or isinstance(
-            action, argparse._VersionAction  # noqa: SLF001 - argparse has no public name for it
-        ):
+        if action.default in (None, False, argparse.SUPPRESS) or action.dest == "token":
             return action.help
         return super()._get_help_string(action)
 

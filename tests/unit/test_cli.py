@@ -66,3 +66,10 @@ def test_store_port_and_join(monkeypatch: pytest.MonkeyPatch) -> None:
         SiloConfig(grains=("m",), redis="redis://x:6379/0", join="/data")
     with pytest.raises(ValueError, match="--store-port"):
         SiloConfig(grains=("m",), store_port=70000)
+
+
+def test_help_never_prints_the_token(capsys: pytest.CaptureFixture[str],
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GRAINERY_TOKEN", "s3cretTokenValue")
+    assert build_parser().parse_args(["status"]).token == "s3cretTokenValue"
+    assert "s3cretTokenValue" not in help_text(capsys, "status")
