@@ -22,22 +22,45 @@ from grainery.client.errors import GrainError, from_rpc_error
 from grainery.client.grain_client import GrainClient, snapshot_from_proto
 from grainery.client.routing import PlacementRing
 from grainery.silo.config import SILO_OPTIONS, SiloConfig, env_defaults
+from grainery.silo.startup_error import StartupError
 
 DEFAULT_TARGET = "127.0.0.1:7070"
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, except for options that have none (or a plain switch)
+    and secrets: a default read from GRAINERY_TOKEN must not be printed by ``--help``."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False, argparse.SUPPRESS) or action.dest == "token":
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("grainery")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown"
+
+
 def _add_client_options(parser: argparse.ArgumentParser) -> None:
+    # The CLI's own variables: GRAINERY_TLS_CA is the *silo's* CA for other silos, so the
+    # CLI's CA (which verifies the silo it calls) is GRAINERY_CLIENT_CA, like CLIENT_CERT/KEY.
     env = os.environ.get
     parser.add_argument("--target", default=env("GRAINERY_TARGET", DEFAULT_TARGET),
                         help="silo address host:port (env GRAINERY_TARGET)")
     parser.add_argument("--timeout", type=float, default=30.0, help="deadline in seconds")
-    parser.add_argument("--tls-ca", default=env("GRAINERY_TLS_CA"),
-                        help="PEM CA to verify the silo (enables TLS)")
+    parser.add_argument("--tls-ca", default=env("GRAINERY_CLIENT_CA"),
+                        help="PEM CA to verify the silo; enables TLS (env GRAINERY_CLIENT_CA)")
     parser.add_argument("--tls-cert", default=env("GRAINERY_CLIENT_CERT"),
-                        help="PEM client certificate (mutual TLS)")
+                        help="PEM client certificate, mutual TLS (env GRAINERY_CLIENT_CERT)")
     parser.add_argument("--tls-key", default=env("GRAINERY_CLIENT_KEY"),
-                        help="PEM client key (mutual TLS)")
-    parser.add_argument("--token", default=env("GRAINERY_TOKEN"), help="bearer token")
+                        help="PEM client key, mutual TLS (env GRAINERY_CLIENT_KEY)")
+    parser.add_argument("--token", default=env("GRAINERY_TOKEN"),
+                        help="bearer token (env GRAINERY_TOKEN)")
 
 
 def _security(options: argparse.Namespace) -> ClientSecurity:
@@ -46,30 +69,39 @@ def _security(options: argparse.Namespace) -> ClientSecurity:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="grainery", description="Grainery virtual actors")
+    parser = argparse.ArgumentParser(prog="grainery", description="Grainery virtual actors",
+                                     formatter_class=_HelpFormatter)
+    parser.add_argument("--version", action="version", version=f"grainery {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    silo = commands.add_parser("silo", help="run a silo")
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help_text, description=help_text,
+                                   formatter_class=_HelpFormatter)
+
+    silo = command("silo", "run a silo")
     for option in SILO_OPTIONS:
-        kwargs: dict[str, Any] = {"help": f"{option.help} (env {option.env})"}
+        # The parser's own default stays None (so a flag beats its env var, which beats the
+        # default); the help shows the real default.
+        default = "" if option.default is None else f"; default: {option.default}"
+        kwargs: dict[str, Any] = {"help": f"{option.help} (env {option.env}{default})"}
         if option.repeat:
             kwargs["action"] = "append"
         else:
             kwargs["type"] = option.type
         silo.add_argument(option.flag, **kwargs)
 
-    call = commands.add_parser("call", help="call a grain method; prints the JSON result")
+    call = command("call", "call a grain method; prints the JSON result")
     _add_client_options(call)
     call.add_argument("grain_type")
     call.add_argument("key")
     call.add_argument("method")
     call.add_argument("args_json", nargs="?", default="[]", help="JSON array of arguments")
 
-    status = commands.add_parser("status", help="members, ring share, activations per silo")
+    status = command("status", "members, ring share, activations per silo")
     _add_client_options(status)
     status.add_argument("--json", action="store_true", help="machine-readable output")
 
-    health = commands.add_parser("health", help="exit 0 when the silo is SERVING")
+    health = command("health", "exit 0 when the silo is SERVING")
     _add_client_options(health)
     return parser
 
@@ -106,14 +138,21 @@ async def run_silo(config: SiloConfig) -> int:
     from redis.exceptions import RedisError
 
     from grainery.silo.logs import configure_logging, redact
+    from grainery.silo.registry import GrainRegistry
     from grainery.silo.runtime import Silo
+    from grainery.silo.startup_checks import check_port, check_store, load_grains
 
-    configure_logging(config.log_format, config.log_level)
     try:
-        import uvloop  # noqa: F401 - only checks availability; the policy is set in main()
-    except ImportError:
-        pass
-    silo = Silo(config)
+        # Before logging and before anything binds: a refused start is one line on stderr.
+        check_store(config)
+        check_port(config)
+        configure_logging(config.log_format, config.log_level)
+        registry = GrainRegistry()
+        load_grains(config, registry)
+    except StartupError as exc:
+        print(f"grainery: error: {exc.one_line()}", file=sys.stderr)
+        return 2
+    silo = Silo(config, registry)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -121,13 +160,22 @@ async def run_silo(config: SiloConfig) -> int:
     loop.add_signal_handler(signal.SIGUSR1, dump_tasks)
     try:
         await silo.start()
+    except StartupError as exc:
+        await silo.abort()
+        print(f"grainery: error: {exc.one_line()}", file=sys.stderr)
+        return 2
     except (RedisError, OSError, RuntimeError, ValueError, ImportError) as exc:
         await silo.abort()
-        where = ""
+        where, hint = "", "grainery silo --help lists every option"
         if isinstance(exc, RedisError):
-            where = f" (state store {redact(config.redis) if config.redis else 'embedded'})"
-        print(f"grainery: error: silo could not start: {type(exc).__name__}: "
-              f"{redact(str(exc))}{where}", file=sys.stderr)
+            store = redact(config.redis) if config.redis else (config.join or "embedded")
+            where = f" (state store {store})"
+            hint = "check that this store is running and reachable, and its URL (--redis/--join)"
+        elif isinstance(exc, OSError):
+            hint = "check the ports and files this names (--port, --metrics-port, --tls-*)"
+        message = " ".join(f"{type(exc).__name__}: {redact(str(exc))}{where}".split())
+        print(f"grainery: error: silo could not start: {message} (hint: {hint})",
+              file=sys.stderr)
         return 2
     # Start-up objects (modules, the registry, the server) never die: keep them out of the
     # collector's scans, and collect young objects less often, since a silo holding many
@@ -219,6 +267,21 @@ async def run_health(options: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # a closed pipe fails here, not in the interpreter's exit
+        return code
+    except BrokenPipeError:
+        # `grainery status | head -1`: the reader left. Exit quietly, as a tool killed by
+        # SIGPIPE would, and point stdout at /dev/null so the interpreter's final flush
+        # does not print a second BrokenPipeError.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 128 + signal.SIGPIPE
+
+
+def _main(argv: Sequence[str] | None) -> int:
     options = build_parser().parse_args(argv)
     try:
         import uvloop
@@ -239,8 +302,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         converted = from_rpc_error(exc)
         print(f"grainery: {converted.code.name}: {converted.message}", file=sys.stderr)
         return 1
+    except StartupError as exc:
+        print(f"grainery: error: {exc.one_line()}", file=sys.stderr)
+        return 2
     except (ValueError, OSError, RuntimeError, ImportError) as exc:
-        print(f"grainery: error: {exc}", file=sys.stderr)
+        if isinstance(exc, BrokenPipeError):
+            raise
+        hint = " (hint: grainery silo --help)" if options.command == "silo" else ""
+        print(f"grainery: error: {' '.join(str(exc).split())}{hint}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

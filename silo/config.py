@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from grainery.silo.cluster.membership import MembershipTiming
+from grainery.silo.embedded_store import DEFAULT_STORE_PORT
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,8 @@ SILO_OPTIONS: tuple[Option, ...] = (
     Option("--host", "GRAINERY_HOST", "interface to bind", default="127.0.0.1"),
     Option("--port", "GRAINERY_PORT", "gRPC port (0 = any free port)", int, 7070),
     Option("--redis", "GRAINERY_REDIS_URL", "Redis URL; unset = start the embedded store"),
+    Option("--join", "GRAINERY_JOIN", "use the embedded store running on this data directory "
+           "(reads DATA_DIR/store.url) instead of --redis"),
     Option("--redis-ca", "GRAINERY_REDIS_CA", "PEM CA that verifies a rediss:// server "
            "(default: the system's CAs)"),
     Option("--cluster", "GRAINERY_CLUSTER", "cluster name (isolates clusters)", default="default"),
@@ -42,6 +45,8 @@ SILO_OPTIONS: tuple[Option, ...] = (
            default="127.0.0.1"),
     Option("--data-dir", "GRAINERY_DATA_DIR", "embedded store data directory",
            default=".grainery-data"),
+    Option("--store-port", "GRAINERY_STORE_PORT", "embedded store port on 127.0.0.1 "
+           "(0 = any free port)", int, DEFAULT_STORE_PORT),
     Option("--heartbeat-interval", "GRAINERY_HEARTBEAT_INTERVAL", "membership heartbeat "
            "seconds", float, 1.0),
     Option("--lease-duration", "GRAINERY_LEASE_DURATION", "membership lease seconds", float, 4.0),
@@ -71,6 +76,7 @@ class SiloConfig:
     host: str = "127.0.0.1"
     port: int = 7070
     redis: str | None = None
+    join: str | None = None
     redis_ca: str | None = None
     cluster: str = "default"
     silo_id: str | None = None
@@ -79,6 +85,7 @@ class SiloConfig:
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
     data_dir: str = ".grainery-data"
+    store_port: int = DEFAULT_STORE_PORT
     heartbeat_interval: float = 1.0
     lease_duration: float = 4.0
     drain_timeout: float = 20.0
@@ -103,6 +110,10 @@ class SiloConfig:
             raise ValueError("--tls-cert and --tls-key go together")
         if self.tls_client_ca and not self.tls_cert:
             raise ValueError("--tls-client-ca (mutual TLS) needs --tls-cert/--tls-key")
+        if self.redis and self.join:
+            raise ValueError("--redis and --join both name the store: pass one of them")
+        if not 0 <= self.store_port <= 65535:
+            raise ValueError("--store-port is a port number (0 = any free port)")
         if self.idle_timeout <= 0:
             raise ValueError("--idle-timeout must be positive")
         if self.log_format not in ("human", "json"):

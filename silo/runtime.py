@@ -28,7 +28,7 @@ from grainery.silo.cluster.membership import MembershipService
 from grainery.silo.cluster.sweeper import DirectorySweeper
 from grainery.silo.config import SiloConfig
 from grainery.silo.dispatcher import Dispatcher, DispatchLimits
-from grainery.silo.embedded_store import EmbeddedStore
+from grainery.silo.embedded_store import EmbeddedStore, running_store_url
 from grainery.silo.grain_calls import SiloGrainClient
 from grainery.silo.keys import KeySpace
 from grainery.silo.metrics import SiloMetrics
@@ -65,7 +65,9 @@ class Silo:
         if not self.registry.names():
             raise ValueError(f"no Grain subclasses found in {', '.join(config.grains)}")
         # The store first: it is a child process, and forking after gRPC starts threads is unsafe.
-        redis_url = config.redis or await self._start_store()
+        redis_url = config.redis or (
+            running_store_url(config.join) if config.join else await self._start_store()
+        )
         self.server, port = create_server(config)
         self.silo_id = config.resolved_silo_id(port)
         self.address = config.resolved_advertise(port)
@@ -92,9 +94,10 @@ class Silo:
         announce(f"silo {self.silo_id} serving on {self.address} (cluster {config.cluster})")
 
     async def _start_store(self) -> str:
-        self.store = EmbeddedStore(self.config.data_dir)
+        self.store = EmbeddedStore(self.config.data_dir, port=self.config.store_port)
         url = await self.store.start()
-        announce(f"embedded store at {url} (join more silos with --redis {url})")
+        announce(f"embedded store at {url} (join more silos with --redis {url} "
+                 f"or --join {self.store.data_dir})")
         return url
 
     def _wire(self) -> None:

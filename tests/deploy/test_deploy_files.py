@@ -235,9 +235,19 @@ def _pod_env(deploy: Any) -> dict[str, str]:
 
 def test_k8s_has_all_objects_and_no_namespace(deploy: Any) -> None:
     kinds = {d["kind"] for d in deploy.k8s_docs}
-    assert {"ConfigMap", "Secret", "Deployment", "PodDisruptionBudget", "Service"} <= kinds
+    assert {"ConfigMap", "Secret", "Deployment", "PodDisruptionBudget", "Service",
+            "StatefulSet"} <= kinds
     assert all("namespace" not in d.get("metadata", {}) for d in deploy.k8s_docs)
     assert (DEPLOY / "k8s" / "README.md").exists()
+
+
+def test_kustomization_applies_every_manifest() -> None:
+    import yaml
+
+    k8s = DEPLOY / "k8s"
+    resources = set(yaml.safe_load((k8s / "kustomization.yaml").read_text())["resources"])
+    manifests = {p.name for p in k8s.glob("*.yaml")} - {"kustomization.yaml"}
+    assert resources == manifests
 
 
 def test_k8s_env_names_are_silo_settings(deploy: Any) -> None:
@@ -296,10 +306,107 @@ def test_k8s_pdb_service_and_secret(deploy: Any) -> None:
     (pdb,) = deploy.k8s("PodDisruptionBudget")
     assert pdb["spec"]["maxUnavailable"] == 1
     assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
-    (service,) = deploy.k8s("Service")
+    (service,) = [s for s in deploy.k8s("Service") if s["metadata"]["name"] == "grainery"]
     assert service["spec"]["selector"].items() <= labels.items()
     assert 7070 in {p["port"] for p in service["spec"]["ports"]}
     metrics_port = _pod_env(deploy)["GRAINERY_METRICS_PORT"]
     assert service["metadata"]["annotations"]["prometheus.io/port"] == metrics_port
     (secret,) = deploy.k8s("Secret")
     assert all("CHANGE-ME" in v for v in secret["stringData"].values()), "placeholders only"
+
+
+def _redis(deploy: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    (statefulset,) = deploy.k8s("StatefulSet")
+    (container,) = statefulset["spec"]["template"]["spec"]["containers"]
+    return statefulset, container
+
+
+def _flag(argv: list[str], name: str) -> str:
+    assert name in argv, f"redis-server {name} missing from {argv}"
+    return str(argv[argv.index(name) + 1])
+
+
+def test_k8s_redis_persists_every_acknowledged_write(deploy: Any) -> None:
+    """The in-cluster store: AOF fsynced before each reply, on a volume that outlives the pod,
+    never evicting grain state."""
+    statefulset, container = _redis(deploy)
+    assert statefulset["spec"]["replicas"] == 1
+    assert container["image"].startswith("redis:7")
+    argv = [str(a) for a in container.get("command", []) + container["args"]]
+    assert _flag(argv, "--appendonly") == "yes"
+    assert _flag(argv, "--appendfsync") == "always"
+    assert _flag(argv, "--maxmemory-policy") == "noeviction"
+    data_dir = _flag(argv, "--dir")
+    (claim,) = statefulset["spec"]["volumeClaimTemplates"]
+    assert claim["spec"]["resources"]["requests"]["storage"]
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert mounts[claim["metadata"]["name"]] == data_dir, "the AOF must be on the claim"
+    pod = statefulset["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["readinessProbe"]
+
+
+def test_k8s_silos_reach_the_redis_with_its_password(deploy: Any) -> None:
+    statefulset, redis = _redis(deploy)
+    secrets = {s["metadata"]["name"]: s for s in deploy.k8s("Secret")}
+
+    def secret_ref(env: list[dict[str, Any]], name: str) -> tuple[str, str]:
+        (entry,) = [e for e in env if e["name"] == name]
+        ref = entry["valueFrom"]["secretKeyRef"]
+        assert ref["key"] in secrets[ref["name"]]["stringData"]
+        return ref["name"], ref["key"]
+
+    argv = [str(a) for a in redis["args"]]
+    password_var = _flag(argv, "--requirepass")
+    assert re.fullmatch(r"\$\(\w+\)", password_var), "requirepass comes from the Secret"
+    redis_secret = secret_ref(redis["env"], password_var[2:-1])
+
+    silo_env = _container(deploy)["env"]
+    names = [e["name"] for e in silo_env]
+    url = {e["name"]: e.get("value", "") for e in silo_env}["GRAINERY_REDIS_URL"]
+    parsed = re.fullmatch(r"redis://:\$\((\w+)\)@([\w.-]+):(\d+)/\d+", url)
+    assert parsed, url
+    password, host, port = parsed.groups()
+    assert secret_ref(silo_env, password) == redis_secret, "same password as the Redis"
+    assert names.index(password) < names.index("GRAINERY_REDIS_URL")  # $(VAR) order
+
+    (service,) = [s for s in deploy.k8s("Service") if s["metadata"]["name"] == host]
+    pod_labels = statefulset["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    (service_port,) = [p for p in service["spec"]["ports"] if p["port"] == int(port)]
+    container_ports = {p["name"]: p["containerPort"] for p in redis["ports"]}
+    assert service_port["targetPort"] in (*container_ports, *container_ports.values())
+    (silos,) = [s for s in deploy.k8s("Service") if s["metadata"]["name"] == "grainery"]
+    assert not silos["spec"]["selector"].items() <= pod_labels.items(), \
+        "the silos' Service must not select the Redis pod"
+
+
+# --- user-facing text -----------------------------------------------------------------------
+
+USER_FACING = [DEPLOY / "README.md", DEPLOY / "Dockerfile", DEPLOY / "docker-compose.yml",
+               *sorted((DEPLOY / "k8s").glob("*"))]
+
+
+@pytest.mark.parametrize("path", USER_FACING, ids=lambda p: str(p.relative_to(DEPLOY)))
+def test_no_notes_to_developers(path: Path) -> None:
+    """What users read talks to users: no test files, TODOs or notes about the code base."""
+    text = path.read_text().lower()
+    for phrase in ("tests/", "todo", "fixme", "contract", "not written yet", "confirmed"):
+        assert phrase not in text, f"{path.name}: {phrase!r}"
+
+
+def test_dockerfile_example_matches_the_tour() -> None:
+    readme = (REPO / "README.md").read_text()
+    assert "# mygrains.py" in readme and "--grains mygrains" in readme
+    for path in (DEPLOY / "Dockerfile", DEPLOY / "README.md"):
+        text = path.read_text()
+        assert "COPY mygrains.py /app/" in text, path.name
+        assert "GRAINERY_GRAINS=mygrains" in text, path.name
+
+
+def test_compose_walkthrough_says_how_to_get_the_cli() -> None:
+    text = (DEPLOY / "README.md").read_text()
+    walkthrough = text[text.index("## docker compose walkthrough"):]
+    assert "pip install" in walkthrough
+    assert "compose -f deploy/docker-compose.yml exec silo1 grainery" in " ".join(
+        walkthrough.split())
