@@ -88,6 +88,7 @@ class GrainType:
     cls: type[Grain]
     methods: dict[str, MethodSpec]
     idle_timeout: float | None
+    skipped: tuple[str, ...] = ()  # why public functions of the class are not callable
 
     def method(self, name: str) -> MethodSpec:
         spec = self.methods.get(name)
@@ -167,18 +168,27 @@ class GrainRegistry:
                 f"{existing.cls.__qualname__} and {cls.__module__}.{cls.__qualname__}"
             )
         methods, skipped = scan_methods(cls)
-        grain_type = GrainType(name, cls, methods, cls.idle_timeout)
+        grain_type = GrainType(name, cls, methods, cls.idle_timeout, tuple(skipped.values()))
         self._types[name] = grain_type
-        log.info(
-            "registered grain type %s (%s.%s): methods %s", name, cls.__module__,
-            cls.__qualname__, ", ".join(sorted(methods)) or "(none)",
-        )
-        for reason in skipped.values():
-            log.warning(
-                "grain type %s: skipped public method %s; it is not callable "
-                "(make it `async def`, or prefix it with _ to silence this)", name, reason,
-            )
         return grain_type
+
+    def log_summary(self) -> None:
+        """Log what was registered and warn about public methods that are not callable.
+
+        Called once the silo serves, not while modules load: a start that fails must
+        print its one error line and nothing else."""
+        for grain_type in self._types.values():
+            cls = grain_type.cls
+            log.info(
+                "registered grain type %s (%s.%s): methods %s", grain_type.name, cls.__module__,
+                cls.__qualname__, ", ".join(sorted(grain_type.methods)) or "(none)",
+            )
+            for reason in grain_type.skipped:
+                log.warning(
+                    "grain type %s: skipped public method %s; it is not callable "
+                    "(make it `async def`, or prefix it with _ to silence this)",
+                    grain_type.name, reason,
+                )
 
     def register_module(self, module: ModuleType) -> list[GrainType]:
         """Register every concrete Grain subclass *defined* in ``module``."""

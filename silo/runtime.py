@@ -91,6 +91,7 @@ class Silo:
         if config.metrics_port is not None:
             self.metrics.serve(config.metrics_host, config.metrics_port)
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        self.registry.log_summary()
         announce(f"silo {self.silo_id} serving on {self.address} (cluster {config.cluster})")
 
     async def _start_store(self) -> str:

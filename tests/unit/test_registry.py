@@ -308,8 +308,11 @@ class Sloppy(Grain):
 def test_registration_logs_methods_and_warns_about_skipped_ones(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    registry = GrainRegistry()
     with caplog.at_level(logging.INFO, logger="grainery.registry"):
-        GrainRegistry().register(Sloppy)
+        registry.register(Sloppy)
+        assert not caplog.records, "registering logs nothing; the silo logs once it serves"
+        registry.log_summary()
     infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
     warnings = sorted(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
     assert any("registered grain type Sloppy" in m and "methods fine" in m for m in infos)
@@ -326,8 +329,10 @@ def test_no_warning_when_a_subclass_makes_the_method_async(
         async def forgot_async(self) -> None:  # type: ignore[override]
             ...
 
+    registry = GrainRegistry()
     with caplog.at_level(logging.WARNING, logger="grainery.registry"):
-        GrainRegistry().register(Fixed)
+        registry.register(Fixed)
+        registry.log_summary()
     messages = [r.getMessage() for r in caplog.records]
     assert not any("forgot_async" in m for m in messages), messages
 
