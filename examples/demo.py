@@ -39,8 +39,9 @@ class DemoSilo:
         args = [sys.executable, "-m", "grainery", "silo", "--grains", "examples.agents",
                 "--port", str(self.port), "--silo-id", name, "--cluster", "demo",
                 "--data-dir", str(data_dir), "--log-level", "WARNING"]
-        if redis_url:
-            args += ["--redis", redis_url]
+        # The first silo runs the embedded store on any free port (so the demo never clashes
+        # with a store already on the default port); the others join it with --redis.
+        args += ["--redis", redis_url] if redis_url else ["--store-port", "0"]
         self.log = open(data_dir / f"{name}.log", "w+")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(args, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
 

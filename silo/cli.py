@@ -17,7 +17,7 @@ import grpc
 
 from grainery.client._proto.grainery.v1 import grainery_pb2 as pb
 from grainery.client.channels import ChannelPool, ClientSecurity
-from grainery.client.codec import decode_args
+from grainery.client.codec import decode_args, decode_kwargs
 from grainery.client.errors import GrainError, from_rpc_error
 from grainery.client.grain_client import GrainClient, snapshot_from_proto
 from grainery.client.routing import PlacementRing
@@ -96,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     call.add_argument("key")
     call.add_argument("method")
     call.add_argument("args_json", nargs="?", default="[]", help="JSON array of arguments")
+    call.add_argument("--kwargs", default="", metavar="JSON",
+                      help="JSON object of keyword arguments")
 
     status = command("status", "members, ring share, activations per silo")
     _add_client_options(status)
@@ -190,12 +192,14 @@ async def run_silo(config: SiloConfig) -> int:
 # ----- grainery call -----------------------------------------------------
 async def run_call(options: argparse.Namespace) -> int:
     args = decode_args(options.args_json)
+    kwargs = decode_kwargs(options.kwargs)
     # One call: go through the target silo (it forwards), since the caller may not be able
     # to reach the other silos' advertised addresses (e.g. from outside docker compose).
     async with GrainClient(options.target, security=_security(options),
                            timeout=options.timeout, refresh_interval=0,
                            gateway_only=True, streamed=False) as cluster:
-        result = await cluster.invoke(options.grain_type, options.key, options.method, args)
+        result = await cluster.invoke(options.grain_type, options.key, options.method, args,
+                                      kwargs=kwargs)
     print(json.dumps(result))
     return 0
 

@@ -9,6 +9,8 @@ failure before any grain code ran is retry-safe; a killed silo is a transport er
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -232,6 +234,19 @@ def test_keyword_arguments_from_the_sync_client(one_silo: TestCluster) -> None:
         assert grain.call("needs_unit", 1, unit="m", timeout=5.0) == "1m"
         with pytest.raises(InvalidArgumentsError, match="unexpected keyword argument"):
             grain.scale(1, nope=1)
+
+
+def test_keyword_arguments_from_the_cli(one_silo: TestCluster) -> None:
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "grainery", "call", "--target", one_silo.addresses[0], *args],
+            capture_output=True, text=True, timeout=30, check=False,
+        )
+
+    ok = cli("Cycle", unique("kw-cli"), "scale", "[3]", "--kwargs", '{"by": 5}')
+    assert (ok.returncode, ok.stdout.strip()) == (0, "15"), ok.stderr
+    bad = cli("Cycle", unique("kw-cli"), "scale", "[3]", "--kwargs", '{"per": 5}')
+    assert bad.returncode == 1 and "unexpected keyword argument 'per'" in bad.stderr, bad.stderr
 
 
 async def test_kwargs_json_on_the_wire(one_silo: TestCluster) -> None:
