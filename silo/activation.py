@@ -23,6 +23,7 @@ from grainery.client.errors import (
     ActivationFencedError,
     DeadlineExceededError,
     OverloadedError,
+    SiloUnavailableError,
     StaleStateError,
 )
 from grainery.client.routing import GrainId
@@ -112,6 +113,7 @@ class Activation:
     __slots__ = (
         "_gone",
         "_loop",
+        "_may_start",
         "_on_deactivate",
         "_pump",
         "_queue",
@@ -131,6 +133,7 @@ class Activation:
         grain_type: GrainType,
         max_queue: int,
         on_deactivate: Callable[[Activation, _Deactivate], Any],
+        may_start: Callable[[], bool] = lambda: True,
     ) -> None:
         self._loop = asyncio.get_running_loop()  # cached: get_running_loop() costs a getpid()
         self.grain_id = grain_id
@@ -145,6 +148,7 @@ class Activation:
         self._queue: deque[_Call | _Deactivate] | None = None
         self._pump: asyncio.Task[None] | None = None
         self._on_deactivate = on_deactivate
+        self._may_start = may_start  # the silo's lease is trusted (checked at turn start)
 
     async def wait_gone(self) -> None:
         """Wait until the activation has finished deactivating (or was abandoned)."""
@@ -212,6 +216,11 @@ class Activation:
                 continue
             if item.future.done():
                 continue  # the caller gave up while queued: never run it
+            if not self._may_start():  # fenced, perhaps before the loop heard of it
+                item.future.set_exception(SiloUnavailableError(
+                    f"silo fenced before {self.grain_id}.{item.method.name} could start; not run"
+                ))
+                continue
             if loop.time() > item.deadline:
                 item.future.set_exception(DeadlineExceededError(
                     f"deadline passed while {self.grain_id}.{item.method.name} was queued; not run"
