@@ -198,10 +198,14 @@ class Activation:
         self._enqueue(_Deactivate(reason, unregister))
 
     def abandon(self) -> None:
-        """Fencing: no further turn starts; the one running (if any) may finish."""
+        """Fencing: no further turn starts; the one running (if any) may finish. Queued
+        calls fail as retry-safe UNAVAILABLE: they never ran, and a fenced silo cannot
+        resolve them again."""
         for item in self._queue or ():
             if isinstance(item, _Call) and not item.future.done():
-                item.future.set_exception(Redispatch())
+                item.future.set_exception(SiloUnavailableError(
+                    f"silo fenced while {self.grain_id}.{item.method.name} was queued; not run"
+                ))
         self._queue = None
         self.mark_gone()
 
