@@ -163,7 +163,8 @@ class MembershipService:
             return False
         member = self.snapshot.by_incarnation(incarnation)
         if member is None:
-            self._asked.add(incarnation)
+            if len(self._asked) < GONE_MEMORY:  # beyond that, only the shortcut is lost
+                self._asked.add(incarnation)
             return None
         return member.state not in GONE_STATES
 
