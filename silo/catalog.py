@@ -51,6 +51,7 @@ class Catalog:
     ) -> None:
         self.silo_id = silo_id
         self._membership = membership
+        self._serving: Callable[[], bool] = lambda: membership.serving  # one for all
         self._blocking = blocking
         self._storage = storage
         self._directory = directory
@@ -82,7 +83,7 @@ class Catalog:
         membership = self._membership
         activation = Activation(
             grain, grain_type, self.max_queue_per_grain, self._deactivation_turn,
-            lambda: membership.serving,
+            self._serving,
         )
         fence = Fence(registration.entry.incarnation, registration.entry.epoch)
         self._activating.add(activation)
