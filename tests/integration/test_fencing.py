@@ -193,15 +193,17 @@ async def test_silo_fenced_during_on_activate_keeps_no_live_copy(
         isolated.proxy.unblock()
         await eventually(lambda: _is(_state(silo.address), "active"), 20, "the silo rejoining")
         assert await activations_of(silo.address, "Gated") == 0, "a copy survived the rejoin"
-        # The grain is served again by one new activation with a newer epoch.
+        # The grain is served again, by a new activation.
         survivor = PinnedStub(isolated.survivor.address)
         try:
             await eventually(lambda: survivor.invoke("Gated", key, "ping", timeout=5), 20,
                              f"Gated/{key} answering after the rejoin")
         finally:
             await survivor.close()
+        # Every later activation is a newer epoch (it may move again when rebalancing).
         activations = await events.activations("Gated", key)
-        assert len(activations) == 2 and activations[1][1] > activations[0][1], activations
+        epochs = [epoch for _, epoch in activations]
+        assert len(epochs) >= 2 and epochs == sorted(set(epochs)), activations
     finally:
         await events.close()
 
