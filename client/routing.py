@@ -16,7 +16,10 @@ from uhashring import HashRing
 
 ACTIVE = "active"
 LEAVING = "leaving"
-DEAD = "dead"
+DEAD = "dead"  # lease lapsed (crash, partition, pause): declared by the cluster
+LEFT = "left"  # left gracefully after draining; placement treats it exactly like DEAD
+FENCED = "fenced"  # a silo's own view of itself after self-fencing (until it rejoins)
+GONE_STATES = frozenset({DEAD, LEFT, FENCED})  # no longer hosts grains
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from grainery.client.errors import (
     ActivationFencedError,
     DeadlineExceededError,
     OverloadedError,
+    SiloUnavailableError,
     StaleStateError,
     StorageUnavailableError,
 )
@@ -146,6 +147,7 @@ class Activation:
     __slots__ = (
         "_gone",
         "_loop",
+        "_may_start",
         "_on_deactivate",
         "_pump",
         "_queue",
@@ -165,6 +167,7 @@ class Activation:
         grain_type: GrainType,
         max_queue: int,
         on_deactivate: Callable[[Activation, _Deactivate], Any],
+        may_start: Callable[[], bool] = lambda: True,
     ) -> None:
         self._loop = asyncio.get_running_loop()  # cached: get_running_loop() costs a getpid()
         self.grain_id = grain_id
@@ -179,6 +182,7 @@ class Activation:
         self._queue: deque[_Call | _Deactivate] | None = None
         self._pump: asyncio.Task[None] | None = None
         self._on_deactivate = on_deactivate
+        self._may_start = may_start  # the silo's lease is trusted (checked at turn start)
 
     async def wait_gone(self) -> None:
         """Wait until the activation has finished deactivating (or was abandoned)."""
@@ -228,10 +232,14 @@ class Activation:
         self._enqueue(_Deactivate(reason, unregister))
 
     def abandon(self) -> None:
-        """Fencing: no further turn starts; the one running (if any) may finish."""
+        """Fencing: no further turn starts; the one running (if any) may finish. Queued
+        calls fail as retry-safe UNAVAILABLE: they never ran, and a fenced silo cannot
+        resolve them again."""
         for item in self._queue or ():
             if isinstance(item, _Call) and not item.future.done():
-                item.future.set_exception(Redispatch())
+                item.future.set_exception(SiloUnavailableError(
+                    f"silo fenced while {self.grain_id}.{item.method.name} was queued; not run"
+                ))
         self._queue = None
         self.mark_gone()
 
@@ -249,6 +257,11 @@ class Activation:
                 continue
             if item.future.done():
                 continue  # the caller gave up while queued: never run it
+            if not self._may_start():  # fenced, perhaps before the loop heard of it
+                item.future.set_exception(SiloUnavailableError(
+                    f"silo fenced before {self.grain_id}.{item.method.name} could start; not run"
+                ))
+                continue
             if loop.time() > item.call.deadline:
                 item.future.set_exception(DeadlineExceededError(
                     f"deadline passed while {self.grain_id}.{item.method.name} was queued; not run"

@@ -4,6 +4,9 @@ Invariant: the table holds at most one activation per grain, and a grain's
 entry leaves the table only after its deactivation turn has finished
 (``on_deactivate`` ran and the directory entry was removed), so a new
 activation of the same grain can never overlap the old one on this silo.
+An activation enters the table only if, after its ``on_activate``, the silo is
+still serving as the incarnation that registered it: a silo that fenced itself
+meanwhile (and dropped its table) must not end up with a live copy.
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ from grainery.client.errors import ActivationFailedError, SiloUnavailableError
 from grainery.client.grain_ref import GrainRef
 from grainery.client.routing import GrainId
 from grainery.silo.activation import Activation, ActivationContext, Phase, _Deactivate
+from grainery.silo.blocking import BlockingPool
 from grainery.silo.cluster.directory import Registration
+from grainery.silo.cluster.view import MembershipView
 from grainery.silo.failures import GRAIN_FAILURES
 from grainery.silo.metrics import SiloMetrics
 from grainery.silo.persistence import GrainDirectory, GrainStorage
@@ -29,20 +34,27 @@ from grainery.silo.storage import Fence
 log = logging.getLogger("grainery.catalog")
 
 
+class _FencedWhileActivating(Exception):
+    """on_activate finished on a silo that is no longer serving as the registering incarnation."""
+
+
 class Catalog:
     def __init__(
         self,
         silo_id: str,
-        incarnation: Callable[[], str],
+        membership: MembershipView,
         storage: GrainStorage,
         directory: GrainDirectory,
         metrics: SiloMetrics,
         grain_ref_factory: Callable[[str, str], GrainRef],
         default_idle_timeout: float,
         max_queue_per_grain: int,
+        blocking: BlockingPool,
     ) -> None:
         self.silo_id = silo_id
-        self._incarnation = incarnation
+        self._membership = membership
+        self._serving: Callable[[], bool] = lambda: membership.serving  # one for all
+        self._blocking = blocking
         self._storage = storage
         self._directory = directory
         self._metrics = metrics
@@ -51,6 +63,7 @@ class Catalog:
         self.max_queue_per_grain = max_queue_per_grain
         self._table: dict[GrainId, Activation] = {}
         self._abandoned: list[Activation] = []
+        self._activating: set[Activation] = set()  # running on_activate
         self._metric_children: dict[str, tuple[Any, Any]] = {}
         self.accepting = True
 
@@ -69,10 +82,14 @@ class Catalog:
     ) -> Activation:
         """Build the grain from its registration (state already loaded) and run on_activate."""
         assert registration.state is not None
+        membership = self._membership
         activation = Activation(
-            grain, grain_type, self.max_queue_per_grain, self._deactivation_turn
+            grain, grain_type, self.max_queue_per_grain, self._deactivation_turn,
+            self._serving,
         )
         fence = registration.fence
+        self._activating.add(activation)
+        activation.running = True  # a rejoin waits for on_activate as for a running turn
         try:
             if not self.accepting:
                 raise SiloUnavailableError(f"silo {self.silo_id} is not accepting activations")
@@ -82,9 +99,20 @@ class Catalog:
                 self._grain_ref_factory, persisted=registration.state.raw,
             )
             instance._ctx = context
+            instance._blocking = self._blocking
             instance.state = registration.state.data
             activation.grain, activation.context = instance, context
             await instance.on_activate()
+            if not membership.serving or membership.incarnation != fence.incarnation:
+                raise _FencedWhileActivating(
+                    f"silo {self.silo_id} fenced itself while {grain} was activating; not run"
+                )
+        except _FencedWhileActivating as exc:
+            # No unregister: a fenced silo may not touch the directory (a newer owner may
+            # hold the entry); the entry names a dead incarnation and is taken over.
+            self._metrics.activation_failures.labels(grain_type.name).inc()
+            activation.mark_gone()
+            raise SiloUnavailableError(str(exc)) from None
         except BaseException as exc:
             self._metrics.activation_failures.labels(grain_type.name).inc()
             await self._unregister_quietly(grain, fence)
@@ -97,6 +125,9 @@ class Catalog:
             raise ActivationFailedError(
                 f"activation of {grain} failed: {type(exc).__name__}: {str(exc)[:500]}"
             ) from None
+        finally:
+            activation.running = False
+            self._activating.discard(activation)
         activation.phase = Phase.ACTIVE
         self._table[grain] = activation
         active, created = self._type_metrics(grain_type.name)
@@ -152,6 +183,14 @@ class Catalog:
             await asyncio.sleep(interval)
             self.collect_idle()
 
+    def deactivate_idle(self, reason: str) -> int:
+        """Deactivate every grain that is not running or queueing a call right now
+        (a draining silo hands its idle grains over at once)."""
+        idle = [a for a in self._table.values() if a.idle]
+        for activation in idle:
+            activation.deactivate(reason)
+        return len(idle)
+
     async def deactivate_all(self, reason: str, timeout: float) -> None:
         """Deactivate everything (after calls already queued) and wait, bounded."""
         activations = list(self._table.values())
@@ -187,6 +226,7 @@ class Catalog:
             if activation.running:
                 self._abandoned.append(activation)
         self._table.clear()
+        self._abandoned.extend(self._activating)  # they re-check after on_activate
 
     def quiescent(self) -> bool:
         """True once no abandoned activation is still running a turn."""

@@ -218,16 +218,19 @@ async def run_status(options: argparse.Namespace) -> int:
         rows: list[dict[str, Any]] = []
         for member in sorted(snapshot.members, key=lambda m: m.silo_id):
             stats: dict[str, Any] = {}
-            if member.state != "dead":
+            state = member.state
+            if member.state != "left":  # a dead row may be a silo that fenced itself: ask it
                 try:
                     reply = await pool.get(member.address).management.SiloStats(
                         pb.SiloStatsRequest(), timeout=5.0, metadata=metadata
                     )
                     stats = {t.grain_type: t.activations for t in reply.activations}
+                    state = _shown_state(member.state, reply.silo_id == member.silo_id,
+                                         reply.state)
                 except grpc.aio.AioRpcError as exc:
-                    stats = {"error": exc.code().name}
+                    stats = {"error": exc.code().name} if member.state != "dead" else {}
             rows.append({
-                "silo_id": member.silo_id, "address": member.address, "state": member.state,
+                "silo_id": member.silo_id, "address": member.address, "state": state,
                 "age_seconds": round(time.time() - member.started_at, 1),
                 "ring_share": round(shares.get(member.silo_id, 0.0), 4),
                 "activations": stats,
@@ -248,6 +251,17 @@ async def run_status(options: argparse.Namespace) -> int:
         print(f"{row['silo_id']:24} {row['address']:22} {row['state']:8} "
               f"{row['age_seconds']:>7.0f}s {row['ring_share'] * 100:>5.1f}%  {total} ({detail})")
     return 0
+
+
+def _shown_state(listed: str, same_silo: bool, reported: str) -> str:
+    """The silo's own state when it differs from the membership row (e.g. "fenced" while the
+    row still says active, or dead). A dead row answered by a live process is a newer
+    incarnation at the same address: keep "dead" then."""
+    if not same_silo or not reported or reported == listed:
+        return listed
+    if listed == "dead" and reported in ("active", "leaving", "joining"):
+        return listed
+    return reported
 
 
 # ----- grainery health ---------------------------------------------------

@@ -8,11 +8,15 @@ reachable from the wire (see :mod:`silo.registry`).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 if TYPE_CHECKING:
     from grainery.client.grain_ref import GrainRef
     from grainery.silo.activation import ActivationContext
+    from grainery.silo.blocking import BlockingPool
+
+T = TypeVar("T")
 
 
 class Grain:
@@ -31,6 +35,7 @@ class Grain:
 
     # Instance attributes set by the runtime before on_activate.
     _ctx: ActivationContext
+    _blocking: BlockingPool
     state: dict[str, Any]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -79,6 +84,15 @@ class Grain:
     def get_grain(self, grain_type: str, key: str) -> GrainRef:
         """A reference to another grain; ``await ref.method(...)`` calls it."""
         return self._ctx.get_grain(grain_type, key)
+
+    async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run synchronous code (a blocking SDK call, CPU-heavy work) on the silo's bounded
+        thread pool and await its result, so other grains keep running meanwhile.
+
+        The turn still waits for it: the grain's next call starts after it returns.
+        Calling such code directly in a method blocks every grain on the silo.
+        """
+        return await self._blocking.run(fn, *args)
 
     def deactivate_on_idle(self) -> None:
         """Ask the runtime to deactivate this grain once the current call ends."""

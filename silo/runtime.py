@@ -1,10 +1,15 @@
 """The silo: one composition root that wires every component and orders start and stop.
 
-Start: store -> gRPC port bound -> membership joined -> SERVING.
+Start: store -> gRPC port bound -> membership joined (its lease kept by a
+thread of its own) -> SERVING.
+Health follows the lease: a silo that fences itself reports NOT_SERVING until
+it has rejoined as a new incarnation.
 Stop (SIGTERM): NOT_SERVING and leave the placement ring -> refuse new calls ->
-finish calls in flight (bounded) -> deactivate every grain (on_deactivate,
-unregister) -> leave the membership -> close. Every long-lived piece has an
-explicit start/stop here; background tasks are tracked and cancelled on stop.
+deactivate idle grains at once (so one slow call does not keep every grain of a
+leaving silo unreachable) -> finish calls in flight (bounded), deactivating
+grains as they become idle -> deactivate the rest -> leave the membership ->
+close. Every long-lived piece has an explicit start/stop here; background tasks
+are tracked and cancelled on stop.
 """
 
 from __future__ import annotations
@@ -15,12 +20,14 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
+import redis
 import redis.asyncio as aioredis
 from grpc_health.v1 import health, health_pb2
 
 from grainery.client.channels import ChannelPool, ClientSecurity
 from grainery.client.grain_ref import GrainRef
 from grainery.client.routing import ACTIVE, GrainId, MembershipSnapshot
+from grainery.silo.blocking import BlockingPool
 from grainery.silo.catalog import Catalog
 from grainery.silo.cluster.directory import RedisGrainDirectory
 from grainery.silo.cluster.locator import GrainLocator
@@ -37,10 +44,12 @@ from grainery.silo.rpc.server import GRAINERY_SERVICES, add_services, create_ser
 from grainery.silo.rpc.servicers import DirectoryServicer, GatewayServicer, ManagementServicer
 from grainery.silo.storage import RedisGrainStorage
 from grainery.silo.store_pool import StorePool
+from grainery.silo.watchdog import LoopWatchdog
 
 log = logging.getLogger("grainery.silo")
 
 REBALANCE_PER_SECOND = 500
+DRAIN_POLL = 0.25  # seconds between looks for grains that became idle during a drain
 
 
 def announce(message: str) -> None:
@@ -56,6 +65,8 @@ class Silo:
         self.store: EmbeddedStore | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._rebalancing: asyncio.Task[int] | None = None
+        self.watchdog = LoopWatchdog()
+        self.blocking = BlockingPool()
 
     # ----- start ----------------------------------------------------------
     async def start(self) -> None:
@@ -80,9 +91,10 @@ class Silo:
             socket_connect_timeout=2.0, health_check_interval=10, **tls,
         )
         self.redis = aioredis.Redis(connection_pool=pool)
-        self._wire()
+        self._wire(self._heartbeat_redis(redis_url))
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.start()
+        self.watchdog.start()
         await self.membership.start()
         self._on_membership_change(self.membership.snapshot)
         self._spawn(self.catalog.run_idle_collector(self._idle_interval()))
@@ -101,13 +113,25 @@ class Silo:
                  f"or --join {self.store.data_dir})")
         return url
 
-    def _wire(self) -> None:
+    def _heartbeat_redis(self, url: str) -> redis.Redis:
+        """The lease keeper's own synchronous connection (it must not wait for the loop);
+        its timeouts are one heartbeat, so a lost store is noticed within the lease."""
+        tls: dict[str, Any] = {}
+        if self.config.redis_ca and url.startswith("rediss://"):
+            tls["ssl_ca_certs"] = self.config.redis_ca
+        beat = self.config.heartbeat_interval
+        return redis.Redis.from_url(
+            url, socket_timeout=beat, socket_connect_timeout=beat, **tls
+        )
+
+    def _wire(self, heartbeat_redis: redis.Redis) -> None:
         config = self.config
         keys = KeySpace(config.cluster)
         self.storage = RedisGrainStorage(self.redis, keys, self.metrics)
         self.directory = RedisGrainDirectory(self.redis, keys, self.metrics)
         self.membership = MembershipService(
-            self.redis, keys, self.silo_id, self.address, config.timing(), self.metrics
+            self.redis, keys, self.silo_id, self.address, config.timing(), self.metrics,
+            heartbeat_redis,
         )
         mutual = bool(config.tls_client_ca)
         self.security = ClientSecurity.from_files(
@@ -121,8 +145,9 @@ class Silo:
             config.max_message_bytes,
         )
         self.catalog = Catalog(
-            self.silo_id, lambda: self.membership.incarnation, self.storage, self.directory,
+            self.silo_id, self.membership, self.storage, self.directory,
             self.metrics, self._grain_ref, config.idle_timeout, config.max_queue_per_grain,
+            self.blocking,
         )
         self.locator = GrainLocator(self.catalog, self.directory, self.membership)
         limits = DispatchLimits(
@@ -140,6 +165,8 @@ class Silo:
         )
         self.membership.on_change(self._on_membership_change)
         self.membership.on_fenced(self.catalog.abandon_all)
+        self.membership.on_fenced(self._follow_health)
+        self.membership.on_rejoined(self._follow_health)
         self.membership.rejoin_gate = self.catalog.quiescent
 
     def _grain_ref(self, grain_type: str, key: str) -> GrainRef:
@@ -155,6 +182,18 @@ class Silo:
     async def _set_health(self, status: Any) -> None:
         for service in ("", *GRAINERY_SERVICES):
             await self.health.set(service, status)
+
+    def _follow_health(self) -> None:
+        """Fenced or rejoined: health says what is true when the update runs, so updates
+        racing each other still end on the current state."""
+        self._spawn(self._apply_health())
+
+    async def _apply_health(self) -> None:
+        serving = self.membership.serving and self.dispatcher.admitting
+        await self._set_health(
+            health_pb2.HealthCheckResponse.SERVING if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
 
     def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.create_task(coroutine)
@@ -197,22 +236,36 @@ class Silo:
         """Graceful drain; bounded by --drain-timeout."""
         deadline = time.monotonic() + self.config.drain_timeout
         log.info("silo %s draining", self.silo_id)
+        self.dispatcher.admitting = False
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.membership.set_leaving()
-        self.dispatcher.admitting = False
-        try:
-            await asyncio.wait_for(
-                self.dispatcher.idle.wait(), max(0.0, deadline - time.monotonic())
-            )
-        except asyncio.TimeoutError:
-            log.warning("drain timeout: %d calls still in flight", self.dispatcher.in_flight)
-        log.info("calls drained; deactivating %d grains", len(self.catalog))
         self.catalog.accepting = False
+        await self._drain_calls(deadline)
+        log.info("calls drained; deactivating %d grains", len(self.catalog))
         await self.catalog.deactivate_all("shutdown", max(1.0, deadline - time.monotonic()))
         log.info("grains deactivated; leaving the membership")
         await self.membership.stop()
         await self._close()
         log.info("silo %s stopped", self.silo_id)
+
+    async def _drain_calls(self, deadline: float) -> None:
+        """Wait for the calls in flight; meanwhile hand every idle grain over at once, so
+        its next call activates it on another silo instead of waiting for the slowest call
+        here (re-checked every DRAIN_POLL seconds for grains whose call just ended)."""
+        idle = self.dispatcher.idle
+        while True:
+            handed = self.catalog.deactivate_idle("shutdown")
+            if handed:
+                log.info("draining: deactivating %d idle grains", handed)
+            remaining = deadline - time.monotonic()
+            if idle.is_set() or remaining <= 0:
+                break
+            try:
+                await asyncio.wait_for(idle.wait(), min(DRAIN_POLL, remaining))
+            except asyncio.TimeoutError:
+                pass
+        if not idle.is_set():
+            log.warning("drain timeout: %d calls still in flight", self.dispatcher.in_flight)
 
     async def abort(self) -> None:
         """Release whatever a failed start() had already acquired."""
@@ -222,6 +275,8 @@ class Silo:
         await self._close()
 
     async def _close(self) -> None:
+        self.watchdog.stop()
+        self.blocking.close()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -3,14 +3,23 @@
 Invariants:
 - Liveness is decided by Redis's clock alone: a member is dead once Redis time
   passes its lease, and a dead incarnation never comes back (heartbeats of a
-  dead incarnation are refused; the silo must rejoin as a new incarnation).
+  dead or deleted incarnation are refused; the silo must rejoin as a new
+  incarnation).
 - A silo stops serving *before* others may consider it dead: it trusts its
   lease only until ``sent + lease * (1 - max_drift) - margin`` on its own
   monotonic clock, where ``sent`` is when it sent the renewal that Redis
   accepted. Redis granted the lease no earlier than that instant, so with clock
   rates differing by less than ``max_drift`` the silo fences first.
+- The lease is renewed on a thread of its own (:mod:`silo.cluster.heartbeat`),
+  so grain code that blocks the event loop cannot make the silo fence itself;
+  ``serving`` is computed from the lease's deadline, so it turns False on time
+  even while the loop is blocked. Changes reach the loop via
+  ``call_soon_threadsafe``.
 - Every change bumps a version; silos poll it on each heartbeat and adopt
   newer snapshots, so they see changes within one heartbeat interval.
+- Dead and left rows are pruned (see :mod:`silo.cluster.membership_scripts`);
+  an incarnation that a fresh read no longer knows is gone for good and is
+  remembered as such, so takeovers of its grains need no further reads.
 """
 
 from __future__ import annotations
@@ -18,120 +27,39 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
+import redis
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from grainery.client.routing import (
     ACTIVE,
     DEAD,
+    FENCED,
+    GONE_STATES,
     LEAVING,
+    LEFT,
     MemberInfo,
     MembershipSnapshot,
     PlacementRing,
 )
+from grainery.silo.cluster import membership_scripts as scripts
+from grainery.silo.cluster.heartbeat import HeartbeatThread
 from grainery.silo.keys import KeySpace
 from grainery.silo.metrics import SiloMetrics
 
 log = logging.getLogger("grainery.membership")
 
-_NOW = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-"""
-
-# KEYS: members, version, channel. ARGV: incarnation, record json, lease ms.
-_JOIN = _NOW + """
-local rec = cjson.decode(ARGV[2])
-rec.state = 'active'
-rec.lease_until = now + tonumber(ARGV[3])
-local all = redis.call('HGETALL', KEYS[1])
-for i = 1, #all, 2 do
-  local other = cjson.decode(all[i + 1])
-  if other.silo_id == rec.silo_id and other.state ~= 'dead' then
-    other.state = 'dead'
-    other.died_at = now
-    redis.call('HSET', KEYS[1], all[i], cjson.encode(other))
-  end
-end
-redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(rec))
-local version = redis.call('INCR', KEYS[2])
-redis.call('PUBLISH', KEYS[3], version)
-return version
-"""
-
-# KEYS: members, version, channel. ARGV: incarnation, lease ms, new state ('' = keep).
-_RENEW = _NOW + """
-local raw = redis.call('HGET', KEYS[1], ARGV[1])
-if not raw then return {'dead', 0} end
-local rec = cjson.decode(raw)
-if rec.state == 'dead' or rec.lease_until < now then
-  if rec.state ~= 'dead' then
-    rec.state = 'dead'
-    rec.died_at = now
-    redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(rec))
-    local v = redis.call('INCR', KEYS[2])
-    redis.call('PUBLISH', KEYS[3], v)
-  end
-  return {'dead', 0}
-end
-rec.lease_until = now + tonumber(ARGV[2])
-local changed = ARGV[3] ~= '' and ARGV[3] ~= rec.state
-if changed then rec.state = ARGV[3] end
-redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(rec))
-local version = tonumber(redis.call('GET', KEYS[2]) or '0')
-if changed then
-  version = redis.call('INCR', KEYS[2])
-  redis.call('PUBLISH', KEYS[3], version)
-end
-return {'ok', version}
-"""
-
-# KEYS: members, version, channel. ARGV: dead-entry retention ms.
-_READ = _NOW + """
-local all = redis.call('HGETALL', KEYS[1])
-local changed = false
-local out = {}
-for i = 1, #all, 2 do
-  local rec = cjson.decode(all[i + 1])
-  if rec.state ~= 'dead' and rec.lease_until < now then
-    rec.state = 'dead'
-    rec.died_at = now
-    redis.call('HSET', KEYS[1], all[i], cjson.encode(rec))
-    changed = true
-  end
-  if rec.state == 'dead' and now - (rec.died_at or now) > tonumber(ARGV[1]) then
-    redis.call('HDEL', KEYS[1], all[i])
-  else
-    table.insert(out, cjson.encode(rec))
-  end
-end
-local version = tonumber(redis.call('GET', KEYS[2]) or '0')
-if changed then
-  version = redis.call('INCR', KEYS[2])
-  redis.call('PUBLISH', KEYS[3], version)
-end
-table.insert(out, 1, tostring(version))
-return out
-"""
-
-# KEYS: members, version, channel. ARGV: incarnation.
-_LEAVE = _NOW + """
-local raw = redis.call('HGET', KEYS[1], ARGV[1])
-if not raw then return 0 end
-local rec = cjson.decode(raw)
-rec.state = 'dead'
-rec.died_at = now
-redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(rec))
-local v = redis.call('INCR', KEYS[2])
-redis.call('PUBLISH', KEYS[3], v)
-return v
-"""
+JOINING = "joining"
+GONE_MEMORY = 4096  # incarnations remembered as gone after their rows were pruned
 
 
 @dataclass(frozen=True)
@@ -139,8 +67,8 @@ class MembershipTiming:
     heartbeat_interval: float = 1.0
     lease_duration: float = 4.0
     max_clock_drift: float = 0.01  # relative rate difference between silo and Redis clocks
-    fence_margin: float = 0.25  # seconds of slack for event-loop lag
-    dead_retention: float = 600.0
+    fence_margin: float = 0.25  # seconds of slack for a late renewal
+    dead_retention: float = 30.0  # dead/left rows stay visible (e.g. in `status`) this long
 
     def __post_init__(self) -> None:
         if self.heartbeat_interval <= 0:
@@ -163,38 +91,48 @@ class MembershipService:
 
     ``serving`` is the self-fencing switch: False whenever the lease cannot be
     trusted; the silo rejects calls and drops activations while it is False.
+    ``state`` is this silo's own view of itself: joining, active, leaving,
+    fenced (until it rejoins as a new incarnation) or left.
     """
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis_client: aioredis.Redis,
         keys: KeySpace,
         silo_id: str,
         address: str,
         timing: MembershipTiming,
         metrics: SiloMetrics,
+        heartbeat_redis: redis.Redis | None = None,
     ) -> None:
-        self._redis = redis
+        self._redis = redis_client
         self._keys = keys
         self.silo_id = silo_id
         self.address = address
         self.timing = timing
         self._metrics = metrics
         self.incarnation = ""
-        self.state = "joining"
+        self.state = JOINING
         self.started_at = time.time()
         self.snapshot = MembershipSnapshot(version=0, members=(), cluster=keys.cluster)
         self.ring = PlacementRing(self.snapshot)
+        self._lock = threading.Lock()  # state, incarnation and lease change together
         self._trusted_until = 0.0
-        self._task: asyncio.Task[None] | None = None
-        self._watch: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
+        self._heartbeat = HeartbeatThread(self, heartbeat_redis) if heartbeat_redis else None
+        self._tasks: list[asyncio.Task[None]] = []
         self._listeners: list[Callable[[MembershipSnapshot], None]] = []
         self._on_fenced: list[Callable[[], None]] = []
-        self._join_script = redis.register_script(_JOIN)
-        self._renew_script = redis.register_script(_RENEW)
-        self._read_script = redis.register_script(_READ)
-        self._leave_script = redis.register_script(_LEAVE)
-        self._refreshing: asyncio.Lock = asyncio.Lock()
+        self._on_rejoined: list[Callable[[], None]] = []
+        self._join_script = redis_client.register_script(scripts.JOIN)
+        self._renew_script = redis_client.register_script(scripts.RENEW)
+        self._read_script = redis_client.register_script(scripts.READ)
+        self._leave_script = redis_client.register_script(scripts.LEAVE)
+        self._reading: asyncio.Future[MembershipSnapshot] | None = None
+        self._next_read: asyncio.Future[MembershipSnapshot] | None = None
+        self._asked: set[str] = set()  # incarnations is_alive did not know
+        self._gone: OrderedDict[str, None] = OrderedDict()
         # Set by the runtime: a fenced silo rejoins only once no old turn is still running.
         self.rejoin_gate: Callable[[], bool] = lambda: True
 
@@ -203,7 +141,12 @@ class MembershipService:
         self._listeners.append(listener)
 
     def on_fenced(self, listener: Callable[[], None]) -> None:
+        """Called on the event loop once this silo has fenced itself."""
         self._on_fenced.append(listener)
+
+    def on_rejoined(self, listener: Callable[[], None]) -> None:
+        """Called on the event loop once a fenced silo has rejoined as a new incarnation."""
+        self._on_rejoined.append(listener)
 
     @property
     def serving(self) -> bool:
@@ -215,89 +158,195 @@ class MembershipService:
     def is_alive(self, incarnation: str) -> bool | None:
         """True/False from the current snapshot; None when the incarnation is unknown."""
         if incarnation == self.incarnation:
-            return self.state != DEAD
+            return self.state not in GONE_STATES
+        if incarnation in self._gone:
+            return False
         member = self.snapshot.by_incarnation(incarnation)
         if member is None:
+            if len(self._asked) < GONE_MEMORY:  # beyond that, only the shortcut is lost
+                self._asked.add(incarnation)
             return None
-        return member.state != DEAD
+        return member.state not in GONE_STATES
 
     # ----- lifecycle ------------------------------------------------------
     async def start(self) -> None:
+        if self._heartbeat is None:
+            raise RuntimeError("membership needs its own Redis connection for the heartbeat")
+        self._bind_loop()
         await self._join()
-        self._task = asyncio.create_task(self._heartbeat_loop(), name="grainery-heartbeat")
-        self._watch = asyncio.create_task(self._watch_changes(), name="grainery-membership-watch")
+        self._heartbeat.start()
+        self._tasks = [
+            asyncio.create_task(self._rejoin_loop(), name="grainery-membership-rejoin"),
+            asyncio.create_task(self._watch_changes(), name="grainery-membership-watch"),
+        ]
 
     async def set_leaving(self) -> None:
         """Stay alive (lease keeps renewing) but leave the placement ring."""
-        self.state = LEAVING
+        with self._lock:
+            if self.state != ACTIVE:
+                return  # fenced or already leaving: nothing to announce
+            self.state = LEAVING
         with contextlib.suppress(RedisError, OSError):
             await self._renew(LEAVING)
             await self.refresh()
 
     async def stop(self) -> None:
-        for task in (self._task, self._watch):
-            if task is not None:
-                task.cancel()
-                # Bounded: a task stuck in a socket call must not keep the silo from exiting.
-                await asyncio.wait({task}, timeout=2.0)
+        if self._heartbeat is not None:
+            await asyncio.to_thread(self._heartbeat.stop, 2 * self.timing.heartbeat_interval)
+        for task in self._tasks:
+            task.cancel()
+            # Bounded: a task stuck in a socket call must not keep the silo from exiting.
+            await asyncio.wait({task}, timeout=2.0)
         if self.incarnation:
             with contextlib.suppress(RedisError, OSError):
-                await self._leave_script(keys=self._script_keys(), args=[self.incarnation])
-        self.state = DEAD
-        self._trusted_until = 0.0
+                await self._leave_script(keys=self.script_keys(), args=[self.incarnation])
+        with self._lock:
+            self.state = LEFT
+            self._trusted_until = 0.0
 
-    # ----- internals ------------------------------------------------------
-    def _script_keys(self) -> list[str]:
+    # ----- called by the heartbeat thread (any thread) --------------------
+    def script_keys(self) -> list[str]:
         return [self._keys.members, self._keys.members_version, self._keys.members_channel]
 
+    def lease_ms(self) -> int:
+        return int(self.timing.lease_duration * 1000)
+
+    def retention_ms(self) -> int:
+        return int(self.timing.dead_retention * 1000)
+
+    def holds_lease(self, incarnation: str) -> bool:
+        return incarnation == self.incarnation and self.state in (ACTIVE, LEAVING)
+
+    def lease_renewed(self, incarnation: str, sent: float) -> None:
+        with self._lock:
+            if self.holds_lease(incarnation):
+                self._trusted_until = sent + self.timing.trusted_for()
+
+    def lease_lapsed(self, incarnation: str) -> bool:
+        return self.holds_lease(incarnation) and time.monotonic() >= self._trusted_until
+
+    def fence(self, incarnation: str, why: str) -> None:
+        """Stop serving now (any thread); listeners run on the event loop."""
+        with self._lock:
+            if not self.holds_lease(incarnation):
+                return
+            self.state = FENCED
+            self._trusted_until = 0.0
+        log.error("fencing: %s; this silo stops serving", why)
+        self._on_loop(self._notify, self._on_fenced)
+
+    def adopt_threadsafe(self, reply: list[Any]) -> None:
+        self._on_loop(self._adopt_reply, reply)
+
+    def _on_loop(self, callback: Callable[..., None], *args: Any) -> None:
+        loop = self._loop
+        if loop is None or threading.get_ident() == self._loop_thread:
+            callback(*args)
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the silo is exiting
+            loop.call_soon_threadsafe(callback, *args)
+
+    @staticmethod
+    def _notify(listeners: list[Callable[[], None]]) -> None:
+        for listener in listeners:
+            listener()
+
+    # ----- internals ------------------------------------------------------
+    def _bind_loop(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+
     async def _join(self) -> None:
-        self.incarnation = f"{self.silo_id}:{uuid.uuid4().hex[:12]}"
-        self.started_at = time.time()
+        if self._loop is None:
+            self._bind_loop()
+        incarnation = f"{self.silo_id}:{uuid.uuid4().hex[:12]}"
+        started_at = time.time()
         record = {
             "silo_id": self.silo_id,
             "address": self.address,
-            "started_at": self.started_at,
-            "incarnation": self.incarnation,
+            "started_at": started_at,
+            "incarnation": incarnation,
         }
         sent = time.monotonic()
         await self._join_script(
-            keys=self._script_keys(),
-            args=[self.incarnation, orjson.dumps(record).decode(), self._lease_ms()],
+            keys=self.script_keys(),
+            args=[incarnation, orjson.dumps(record).decode(), self.lease_ms()],
         )
-        self._trusted_until = sent + self.timing.trusted_for()
-        self.state = ACTIVE
+        with self._lock:
+            self.incarnation, self.started_at = incarnation, started_at
+            self._trusted_until = sent + self.timing.trusted_for()
+            self.state = ACTIVE
         log.info("joined cluster %s as %s", self._keys.cluster, self.incarnation)
         await self.refresh()
 
-    def _lease_ms(self) -> int:
-        return int(self.timing.lease_duration * 1000)
-
     async def _renew(self, new_state: str = "") -> int:
+        incarnation = self.incarnation
         sent = time.monotonic()
         verdict, version = await self._renew_script(
-            keys=self._script_keys(), args=[self.incarnation, self._lease_ms(), new_state]
+            keys=self.script_keys(), args=[incarnation, self.lease_ms(), new_state]
         )
         if (verdict.decode() if isinstance(verdict, bytes) else verdict) != "ok":
-            self._fence("the cluster declared this silo dead")
+            self.fence(incarnation, "the cluster declared this silo dead")
             return -1
-        self._trusted_until = sent + self.timing.trusted_for()
+        self.lease_renewed(incarnation, sent)
         return int(version)
 
     async def refresh(self) -> MembershipSnapshot:
-        """Read the membership from Redis (declaring lapsed leases dead) and adopt it."""
-        async with self._refreshing:
-            reply = await self._read_script(
-                keys=self._script_keys(), args=[int(self.timing.dead_retention * 1000)]
-            )
-            version = int(reply[0])
-            others = tuple(
-                member for member in (_member(orjson.loads(raw)) for raw in reply[1:])
-                if member.incarnation != self.incarnation
-            )
-            # This silo's own entry reflects what it knows first-hand (e.g. leaving).
-            members = (*others, self.me()) if self.state != DEAD else others
-            self._adopt(MembershipSnapshot(version, members, self._keys.cluster))
-            return self.snapshot
+        """Read the membership from Redis (declaring lapsed leases dead) and adopt it.
+
+        Callers that arrive while a read is in flight share the *next* read, which
+        starts after they asked: a burst of takeovers costs two reads, not one each,
+        and none of them acts on a read older than its own question."""
+        if self._reading is None:
+            self._reading = self._start_read(None)
+            read = self._reading
+        else:
+            if self._next_read is None:
+                self._next_read = self._start_read(self._reading)
+            read = self._next_read
+        return await asyncio.shield(read)
+
+    def _start_read(
+        self, after: asyncio.Future[MembershipSnapshot] | None
+    ) -> asyncio.Future[MembershipSnapshot]:
+        task = asyncio.ensure_future(self._read_after(after))
+        task.add_done_callback(self._read_done)
+        return task
+
+    def _read_done(self, task: asyncio.Future[MembershipSnapshot]) -> None:
+        if task is self._reading:
+            self._reading, self._next_read = self._next_read, None
+        if not task.cancelled():
+            task.exception()  # retrieved: every waiter gets it through shield
+
+    async def _read_after(
+        self, previous: asyncio.Future[MembershipSnapshot] | None
+    ) -> MembershipSnapshot:
+        if previous is not None:
+            await asyncio.wait({previous})
+        asked, self._asked = self._asked, set()
+        reply = await self._read_script(keys=self.script_keys(), args=[self.retention_ms()])
+        self._adopt_reply(list(reply), asked)
+        return self.snapshot
+
+    def _adopt_reply(self, reply: list[Any], asked: set[str] | None = None) -> None:
+        version = int(reply[0])
+        rows = [_member(orjson.loads(raw)) for raw in reply[1:]]
+        for member in rows:
+            if member.state in GONE_STATES:
+                self._remember_gone(member.incarnation)
+        known = {member.incarnation for member in rows}
+        for incarnation in asked or ():
+            if incarnation not in known:  # pruned: it was dead or left before this read
+                self._remember_gone(incarnation)
+        others = tuple(m for m in rows if m.incarnation != self.incarnation)
+        # This silo's own entry reflects what it knows first-hand (leaving, fenced).
+        self._adopt(MembershipSnapshot(version, (*others, self.me()), self._keys.cluster))
+
+    def _remember_gone(self, incarnation: str) -> None:
+        self._gone[incarnation] = None
+        if len(self._gone) > GONE_MEMORY:
+            self._gone.popitem(last=False)
 
     def _adopt(self, snapshot: MembershipSnapshot) -> None:
         if snapshot.version < self.snapshot.version:
@@ -306,7 +355,7 @@ class MembershipService:
         self.snapshot = snapshot
         self.ring = PlacementRing(snapshot)
         self._metrics.membership_version.set(snapshot.version)
-        for state in (ACTIVE, LEAVING, DEAD):
+        for state in (ACTIVE, LEAVING, DEAD, LEFT):
             self._metrics.members.labels(state).set(
                 sum(1 for m in snapshot.members if m.state == state)
             )
@@ -315,35 +364,15 @@ class MembershipService:
             for listener in self._listeners:
                 listener(snapshot)
 
-    def _fence(self, why: str) -> None:
-        if self.state == DEAD:
-            return
-        log.error("fencing: %s; this silo stops serving", why)
-        self.state = DEAD
-        self._trusted_until = 0.0
-        for listener in self._on_fenced:
-            listener()
-
-    async def _heartbeat_loop(self) -> None:
-        interval = self.timing.heartbeat_interval
+    async def _rejoin_loop(self) -> None:
         while True:
-            await asyncio.sleep(interval)
-            if self.state == DEAD:
+            await asyncio.sleep(self.timing.heartbeat_interval)
+            if self.state == FENCED:
                 await self._try_rejoin()
-                continue
-            try:
-                await asyncio.wait_for(self._renew(), timeout=interval)
-                if self.state != DEAD:
-                    # Reading also declares lapsed leases dead: this is failure detection.
-                    await asyncio.wait_for(self.refresh(), timeout=interval)
-            except (RedisError, OSError, asyncio.TimeoutError) as exc:
-                log.warning("membership heartbeat failed: %s", type(exc).__name__)
-            if self.state != DEAD and time.monotonic() >= self._trusted_until:
-                self._fence("lease could not be renewed in time")
 
     async def _watch_changes(self) -> None:
         """Pub/sub: adopt a change as soon as it is published, not at the next heartbeat.
-        Polling in the heartbeat loop stays the safety net when a message is missed.
+        Polling in the heartbeat thread stays the safety net when a message is missed.
         Messages are polled with a timeout (never a blocking ``listen()``), so stopping
         this task never waits on the socket."""
         while True:
@@ -354,7 +383,7 @@ class MembershipService:
                     message = await pubsub.get_message(
                         ignore_subscribe_messages=True, timeout=self.timing.heartbeat_interval
                     )
-                    if message is None or self.state == DEAD:
+                    if message is None or self.state in GONE_STATES:
                         continue
                     if int(message.get("data") or 0) > self.snapshot.version:
                         await asyncio.wait_for(self.refresh(), self.timing.heartbeat_interval)
@@ -373,6 +402,7 @@ class MembershipService:
         except (RedisError, OSError, asyncio.TimeoutError):
             return
         log.info("rejoined after fencing as %s", self.incarnation)
+        self._notify(self._on_rejoined)
 
 
 def _member(record: dict[str, object]) -> MemberInfo:

@@ -19,7 +19,7 @@ import grpc
 from grainery.client._proto.grainery.v1 import grainery_pb2 as pb
 from grainery.client._proto.grainery.v1 import grainery_pb2_grpc as pb_grpc
 from grainery.client.errors import GrainApplicationError, GrainError, error_metadata
-from grainery.client.routing import GrainId, MembershipSnapshot
+from grainery.client.routing import ACTIVE, FENCED, LEAVING, GrainId, MembershipSnapshot
 from grainery.silo.catalog import Catalog
 from grainery.silo.cluster.directory import RedisGrainDirectory
 from grainery.silo.cluster.membership import MembershipService
@@ -201,10 +201,13 @@ class ManagementServicer(pb_grpc.ManagementServicer):
         self, request: pb.SiloStatsRequest, context: grpc.aio.ServicerContext
     ) -> pb.SiloStatsResponse:
         counts = self._catalog.counts_by_type()
+        state = self._membership.state
+        if state in (ACTIVE, LEAVING) and not self._membership.serving:
+            state = FENCED  # the lease lapsed; the heartbeat thread makes it official soon
         return pb.SiloStatsResponse(
             silo_id=self._membership.silo_id,
             address=self._membership.address,
-            state=self._membership.state,
+            state=state,
             activations=[
                 pb.TypeCount(grain_type=t, activations=n) for t, n in sorted(counts.items())
             ],

@@ -236,3 +236,76 @@ class Ephemeral(Grain):
     async def touch(self) -> str:
         self.deactivate_on_idle()
         return self.silo_id
+
+
+# ----- gates: a test opens them by setting a Redis key -------------------------------
+def _gate_client() -> Any:
+    import redis
+
+    return redis.Redis.from_url(os.environ["GRAINERY_TEST_REDIS"])
+
+
+async def wait_gate(name: str) -> None:
+    """Wait (yielding to the loop) until the test sets ``gate:<name>``."""
+    events = _events()
+    assert events is not None, "gates need GRAINERY_TEST_REDIS"
+    while not await events.exists(f"gate:{name}"):  # noqa: ASYNC110 - set by another process
+        await asyncio.sleep(0.02)
+
+
+def wait_gate_sync(name: str) -> str:
+    """Wait *blocking the calling thread* until the test sets ``gate:<name>``."""
+    import time
+
+    client = _gate_client()
+    try:
+        while not client.exists(f"gate:{name}"):
+            time.sleep(0.02)
+    finally:
+        client.close()
+    return name
+
+
+class Gated(Grain):
+    """Activation and turns that wait for gates the test controls (fencing tests)."""
+
+    async def on_activate(self) -> None:
+        await record("activate", self)
+        if self.key.startswith("gate-activate"):
+            await wait_gate(f"activate:{self.key}")
+
+    async def hold(self, gate: str) -> str:
+        await wait_gate(f"go:{gate}")  # lets the test queue calls behind this one
+        return wait_gate_sync(f"release:{gate}")  # then blocks the loop, like a sync SDK
+
+    async def wait(self, gate: str) -> str:
+        await wait_gate(f"release:{gate}")
+        return gate
+
+    async def mark(self, i: int) -> int:
+        await record("ran", self, str(i))
+        return i
+
+    async def ping(self) -> str:
+        return self.silo_id
+
+
+class Blocker(Grain):
+    """Synchronous work in a grain: directly (blocks the loop) or through run_blocking."""
+
+    async def block(self, seconds: float) -> float:
+        import time
+
+        time.sleep(seconds)  # noqa: ASYNC251 - deliberately blocking, as a sync LLM SDK call
+        return seconds
+
+    async def in_thread(self, gate: str) -> str:
+        return await self.run_blocking(wait_gate_sync, f"release:{gate}")
+
+    async def add(self, n: int) -> int:
+        self.state["value"] = self.state.get("value", 0) + n
+        await self.write_state()
+        return int(self.state["value"])
+
+    async def ping(self) -> str:
+        return self.silo_id

@@ -628,4 +628,4 @@ async def test_sigterm_drains_calls_in_flight(store: TestStore, events: aioredis
         deactivations = await event_list(events, "deactivate", "Recorder", key)
         assert [parse(e)[2] for e in deactivations] == ["shutdown"], (key, deactivations)
     members = await events.hgetall(KeySpace(own.cluster).members)
-    assert members and all(json.loads(m)["state"] == "dead" for m in members.values()), members
+    assert members and all(json.loads(m)["state"] == "left" for m in members.values()), members

@@ -22,7 +22,7 @@ from grainery.client.errors import (
     StaleStateError,
     StorageUnavailableError,
 )
-from grainery.client.routing import ACTIVE, DEAD, LEAVING, GrainId
+from grainery.client.routing import ACTIVE, DEAD, FENCED, LEAVING, LEFT, GrainId
 from grainery.silo.cluster.directory import RedisGrainDirectory
 from grainery.silo.cluster.membership import MembershipService, MembershipTiming
 from grainery.silo.keys import KeySpace
@@ -169,7 +169,7 @@ async def test_join_see_each_other_and_leave(stack: Stack) -> None:
     assert b.serving  # a leaving member keeps its lease while it drains
     assert [m.silo_id for m in a.snapshot.active] == ["a"]  # but leaves the placement ring
     await b.stop()
-    await wait_for_state(a, "b", DEAD)
+    await wait_for_state(a, "b", LEFT)  # a graceful leave is "left", not "dead"
     assert a.snapshot.version > version
     assert not b.serving
     assert a.is_alive(b.incarnation) is False and a.is_alive(a.incarnation) is True
@@ -183,7 +183,7 @@ async def test_a_lapsed_lease_is_declared_dead_and_cannot_renew(stack: Stack) ->
     assert await b._renew() > 0  # renewing in time works
     await wait_for_state(a, "b", DEAD)  # then b stops renewing: Redis time passes its lease
     assert await b._renew() == -1  # a dead incarnation never comes back
-    assert not b.serving and b.state == DEAD
+    assert not b.serving and b.state == FENCED
     assert a.is_alive(b.incarnation) is False
     await b._join()  # it may only rejoin as a new incarnation
     await wait_for_state(a, "b", ACTIVE)
@@ -199,7 +199,10 @@ async def test_rejoining_with_the_same_id_retires_the_old_incarnation(stack: Sta
     assert second.incarnation != first.incarnation
     snapshot = await watcher.refresh()
     states = {m.incarnation: m.state for m in snapshot.members if m.silo_id == "x"}
-    assert states == {first.incarnation: DEAD, second.incarnation: ACTIVE}
+    assert states == {second.incarnation: ACTIVE}  # the old incarnation's row is gone at once
+    assert watcher.is_alive(first.incarnation) is None
+    await watcher.refresh()
+    assert watcher.is_alive(first.incarnation) is False  # unknown after a fresh read: gone
     assert await first._renew() == -1
     assert await second._renew() > 0
     for member in (first, second, watcher):

@@ -12,8 +12,10 @@ import pytest
 from grainery.client.errors import ActivationFailedError, StorageUnavailableError
 from grainery.client.routing import GrainId
 from grainery.silo.activation import Activation
+from grainery.silo.blocking import BlockingPool
 from grainery.silo.call import GrainCall
 from grainery.silo.catalog import Catalog
+from grainery.silo.cluster.memory import InMemoryCluster
 from grainery.silo.grain import Grain
 from grainery.silo.memory_store import MemoryGrainDirectory, MemoryGrainStorage, MemoryStore
 from grainery.silo.metrics import SiloMetrics
@@ -62,9 +64,13 @@ async def ledger() -> tuple[Activation, FlakyStorage]:
     storage, directory = FlakyStorage(memory), MemoryGrainDirectory(memory)
     registry = GrainRegistry()
     grain_type = registry.register(Ledger)
-    catalog = Catalog("s1", lambda: "s1:1", storage, directory, SiloMetrics(),
-                      lambda t, k: None, 60.0, 100)  # type: ignore[arg-type, return-value]
-    registration = await directory.register(GRAIN, "s1:1", "s1", "127.0.0.1:1")
+    membership = InMemoryCluster().join("s1")
+    catalog = Catalog("s1", membership, storage, directory, SiloMetrics(),
+                      lambda t, k: None, 60.0, 100,  # type: ignore[arg-type, return-value]
+                      BlockingPool(1))
+    registration = await directory.register(
+        GRAIN, membership.incarnation, "s1", membership.address
+    )
     return await catalog.activate(GRAIN, grain_type, registration), storage
 
 
