@@ -24,10 +24,9 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from grainery.client._proto.grainery.v1 import grainery_pb2 as pb
-from grainery.client.channels import ChannelPool
 from grainery.client.codec import (
     check_size,
     decode_args,
@@ -52,7 +51,7 @@ from grainery.client.routing import GrainId
 from grainery.silo.activation import Activation, Redispatch
 from grainery.silo.call import CURRENT_CALL, GrainCall
 from grainery.silo.cluster.locator import GrainLocator, Placement, Remote
-from grainery.silo.cluster.membership import MembershipService
+from grainery.silo.cluster.view import MembershipView
 from grainery.silo.failures import GRAIN_FAILURES
 from grainery.silo.metrics import SiloMetrics
 from grainery.silo.registry import GrainRegistry, GrainType, MethodSpec
@@ -81,13 +80,24 @@ def _expire(future: asyncio.Future[Any], activation: Activation, method: MethodS
         ))
 
 
+class PeerInvoker(Protocol):
+    """What forwarding needs from the connections to other silos (the silo passes its
+    ChannelPool); a Protocol so in-process tests can route to another in-process silo."""
+
+    async def invoke(
+        self, address: str, request: pb.InvokeRequest, timeout: float, streamed: bool
+    ) -> pb.InvokeResponse:
+        """One call to the silo at ``address``; raises GrainError."""
+        ...
+
+
 class Dispatcher:
     def __init__(
         self,
         registry: GrainRegistry,
         locator: GrainLocator,
-        membership: MembershipService,
-        peers: ChannelPool,
+        membership: MembershipView,
+        peers: PeerInvoker,
         metrics: SiloMetrics,
         limits: DispatchLimits,
     ) -> None:

@@ -16,7 +16,7 @@ from typing import TypeVar
 from grainery.client.routing import GrainId
 from grainery.silo.activation import Activation, Phase
 from grainery.silo.catalog import Catalog
-from grainery.silo.cluster.membership import MembershipService
+from grainery.silo.cluster.view import MembershipView
 from grainery.silo.persistence import GrainDirectory
 from grainery.silo.registry import GrainType
 
@@ -61,7 +61,7 @@ async def wait_until(
 
 class GrainLocator:
     def __init__(
-        self, catalog: Catalog, directory: GrainDirectory, membership: MembershipService
+        self, catalog: Catalog, directory: GrainDirectory, membership: MembershipView
     ) -> None:
         self._catalog = catalog
         self._directory = directory

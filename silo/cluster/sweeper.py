@@ -17,7 +17,7 @@ import logging
 from redis.exceptions import RedisError
 
 from grainery.client.errors import GrainError
-from grainery.silo.cluster.membership import MembershipService
+from grainery.silo.cluster.view import MembershipView
 from grainery.silo.persistence import GrainDirectory
 
 log = logging.getLogger("grainery.sweeper")
@@ -25,7 +25,7 @@ log = logging.getLogger("grainery.sweeper")
 
 class DirectorySweeper:
     def __init__(
-        self, directory: GrainDirectory, membership: MembershipService, interval: float
+        self, directory: GrainDirectory, membership: MembershipView, interval: float
     ) -> None:
         self._directory = directory
         self._membership = membership
