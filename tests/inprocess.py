@@ -104,6 +104,15 @@ def over_the_wire(error: GrainError) -> GrainError:
     return build_error(error.code, error.message, error.kind, error.retry_safe, error_type)
 
 
+@dataclass(frozen=True)
+class Sent:
+    """One call a silo sent to another: where, what, and with how many seconds to run."""
+
+    address: str
+    request: pb.InvokeRequest
+    timeout: float
+
+
 class InProcessPeers:
     """One silo's connections to the others (the dispatcher's PeerInvoker, and the pool of the
     SDK grains call through): a call goes to the dispatcher of the silo at ``address``.
@@ -113,12 +122,12 @@ class InProcessPeers:
 
     def __init__(self, cluster: InProcessCluster) -> None:
         self._cluster = cluster
-        self.sent: list[tuple[str, pb.InvokeRequest]] = []
+        self.sent: list[Sent] = []
 
     async def invoke(
         self, address: str, request: pb.InvokeRequest, timeout: float, streamed: bool
     ) -> pb.InvokeResponse:
-        self.sent.append((address, request))
+        self.sent.append(Sent(address, request, timeout))
         silo = self._cluster.at(address)
         if silo is None or not silo.up:
             refused = TransportError(f"connection to {address} refused; the call was not sent")

@@ -20,7 +20,7 @@ from grainery.silo.cluster.sweeper import DirectorySweeper
 from grainery.silo.grain import Grain
 from grainery.silo.registry import GrainRegistry, MethodSpec
 from tests.eventually import eventually
-from tests.inprocess import InProcessCluster
+from tests.inprocess import InProcessCluster, InProcessSilo
 
 JOURNAL: list[tuple[str, str, str]] = []  # (event, silo id, key), in the order they happened
 SERIAL = itertools.count(1)
@@ -85,6 +85,13 @@ async def until(condition: Callable[[], object], what: str) -> None:
     await eventually(check, 5, what)
 
 
+def ring_owner(silo: InProcessSilo, key: str) -> str:
+    """The silo id the ring (as ``silo`` sees it) places Counter ``key`` on."""
+    member = silo.membership.ring.owner(GrainId("Counter", key))
+    assert member is not None
+    return member.silo_id
+
+
 def events(kind: str) -> list[tuple[str, str, str]]:
     return [event for event in JOURNAL if event[0] == kind]
 
@@ -108,7 +115,8 @@ async def test_a_call_for_another_silos_grain_is_forwarded_there(
     response = await a.request("Counter", key, "where")
     assert decode_result(response.result_json) == "b"
     assert (response.silo_id, response.address) == ("b", b.address)  # the client learns it
-    assert [(address, request.hops) for address, request in a.peers.sent] == [(b.address, 1)]
+    assert [(sent.address, sent.request.hops) for sent in a.peers.sent] == [(b.address, 1)]
+    assert 0 < a.peers.sent[0].timeout <= 5.0  # the time the caller had left, not more
     assert a.catalog.get(GrainId("Counter", key)) is None
     assert b.catalog.get(GrainId("Counter", key)) is not None
     entry = cluster.entry("Counter", key)
@@ -120,8 +128,41 @@ async def test_a_grain_to_grain_call_goes_straight_to_the_owner(
 ) -> None:
     a, b = cluster.add("a"), cluster.add("b")
     caller, callee = cluster.key_owned_by(a, "Counter", "x"), cluster.key_owned_by(b, "Counter")
-    assert await a.call("Counter", caller, "ask", callee) == "b"
-    assert [(address, request.hops) for address, request in a.peers.sent] == [(b.address, 0)]
+    assert await a.call("Counter", caller, "ask", callee, timeout=2.0) == "b"
+    assert [(sent.address, sent.request.hops) for sent in a.peers.sent] == [(b.address, 0)]
+    assert 0 < a.peers.sent[0].timeout <= 2.0  # never more than the outer call has left
+
+
+async def test_a_grain_stays_where_the_directory_says_when_the_ring_moves(
+    cluster: InProcessCluster,
+) -> None:
+    """The ring only suggests: a grain active on a stays there after b joins and becomes
+    its ring owner; b forwards to a (the directory decides) until the grain moves."""
+    a = cluster.add("a")
+    keys = [f"r{n}" for n in range(20)]
+    for key in keys:
+        await a.call("Counter", key, "where")
+    b = cluster.add("b")
+    key = next(k for k in keys if ring_owner(b, k) == "b")
+    before = cluster.entry("Counter", key)
+    response = await b.request("Counter", key, "where")
+    assert (decode_result(response.result_json), response.silo_id) == ("a", "a")
+    assert [(sent.address, sent.request.hops) for sent in b.peers.sent] == [(a.address, 1)]
+    assert cluster.entry("Counter", key) == before
+    assert b.catalog.get(GrainId("Counter", key)) is None
+
+
+async def test_a_silo_that_rejoins_takes_its_grains_back(cluster: InProcessCluster) -> None:
+    a = cluster.add("a")
+    assert (await a.call("Counter", "k", "add", 1))["n"] == 1
+    old = cluster.entry("Counter", "k")
+    a.fence()
+    a.membership.rejoin()  # a new incarnation; the entry still names the old one
+    a.follow()
+    assert await a.call("Counter", "k", "add", 1) == {"n": 2, "silo": "a"}
+    entry = cluster.entry("Counter", "k")
+    assert old is not None and entry is not None
+    assert entry.incarnation == a.membership.incarnation != old.incarnation
 
 
 async def test_a_grain_of_a_dead_incarnation_is_taken_over(cluster: InProcessCluster) -> None:
@@ -149,7 +190,7 @@ async def test_an_unreachable_owner_is_found_dead_and_its_grain_taken_over(
     a.kill()  # b has not read the member table since
     assert b.membership.is_alive(a.membership.incarnation) is True
     assert await b.call("Counter", key, "add", 1) == {"n": 6, "silo": "b"}
-    assert [address for address, _ in b.peers.sent] == [a.address, a.address]
+    assert [sent.address for sent in b.peers.sent] == [a.address, a.address]
     entry = cluster.entry("Counter", key)
     assert entry is not None and entry.incarnation == b.membership.incarnation
 
