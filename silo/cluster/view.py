@@ -1,7 +1,7 @@
 """What the runtime needs from membership, as a Protocol.
 
-The catalog, locator and dispatcher depend on this view only, not on Redis, so
-in-process tests can hand them the in-memory twin (:mod:`silo.cluster.memory`)
+The catalog, locator, dispatcher and directory sweeper depend on this view only, not on
+Redis, so in-process tests can hand them the in-memory twin (:mod:`silo.cluster.memory`)
 and the real silo hands them :class:`~silo.cluster.membership.MembershipService`.
 """
 
