@@ -13,6 +13,7 @@ import functools
 from dataclasses import dataclass
 from typing import TypeVar
 
+from grainery.client.errors import SiloUnavailableError
 from grainery.client.routing import GrainId
 from grainery.silo.activation import Activation, Phase
 from grainery.silo.catalog import Catalog
@@ -103,6 +104,12 @@ class GrainLocator:
 
     async def _decide(self, grain: GrainId, grain_type: GrainType, hops: int) -> Placement:
         membership = self._membership
+        if not membership.serving:
+            # A call that waited (for a deactivation, say) while the lease lapsed: a fenced
+            # silo must not claim the grain in the directory or run its on_activate.
+            raise SiloUnavailableError(
+                f"silo {membership.silo_id} is not serving; {grain} was not activated"
+            )
         owner = membership.ring.owner(grain)
         if owner is not None and owner.incarnation != membership.incarnation and hops == 0:
             entry = await self._directory.lookup(grain)

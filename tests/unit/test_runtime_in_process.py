@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from grainery.client.codec import decode_result
+from grainery.client.errors import SiloUnavailableError
 from grainery.client.routing import GrainId
 from grainery.silo.activation import Activation, Redispatch
 from grainery.silo.cluster.sweeper import DirectorySweeper
@@ -211,6 +212,32 @@ async def test_a_call_that_finds_the_grain_deactivating_waits_for_the_next_activ
     Hooks.deactivate_gate.set()
     assert await late == {"n": 2, "silo": "a"}
     assert [event for event, _, _ in JOURNAL] == ["activate", "deactivate:test", "activate"]
+
+
+async def test_a_call_waiting_when_its_silo_fences_never_registers_the_grain(
+    cluster: InProcessCluster,
+) -> None:
+    """A call waits for a deactivation; the silo's lease lapses meanwhile (before the catalog
+    hears of it). When the call resolves again it must not register the grain or run
+    on_activate on the fenced silo: it is refused, retry-safe, and nothing touches Redis."""
+    a = cluster.add("a")
+    await a.call("Counter", "k", "add", 1)
+    activation = a.catalog.get(GrainId("Counter", "k"))
+    assert activation is not None
+    Hooks.deactivate_gate = asyncio.Event()
+    activation.deactivate("test")
+    await until(lambda: events("deactivate:test"), "on_deactivate started")
+    late = asyncio.ensure_future(a.call("Counter", "k", "add", 1))
+    await until(lambda: a.dispatcher.in_flight == 1, "the late call reached the dispatcher")
+    a.membership.fence()  # the lease lapsed; abandon_all has not run yet
+    registers_before = [op for op in cluster.ops_for("Counter", "k") if op.operation == "register"]
+    Hooks.deactivate_gate.set()
+    with pytest.raises(SiloUnavailableError) as refused:
+        await late
+    assert refused.value.retry_safe
+    registers = [op for op in cluster.ops_for("Counter", "k") if op.operation == "register"]
+    assert registers == registers_before
+    assert len(events("activate")) == 1
 
 
 async def test_callers_handed_an_activation_that_is_going_away_are_redispatched(
