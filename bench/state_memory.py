@@ -10,7 +10,7 @@ from __future__ import annotations
 import tracemalloc
 from typing import Any
 
-from grainery.silo.state_codec import decode_state, encode_state
+from grainery.silo.storage.state_codec import decode_state, encode_state
 
 N = 10_000
 

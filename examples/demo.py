@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from grainery.client import GrainClient  # noqa: E402
-from grainery.silo.embedded_store import free_port  # noqa: E402
+from grainery.silo.storage.embedded import free_port  # noqa: E402
 
 AGENTS = ["alice", "bob", "carol", "dave", "erin", "frank"]
 

@@ -36,10 +36,10 @@ from grainery.client.errors import (
 )
 from grainery.client.routing import GrainId
 from grainery.silo.call import CURRENT_CALL, GrainCall
-from grainery.silo.persistence import GrainStorage
-from grainery.silo.state_codec import EMPTY, decode_state, encode_state
-from grainery.silo.storage import Fence
-from grainery.silo.store_pool import NotSentError
+from grainery.silo.storage.pool import NotSentError
+from grainery.silo.storage.protocols import GrainStorage
+from grainery.silo.storage.redis_state import Fence
+from grainery.silo.storage.state_codec import EMPTY, decode_state, encode_state
 
 if TYPE_CHECKING:
     from grainery.client.grain_ref import GrainRef

@@ -27,9 +27,9 @@ from grainery.silo.cluster.directory import Registration
 from grainery.silo.cluster.view import MembershipView
 from grainery.silo.failures import GRAIN_FAILURES
 from grainery.silo.metrics import SiloMetrics
-from grainery.silo.persistence import GrainDirectory, GrainStorage
 from grainery.silo.registry import GrainType
-from grainery.silo.storage import Fence
+from grainery.silo.storage.protocols import GrainDirectory, GrainStorage
+from grainery.silo.storage.redis_state import Fence
 
 log = logging.getLogger("grainery.catalog")
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from grainery.silo.cluster.membership import MembershipTiming
-from grainery.silo.embedded_store import DEFAULT_STORE_PORT
+from grainery.silo.storage.embedded import DEFAULT_STORE_PORT
 
 
 @dataclass(frozen=True)

@@ -35,15 +35,15 @@ from grainery.silo.cluster.membership import MembershipService
 from grainery.silo.cluster.sweeper import DirectorySweeper
 from grainery.silo.config import SiloConfig
 from grainery.silo.dispatcher import Dispatcher, DispatchLimits
-from grainery.silo.embedded_store import EmbeddedStore, running_store_url
 from grainery.silo.grain_calls import SiloGrainClient
-from grainery.silo.keys import KeySpace
 from grainery.silo.metrics import SiloMetrics
 from grainery.silo.registry import GrainRegistry
 from grainery.silo.rpc.server import GRAINERY_SERVICES, add_services, create_server
 from grainery.silo.rpc.servicers import DirectoryServicer, GatewayServicer, ManagementServicer
-from grainery.silo.storage import RedisGrainStorage
-from grainery.silo.store_pool import StorePool
+from grainery.silo.storage.embedded import EmbeddedStore, running_store_url
+from grainery.silo.storage.keys import KeySpace
+from grainery.silo.storage.pool import StorePool
+from grainery.silo.storage.redis_state import RedisGrainStorage
 from grainery.silo.watchdog import LoopWatchdog
 
 log = logging.getLogger("grainery.silo")

@@ -12,9 +12,9 @@ import traceback
 from pathlib import Path
 
 from grainery.silo.config import SiloConfig
-from grainery.silo.embedded_store import check_data_dir_free, port_is_free, running_store_url
 from grainery.silo.registry import GrainRegistry
 from grainery.silo.startup_error import StartupError
+from grainery.silo.storage.embedded import check_data_dir_free, port_is_free, running_store_url
 
 
 def _where(filename: str | None, line: int | None) -> str:

@@ -37,7 +37,7 @@ from grainery.client._proto.grainery.v1 import grainery_pb2 as pb
 from grainery.client.channels import ChannelPool, ClientSecurity
 from grainery.client.grain_client import GrainClient
 from grainery.client.sync import SyncGrainClient
-from grainery.silo.embedded_store import free_port, valkey_binary
+from grainery.silo.storage.embedded import free_port, valkey_binary
 
 # One thread forks every child and lives as long as the process (see the module docstring).
 _SPAWNER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="grainery-testing-spawner")

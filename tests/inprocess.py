@@ -31,10 +31,10 @@ from grainery.silo.cluster.locator import GrainLocator
 from grainery.silo.cluster.memory import InMemoryCluster, InMemoryMembership
 from grainery.silo.dispatcher import Dispatcher, DispatchLimits
 from grainery.silo.grain_calls import SiloGrainClient
-from grainery.silo.memory_store import MemoryGrainDirectory, MemoryGrainStorage, MemoryStore
 from grainery.silo.metrics import SiloMetrics
 from grainery.silo.registry import GrainRegistry
-from grainery.silo.storage import Fence, StoredState
+from grainery.silo.storage.memory import MemoryGrainDirectory, MemoryGrainStorage, MemoryStore
+from grainery.silo.storage.redis_state import Fence, StoredState
 
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 

@@ -33,9 +33,9 @@ from redis.exceptions import RedisError
 
 from grainery.client.errors import StorageUnavailableError
 from grainery.client.routing import GrainId
-from grainery.silo.keys import KeySpace
 from grainery.silo.metrics import SiloMetrics
-from grainery.silo.storage import Fence, StoredState
+from grainery.silo.storage.keys import KeySpace
+from grainery.silo.storage.redis_state import Fence, StoredState
 
 # KEYS: dir, state. ARGV: incarnation, silo_id, address, dead incarnation ('' = none), nonce.
 _REGISTER = """

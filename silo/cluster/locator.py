@@ -18,8 +18,8 @@ from grainery.client.routing import GrainId
 from grainery.silo.activation import Activation, Phase
 from grainery.silo.catalog import Catalog
 from grainery.silo.cluster.view import MembershipView
-from grainery.silo.persistence import GrainDirectory
 from grainery.silo.registry import GrainType
+from grainery.silo.storage.protocols import GrainDirectory
 
 
 @dataclass(frozen=True)

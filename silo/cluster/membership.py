@@ -53,8 +53,8 @@ from grainery.client.routing import (
 )
 from grainery.silo.cluster import membership_scripts as scripts
 from grainery.silo.cluster.heartbeat import HeartbeatThread
-from grainery.silo.keys import KeySpace
 from grainery.silo.metrics import SiloMetrics
+from grainery.silo.storage.keys import KeySpace
 
 log = logging.getLogger("grainery.membership")
 

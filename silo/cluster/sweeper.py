@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 
 from grainery.client.errors import GrainError
 from grainery.silo.cluster.view import MembershipView
-from grainery.silo.persistence import GrainDirectory
+from grainery.silo.storage.protocols import GrainDirectory
 
 log = logging.getLogger("grainery.sweeper")
 

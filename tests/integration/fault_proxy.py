@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import threading
 
-from grainery.silo.embedded_store import free_port
+from grainery.silo.storage.embedded import free_port
 
 
 class FaultProxy:

@@ -24,7 +24,7 @@ from grainery.client._proto.grainery.v1 import grainery_pb2 as pb
 from grainery.client._proto.grainery.v1 import grainery_pb2_grpc as pb_grpc
 from grainery.client.grain_client import snapshot_from_proto
 from grainery.client.routing import GrainId, PlacementRing
-from grainery.silo.keys import KeySpace
+from grainery.silo.storage.keys import KeySpace
 from grainery.silo.testing import SiloProcess, TestCluster, TestStore
 from tests.eventually import eventually
 from tests.integration.cluster_helpers import Events, PinnedStub

@@ -18,8 +18,8 @@ import redis.asyncio as aioredis
 
 from grainery.client.routing import ACTIVE, LEFT
 from grainery.silo.cluster.membership import MembershipService, MembershipTiming
-from grainery.silo.keys import KeySpace
 from grainery.silo.metrics import SiloMetrics
+from grainery.silo.storage.keys import KeySpace
 from grainery.silo.testing import TestStore
 from tests.eventually import eventually
 

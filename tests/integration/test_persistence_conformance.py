@@ -16,12 +16,12 @@ import redis.asyncio as aioredis
 from grainery.client.errors import ActivationFencedError, StaleStateError
 from grainery.client.routing import GrainId
 from grainery.silo.cluster.directory import RedisGrainDirectory
-from grainery.silo.keys import PREFIX, KeySpace
-from grainery.silo.memory_store import MemoryGrainDirectory, MemoryGrainStorage, MemoryStore
 from grainery.silo.metrics import SiloMetrics
-from grainery.silo.persistence import GrainDirectory, GrainStorage
-from grainery.silo.state_codec import encode_state
-from grainery.silo.storage import Fence, RedisGrainStorage
+from grainery.silo.storage.keys import PREFIX, KeySpace
+from grainery.silo.storage.memory import MemoryGrainDirectory, MemoryGrainStorage, MemoryStore
+from grainery.silo.storage.protocols import GrainDirectory, GrainStorage
+from grainery.silo.storage.redis_state import Fence, RedisGrainStorage
+from grainery.silo.storage.state_codec import encode_state
 from grainery.silo.testing import TestStore
 
 

@@ -35,7 +35,7 @@ from grainery.client import (
 from grainery.client._proto.grainery.v1 import grainery_pb2 as pb
 from grainery.client._proto.grainery.v1 import grainery_pb2_grpc as pb_grpc
 from grainery.client.routing import GrainId
-from grainery.silo.keys import KeySpace
+from grainery.silo.storage.keys import KeySpace
 from grainery.silo.testing import SiloProcess, TestCluster, TestStore
 
 GRAINS = ["tests.grains.probes"]
@@ -513,7 +513,7 @@ def test_cli_call_errors_are_one_line_on_stderr(
 
 
 def test_cli_call_to_an_unreachable_silo_fails_with_one_line() -> None:
-    from grainery.silo.embedded_store import free_port
+    from grainery.silo.storage.embedded import free_port
 
     result = grainery("call", "--target", f"127.0.0.1:{free_port()}", "--timeout", "3",
                       "Recorder", "k", "get", timeout=30)

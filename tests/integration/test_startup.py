@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from grainery import SyncGrainClient
-from grainery.silo.embedded_store import free_port
+from grainery.silo.storage.embedded import free_port
 from tests.eventually import eventually_sync
 
 REPO = Path(__file__).resolve().parents[2]
@@ -237,7 +237,7 @@ def _children(pid: int) -> list[int]:
 def test_a_lingering_store_keeps_its_data_dir_locked(tmp_path: Path, silos: list[Silo]) -> None:
     """The valkey child shares the lock: while it outlives its silo (still able to write the
     AOF), no new store may start on that directory."""
-    from grainery.silo.embedded_store import check_data_dir_free
+    from grainery.silo.storage.embedded import check_data_dir_free
 
     first, data, url = embedded(tmp_path, silos)
     assert add(first.address, "l", 7) == 7

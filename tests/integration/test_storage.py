@@ -25,11 +25,11 @@ from grainery.client.errors import (
 from grainery.client.routing import ACTIVE, DEAD, FENCED, LEAVING, LEFT, GrainId
 from grainery.silo.cluster.directory import RedisGrainDirectory
 from grainery.silo.cluster.membership import MembershipService, MembershipTiming
-from grainery.silo.keys import KeySpace
 from grainery.silo.metrics import SiloMetrics
-from grainery.silo.state_codec import encode_state
-from grainery.silo.storage import Fence, RedisGrainStorage
-from grainery.silo.store_pool import NotSentError, StorePool
+from grainery.silo.storage.keys import KeySpace
+from grainery.silo.storage.pool import NotSentError, StorePool
+from grainery.silo.storage.redis_state import Fence, RedisGrainStorage
+from grainery.silo.storage.state_codec import encode_state
 from grainery.silo.testing import SiloProcess, TestCluster, TestStore
 from tests.eventually import eventually
 from tests.integration.fault_proxy import FaultProxy

@@ -12,7 +12,7 @@ import contextlib
 import ssl
 import threading
 
-from grainery.silo.embedded_store import free_port
+from grainery.silo.storage.embedded import free_port
 
 
 class TlsProxy:

@@ -6,7 +6,7 @@ import pytest
 
 from grainery.silo.cli import build_parser, silo_config
 from grainery.silo.config import SILO_OPTIONS, SiloConfig
-from grainery.silo.embedded_store import DEFAULT_STORE_PORT
+from grainery.silo.storage.embedded import DEFAULT_STORE_PORT
 
 
 def help_text(capsys: pytest.CaptureFixture[str], *argv: str) -> str:

@@ -23,7 +23,7 @@ from grainery.silo.cluster.memory import InMemoryCluster, InMemoryMembership
 from grainery.silo.grain import Grain
 from grainery.silo.metrics import SiloMetrics
 from grainery.silo.registry import GrainRegistry, GrainType
-from grainery.silo.storage import Fence, StoredState
+from grainery.silo.storage.redis_state import Fence, StoredState
 from grainery.silo.watchdog import LoopWatchdog, blocking_turn
 from tests.eventually import eventually
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from grainery.silo.state_codec import (
+from grainery.silo.storage.state_codec import (
     StateEncodingError,
     StateValueError,
     decode_state,

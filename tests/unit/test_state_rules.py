@@ -17,10 +17,10 @@ from grainery.silo.call import GrainCall
 from grainery.silo.catalog import Catalog
 from grainery.silo.cluster.memory import InMemoryCluster
 from grainery.silo.grain import Grain
-from grainery.silo.memory_store import MemoryGrainDirectory, MemoryGrainStorage, MemoryStore
 from grainery.silo.metrics import SiloMetrics
 from grainery.silo.registry import GrainRegistry
-from grainery.silo.storage import Fence
+from grainery.silo.storage.memory import MemoryGrainDirectory, MemoryGrainStorage, MemoryStore
+from grainery.silo.storage.redis_state import Fence
 
 GRAIN = GrainId("Ledger", "k")
 

@@ -14,7 +14,7 @@ from typing import Protocol
 
 from grainery.client.routing import GrainId
 from grainery.silo.cluster.directory import DirectoryEntry, Registration
-from grainery.silo.storage import Fence, StoredState
+from grainery.silo.storage.redis_state import Fence, StoredState
 
 
 class GrainStorage(Protocol):

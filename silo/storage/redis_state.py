@@ -31,10 +31,10 @@ from redis.exceptions import RedisError
 
 from grainery.client.errors import ActivationFencedError, StaleStateError, StorageUnavailableError
 from grainery.client.routing import GrainId
-from grainery.silo.keys import KeySpace
 from grainery.silo.metrics import SiloMetrics
-from grainery.silo.state_codec import EMPTY, decode_state
-from grainery.silo.store_pool import NotSentError
+from grainery.silo.storage.keys import KeySpace
+from grainery.silo.storage.pool import NotSentError
+from grainery.silo.storage.state_codec import EMPTY, decode_state
 
 # KEYS: state, dir. ARGV: expected etag, data ('' = clear), activation id.
 _WRITE = """

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from grainery.client.errors import ActivationFencedError, StaleStateError
 from grainery.client.routing import GrainId
 from grainery.silo.cluster.directory import DirectoryEntry, Registration, new_nonce
-from grainery.silo.state_codec import EMPTY
-from grainery.silo.storage import Fence, StoredState
+from grainery.silo.storage.redis_state import Fence, StoredState
+from grainery.silo.storage.state_codec import EMPTY
 
 
 @dataclass
