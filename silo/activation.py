@@ -26,6 +26,7 @@ from grainery.client.errors import (
     StaleStateError,
 )
 from grainery.client.routing import GrainId
+from grainery.client.tasks import spawn
 from grainery.silo.storage import Fence, RedisGrainStorage
 
 if TYPE_CHECKING:
@@ -172,7 +173,7 @@ class Activation:
             self._queue = deque()
         self._queue.append(item)
         if self._pump is None or self._pump.done():
-            self._pump = asyncio.create_task(self._drain(), name=f"grain {self.grain_id}")
+            self._pump = spawn(self._drain(), name=f"grain {self.grain_id}")
 
     def call(self, method: MethodSpec, args: list[Any], deadline: float) -> asyncio.Future[Any]:
         """Queue a call; the returned future resolves with its result."""
@@ -228,7 +229,7 @@ class Activation:
             if not call.future.done():
                 call.future.cancel()
             raise
-        except BaseException as exc:  # noqa: BLE001 - any grain failure goes to its caller
+        except Exception as exc:  # noqa: BLE001 - any grain failure goes to its caller
             if not call.future.done():
                 call.future.set_exception(exc)
         else:

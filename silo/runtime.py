@@ -20,7 +20,7 @@ from grpc_health.v1 import health, health_pb2
 
 from grainery.client.channels import ChannelPool, ClientSecurity
 from grainery.client.grain_ref import GrainRef
-from grainery.client.routing import ACTIVE, GrainId, MembershipSnapshot
+from grainery.client.routing import ACTIVE, DEAD, GrainId, MembershipSnapshot
 from grainery.silo.catalog import Catalog
 from grainery.silo.cluster.directory import RedisGrainDirectory
 from grainery.silo.cluster.locator import GrainLocator
@@ -82,6 +82,7 @@ class Silo:
         await self.membership.start()
         self._on_membership_change(self.membership.snapshot)
         self._spawn(self.catalog.run_idle_collector(self._idle_interval()))
+        self.metrics.count_tasks(asyncio.get_running_loop())
         if config.metrics_port is not None:
             self.metrics.serve(config.metrics_host, config.metrics_port)
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
@@ -162,6 +163,8 @@ class Silo:
     # ----- membership changes --------------------------------------------
     def _on_membership_change(self, snapshot: MembershipSnapshot) -> None:
         self.grain_client.follow(snapshot)
+        # Forwarding connections to silos that died or left the membership are closed.
+        self.peers.retain(m.address for m in snapshot.members if m.state != DEAD)
         if self.membership.state != ACTIVE or len(self.catalog) == 0:
             return
         if self._rebalancing is None or self._rebalancing.done():
