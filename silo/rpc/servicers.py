@@ -85,7 +85,8 @@ class GatewayServicer(pb_grpc.GatewayServicer):
 
 class StreamSession:
     """The calls of one InvokeStream. Invariants: every call read gets exactly one result;
-    at most ``MAX_READY_RESULTS`` (plus one frame's calls) results wait to be sent.
+    no call is read while ``MAX_READY_RESULTS`` results wait to be sent (so at most that
+    many, plus the calls already running, which the dispatcher's in-flight limit bounds).
 
     Backpressure: while that many results wait (the caller reads them slower than the silo
     produces them), no new calls are read; gRPC flow control then slows the caller's writes,
