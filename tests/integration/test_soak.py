@@ -20,6 +20,7 @@ import asyncio
 import os
 import random
 import statistics
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -36,7 +37,7 @@ SOAK_SECONDS = float(os.environ.get("GRAINERY_SOAK_SECONDS", "100"))
 LEAK = os.environ.get("GRAINERY_SOAK_LEAK", "")
 GRAINS = ["tests.grains.soak"]
 KEYS = [f"soak-{i}" for i in range(400)]
-SAMPLE_EVERY = 3.0  # seconds
+SAMPLE_EVERY = 2.0  # seconds
 # Windows: the second quarter of the run (after warm-up) against the last quarter.
 
 # Tolerances for "flat": how much the late window may exceed the early one (see grown()).
@@ -83,7 +84,8 @@ class Load:
     def __init__(self, cluster: TestCluster, client: GrainClient) -> None:
         self.cluster = cluster
         self.calls = 0
-        self.errors = 0
+        self.errors: Counter[str] = Counter()
+        self.slowest = 0.0
         self.running = asyncio.Event()
         self.running.set()
         self._stop = False
@@ -101,12 +103,14 @@ class Load:
                 return
             self._busy += 1
             self._idle.clear()
+            started = asyncio.get_running_loop().time()
             try:
                 await _one_call(client)
                 self.calls += 1
-            except GrainError:
-                self.errors += 1  # a silo leaving mid-call: the soak measures resources
+            except GrainError as error:  # a silo leaving mid-call: the soak measures resources
+                self.errors[type(error).__name__] += 1
             finally:
+                self.slowest = max(self.slowest, asyncio.get_running_loop().time() - started)
                 self._busy -= 1
                 made += 1
                 if not self._busy:
@@ -123,7 +127,7 @@ class Load:
         a few seconds, e.g. waiting out a silo that is leaving: sampled anyway)."""
         self.running.clear()
         try:
-            await asyncio.wait_for(self._idle.wait(), 3.0)
+            await asyncio.wait_for(self._idle.wait(), 1.0)
         except asyncio.TimeoutError:
             return False
         return True
@@ -202,8 +206,9 @@ async def test_a_silo_under_churn_stays_flat(cluster: TestCluster) -> None:
             await stats_pool.close()
         # The long-lived client keeps channels only to silos still in the membership.
         departed = set(client.pool.addresses) - {s.address for s in cluster.live}
-    print(f"soak: {cycles} join/leave cycles, {load.calls} calls ({load.errors} failed); "
-          f"{quiet} of {len(samples)} samples with no call in flight:")
+    print(f"soak: {cycles} join/leave cycles, {load.calls} calls, failed: {dict(load.errors)}, "
+          f"slowest {load.slowest:.1f}s; {quiet} of {len(samples)} samples with no call in "
+          f"flight:")
     for at, s in samples:
         print(f"  {at:6.1f}s rss={s.rss / 2**20:7.1f} MiB fds={s.fds:4d} tasks={s.tasks:4d}")
     assert load.calls > 0 and cycles > 0, "no load or no silo churn happened"
