@@ -94,6 +94,9 @@ class CallStream:
             # The stream ended; the read loop receives its final status (e.g. UNAUTHENTICATED)
             # and fails the outstanding calls with it.
             return
+        except Exception as exc:  # a bug here must not leave the stream's calls waiting
+            self._broken(call, exc)
+            raise  # and spawn() logs it
 
     def _take_frame(self) -> pb.InvokeFrame:
         """The next batch of queued calls, within the frame bounds."""

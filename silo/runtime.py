@@ -21,6 +21,7 @@ from grpc_health.v1 import health, health_pb2
 from grainery.client.channels import ChannelPool, ClientSecurity
 from grainery.client.grain_ref import GrainRef
 from grainery.client.routing import ACTIVE, DEAD, GrainId, MembershipSnapshot
+from grainery.client.tasks import spawn
 from grainery.silo.catalog import Catalog
 from grainery.silo.cluster.directory import RedisGrainDirectory
 from grainery.silo.cluster.locator import GrainLocator
@@ -150,15 +151,8 @@ class Silo:
             await self.health.set(service, status)
 
     def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        task = asyncio.create_task(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("background task failed", exc_info=task.exception())
+        """A background task of the silo: logged if it fails, cancelled on stop."""
+        return spawn(coroutine, owner=self._tasks)
 
     # ----- membership changes --------------------------------------------
     def _on_membership_change(self, snapshot: MembershipSnapshot) -> None:

@@ -61,3 +61,45 @@ async def test_owner_set_holds_a_task_only_while_it_runs() -> None:
     await task
     await asyncio.sleep(0)
     assert owner == set() and tasks.running() == before
+
+
+class _BrokenWrites:
+    """A call stream whose writes fail with a bug (not a transport error)."""
+
+    cancelled = False
+
+    async def write(self, frame: object) -> None:
+        raise ValueError("a bug while writing")
+
+    async def read(self) -> object:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+async def test_a_failing_stream_writer_fails_its_calls_and_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Not left to wait for their deadline, and not a silent dead task."""
+    from types import SimpleNamespace
+
+    import grpc
+
+    from grainery.client._proto.grainery.v1 import grainery_pb2 as pb
+    from grainery.client.call_stream import CallStream
+    from grainery.client.errors import TransportError
+
+    caplog.set_level(logging.ERROR, logger="grainery.tasks")
+    channel = grpc.aio.insecure_channel("127.0.0.1:1")
+    stream = CallStream(channel, ())
+    broken = _BrokenWrites()
+    stream._stub = SimpleNamespace(InvokeStream=lambda metadata: broken)  # type: ignore[assignment]
+    with pytest.raises(TransportError, match="a bug while writing"):
+        await stream.invoke(pb.InvokeRequest(grain_type="T", grain_key="k", method="m"), 30.0)
+    await asyncio.sleep(0)
+    assert broken.cancelled
+    assert any("grainery-stream-write" in r.getMessage() for r in caplog.records)
+    await stream.close()
+    await channel.close()
