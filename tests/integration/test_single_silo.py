@@ -617,15 +617,20 @@ async def test_sigterm_drains_calls_in_flight(store: TestStore, events: aioredis
             await eventually(all_arrived, 5, "the 20 Turns.sleep calls in flight on the silo")
 
             silo.signal(signal.SIGTERM)
-            refused: grpc.aio.AioRpcError | None = None
             async with grpc.aio.insecure_channel(silo.address) as channel:
                 gateway = pb_grpc.GatewayStub(channel)
-                while refused is None and not all(s.done() for s in sleepers):
+
+                async def refused_or_drained() -> grpc.aio.AioRpcError | str | None:
+                    if all(s.done() for s in sleepers):
+                        return "drained"  # no call was refused: reported below
                     try:
                         await invoke(gateway, "Recorder", unique("late"), "ping", timeout=2)
                     except grpc.aio.AioRpcError as error:
-                        refused = error
-                    await asyncio.sleep(0.02)
+                        return error
+                    return None
+
+                outcome = await eventually(refused_or_drained, 20, "a new call refused")
+            refused = outcome if isinstance(outcome, grpc.aio.AioRpcError) else None
             assert await asyncio.gather(*sleepers) == [1.0] * 20
         code = await asyncio.to_thread(silo.stop, 20)
         log = silo.log_path.read_text(errors="replace")

@@ -20,10 +20,7 @@ def _closed(channel: grpc.aio.Channel) -> bool:
 
 async def _settle(pool: ChannelPool) -> None:
     """Wait for the closes retain() started (they run as tasks)."""
-    for _ in range(50):
-        if not pool._closing:
-            return
-        await asyncio.sleep(0.01)
+    await asyncio.gather(*pool._closing)
 
 
 async def test_retain_closes_channels_of_departed_addresses() -> None:
