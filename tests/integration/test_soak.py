@@ -104,11 +104,12 @@ class Load:
             self._busy += 1
             self._idle.clear()
             started = asyncio.get_running_loop().time()
+            kind = random.choice(("touch", "relay"))
             try:
-                await _one_call(client)
+                await _one_call(client, kind)
                 self.calls += 1
             except GrainError as error:  # a silo leaving mid-call: the soak measures resources
-                self.errors[type(error).__name__] += 1
+                self.errors[f"{kind}: {type(error).__name__}"] += 1
             finally:
                 self.slowest = max(self.slowest, asyncio.get_running_loop().time() - started)
                 self._busy -= 1
@@ -138,10 +139,9 @@ class Load:
         await asyncio.gather(*self._tasks)
 
 
-async def _one_call(client: GrainClient) -> None:
-    key = random.choice(KEYS)
-    grain = client.get_grain("Churn", key)
-    if random.random() < 0.5:
+async def _one_call(client: GrainClient, kind: str) -> None:
+    grain = client.get_grain("Churn", random.choice(KEYS))
+    if kind == "touch":
         await grain.touch(1, timeout=10)
     else:
         await grain.relay(random.choice(KEYS), timeout=10)
