@@ -28,12 +28,12 @@ from grainery.client._proto.grainery.v1 import grainery_pb2 as pb
 from grainery.client._proto.grainery.v1 import grainery_pb2_grpc as pb_grpc
 from grainery.client.errors import (
     DeadlineExceededError,
-    GrainError,
     TransportError,
     build_error,
     error_from_status,
     from_rpc_error,
 )
+from grainery.client.tasks import spawn
 
 MAX_FRAME_BYTES = 1024 * 1024
 MAX_STREAMED_REQUEST_BYTES = 64 * 1024  # bigger requests go unary
@@ -78,8 +78,8 @@ class CallStream:
     def _open(self) -> None:
         self._call = self._stub.InvokeStream(metadata=self._metadata)
         self._tasks = [
-            asyncio.create_task(self._write_loop(self._call)),
-            asyncio.create_task(self._read_loop(self._call)),
+            spawn(self._write_loop(self._call), name="grainery-stream-write"),
+            spawn(self._read_loop(self._call), name="grainery-stream-read"),
         ]
 
     async def _write_loop(self, call: Any) -> None:
@@ -94,6 +94,9 @@ class CallStream:
             # The stream ended; the read loop receives its final status (e.g. UNAUTHENTICATED)
             # and fails the outstanding calls with it.
             return
+        except Exception as exc:  # a bug here must not leave the stream's calls waiting
+            self._broken(call, exc)
+            raise  # and spawn() logs it
 
     def _take_frame(self) -> pb.InvokeFrame:
         """The next batch of queued calls, within the frame bounds."""
@@ -114,7 +117,7 @@ class CallStream:
                     raise TransportError("the silo closed the call stream")
                 for result in frame.results:
                     self._deliver(result)
-        except (grpc.aio.AioRpcError, GrainError) as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever ended the stream fails its calls
             self._broken(call, exc)
 
     def _deliver(self, result: pb.StreamResult) -> None:

@@ -7,6 +7,9 @@ silo-to-silo calls all connect the same way.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +19,7 @@ from grainery.client._proto.grainery.v1 import grainery_pb2 as pb
 from grainery.client._proto.grainery.v1 import grainery_pb2_grpc as pb_grpc
 from grainery.client.call_stream import CallStream
 from grainery.client.errors import from_rpc_error
+from grainery.client.tasks import spawn
 
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 TOKEN_METADATA_KEY = "authorization"
@@ -95,6 +99,11 @@ class SiloStubs:
         self._metadata = metadata
         self._stream: CallStream | None = None
 
+        # Calls using this connection right now, and whether the pool has let go of it: a
+        # retired connection closes when its last call ends, never under a running call.
+        self.users = 0
+        self.retired = False
+
     @property
     def stream(self) -> CallStream:
         if self._stream is None:
@@ -108,12 +117,20 @@ class SiloStubs:
 
 
 class ChannelPool:
-    """Lazily opened channels keyed by address; closed together."""
+    """Lazily opened channels keyed by address.
+
+    Invariant: the pool holds connections only to addresses its owner still cares about.
+    Silos come and go (every restart is a new port or pod IP), so the owner calls
+    :meth:`retain` with the live addresses after each membership change; connections to the
+    rest are dropped at once and closed as soon as no call is using them.
+    """
 
     def __init__(self, security: ClientSecurity, max_message_bytes: int) -> None:
         self.security = security
         self.max_message_bytes = max_message_bytes
         self._stubs: dict[str, SiloStubs] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+        self._draining: set[SiloStubs] = set()  # evicted, waiting for their last call
 
     def get(self, address: str) -> SiloStubs:
         stubs = self._stubs.get(address)
@@ -122,22 +139,58 @@ class ChannelPool:
             stubs = self._stubs[address] = SiloStubs(channel, self.security.call_metadata())
         return stubs
 
+    @property
+    def addresses(self) -> list[str]:
+        return list(self._stubs)
+
+    @contextmanager
+    def borrow(self, address: str) -> Iterator[SiloStubs]:
+        """The connection to ``address``, kept open (even if evicted) until the block ends."""
+        stubs = self.get(address)
+        stubs.users += 1
+        try:
+            yield stubs
+        finally:
+            stubs.users -= 1
+            if stubs.retired and stubs.users == 0:
+                self._close_later(stubs)
+
+    def retain(self, addresses: Iterable[str]) -> list[str]:
+        """Drop the connections to every address not in ``addresses``; returns those dropped.
+        A dropped connection still in use closes when its last call ends."""
+        keep = set(addresses)
+        gone = [address for address in self._stubs if address not in keep]
+        for address in gone:
+            stubs = self._stubs.pop(address)
+            stubs.retired = True
+            if stubs.users == 0:
+                self._close_later(stubs)
+            else:
+                self._draining.add(stubs)
+        return gone
+
+    def _close_later(self, stubs: SiloStubs) -> None:
+        self._draining.discard(stubs)
+        spawn(stubs.close(), name="grainery-close-channel", owner=self._closing)
+
     async def invoke(
         self, address: str, request: pb.InvokeRequest, timeout: float, streamed: bool
     ) -> pb.InvokeResponse:
         """One call to one silo, over its call stream or unary; raises GrainError."""
-        stubs = self.get(address)
-        if streamed and CallStream.accepts(request):
-            return await stubs.stream.invoke(request, timeout)
-        try:
-            response: pb.InvokeResponse = await stubs.gateway.Invoke(
-                request, timeout=timeout, metadata=self.security.call_metadata()
-            )
-        except grpc.aio.AioRpcError as rpc_error:
-            raise from_rpc_error(rpc_error) from None
-        return response
+        with self.borrow(address) as stubs:
+            if streamed and CallStream.accepts(request):
+                return await stubs.stream.invoke(request, timeout)
+            try:
+                response: pb.InvokeResponse = await stubs.gateway.Invoke(
+                    request, timeout=timeout, metadata=self.security.call_metadata()
+                )
+            except grpc.aio.AioRpcError as rpc_error:
+                raise from_rpc_error(rpc_error) from None
+            return response
 
     async def close(self) -> None:
-        stubs, self._stubs = list(self._stubs.values()), {}
+        stubs, self._stubs = [*self._stubs.values(), *self._draining], {}
+        self._draining = set()
         for item in stubs:
             await item.close()
+        await asyncio.gather(*self._closing, return_exceptions=True)

@@ -35,7 +35,8 @@ from grainery.client.errors import (
     TransportError,
 )
 from grainery.client.grain_ref import GrainRef
-from grainery.client.routing import GrainId, MemberInfo, MembershipSnapshot, Router
+from grainery.client.routing import DEAD, GrainId, MemberInfo, MembershipSnapshot, Router
+from grainery.client.tasks import spawn
 
 log = logging.getLogger("grainery.client")
 
@@ -125,14 +126,15 @@ class GrainClient:
         if not await self.refresh_membership():
             log.warning("no seed answered Directory.Members; routing to seeds until one does")
         if self._refresh_interval > 0 and self._refresh_task is None:
-            self._refresh_task = asyncio.create_task(self._follow_membership())
+            self._refresh_task = spawn(self._follow_membership(), name="grainery-follow-membership")
 
     async def close(self) -> None:
-        if self._refresh_task is not None:
-            self._refresh_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._refresh_task
-            self._refresh_task = None
+        for task in (self._refresh_task, self._refreshing):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._refresh_task = self._refreshing = None
         await self.pool.close()
 
     def get_grain(self, grain_type: str, key: str) -> GrainRef:
@@ -211,7 +213,7 @@ class GrainClient:
 
     def _refresh_soon(self) -> None:
         if self._refreshing is None or self._refreshing.done():
-            self._refreshing = asyncio.create_task(self.refresh_membership())
+            self._refreshing = spawn(self.refresh_membership(), name="grainery-refresh")
 
     async def refresh_membership(self, avoid: str | None = None) -> bool:
         """Ask the first silo that answers for the membership; False if none did."""
@@ -220,14 +222,23 @@ class GrainClient:
             candidates = [a for a in candidates if a != avoid] + [avoid]
         for address in candidates:
             try:
-                response = await self.pool.get(address).directory.Members(
-                    pb.MembersRequest(), timeout=2.0, metadata=self._metadata
-                )
+                with self.pool.borrow(address) as stubs:
+                    response = await stubs.directory.Members(
+                        pb.MembersRequest(), timeout=2.0, metadata=self._metadata
+                    )
             except grpc.aio.AioRpcError:
                 continue
-            self.router.update(snapshot_from_proto(response))
+            self._adopt(snapshot_from_proto(response))
             return True
         return False
+
+    def _adopt(self, snapshot: MembershipSnapshot) -> None:
+        """Route by ``snapshot`` if it is newer, and let go of connections to silos that left
+        it (dead or gone): a long-lived client of a cluster whose silos restart would
+        otherwise keep a channel, and its reconnect attempts, per departed address forever."""
+        if self.router.update(snapshot):
+            live = {m.address for m in snapshot.members if m.state != DEAD}
+            self.pool.retain(live | set(self.router.seeds))
 
     async def wait_for_members(self, count: int, timeout: float = 30.0) -> None:
         """Wait until at least ``count`` silos are active (e.g. right after starting a cluster)."""
@@ -247,8 +258,8 @@ class GrainClient:
             await asyncio.sleep(self._refresh_interval)
             try:
                 await self.refresh_membership()
-            except GrainError:  # pragma: no cover - refresh errors are retried next tick
-                pass
+            except Exception:  # noqa: BLE001 - logged; the next tick tries again
+                log.warning("membership refresh failed", exc_info=True)
 
 
 def _gave_up(target: str, attempts: int, last_error: GrainError | None) -> DeadlineExceededError:

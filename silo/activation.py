@@ -35,6 +35,7 @@ from grainery.client.errors import (
     StorageUnavailableError,
 )
 from grainery.client.routing import GrainId
+from grainery.client.tasks import spawn
 from grainery.silo.call import CURRENT_CALL, GrainCall
 from grainery.silo.storage.pool import NotSentError
 from grainery.silo.storage.protocols import GrainStorage
@@ -210,7 +211,7 @@ class Activation:
             self._queue = deque()
         self._queue.append(item)
         if self._pump is None or self._pump.done():
-            self._pump = asyncio.create_task(self._drain(), name=f"grain {self.grain_id}")
+            self._pump = spawn(self._drain(), name=f"grain {self.grain_id}")
 
     def call(self, method: MethodSpec, call: GrainCall) -> asyncio.Future[Any]:
         """Queue a call; the returned future resolves with its result."""
@@ -284,7 +285,7 @@ class Activation:
             if not call.future.done():
                 call.future.cancel()
             raise
-        except BaseException as exc:  # noqa: BLE001 - any grain failure goes to its caller
+        except Exception as exc:  # noqa: BLE001 - any grain failure goes to its caller
             if not call.future.done():
                 call.future.set_exception(exc)
         else:

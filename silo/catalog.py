@@ -117,7 +117,8 @@ class Catalog:
             self._metrics.activation_failures.labels(grain_type.name).inc()
             await self._unregister_quietly(grain, fence)
             activation.mark_gone()
-            if isinstance(exc, SiloUnavailableError | asyncio.CancelledError):
+            # Cancellation, SystemExit and KeyboardInterrupt propagate; only grain errors wrap.
+            if not isinstance(exc, Exception) or isinstance(exc, SiloUnavailableError):
                 raise
             GRAIN_FAILURES.report(
                 grain_type.name, exc, f"activation of {grain} failed: {type(exc).__name__}: {exc}"

@@ -59,10 +59,10 @@ class SiloGrainClient(GrainClient):
         self._refresh = refresh
 
     def follow(self, snapshot: MembershipSnapshot) -> None:
-        self.router.update(snapshot)
+        self._adopt(snapshot)
 
     async def refresh_membership(self, avoid: str | None = None) -> bool:
-        self.router.update(await self._refresh())
+        self._adopt(await self._refresh())
         return True
 
     async def invoke(

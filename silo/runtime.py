@@ -26,7 +26,8 @@ from grpc_health.v1 import health, health_pb2
 
 from grainery.client.channels import ChannelPool, ClientSecurity
 from grainery.client.grain_ref import GrainRef
-from grainery.client.routing import ACTIVE, GrainId, MembershipSnapshot
+from grainery.client.routing import ACTIVE, DEAD, GrainId, MembershipSnapshot
+from grainery.client.tasks import spawn
 from grainery.silo.blocking import BlockingPool
 from grainery.silo.catalog import Catalog
 from grainery.silo.cluster.directory import RedisGrainDirectory
@@ -100,6 +101,7 @@ class Silo:
         self._spawn(self.catalog.run_idle_collector(self._idle_interval()))
         sweeper = DirectorySweeper(self.directory, self.membership, 5 * config.heartbeat_interval)
         self._spawn(sweeper.run())
+        self.metrics.count_tasks(asyncio.get_running_loop())
         if config.metrics_port is not None:
             self.metrics.serve(config.metrics_host, config.metrics_port)
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
@@ -196,19 +198,14 @@ class Silo:
         )
 
     def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        task = asyncio.create_task(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("background task failed", exc_info=task.exception())
+        """A background task of the silo: logged if it fails, cancelled on stop."""
+        return spawn(coroutine, owner=self._tasks)
 
     # ----- membership changes --------------------------------------------
     def _on_membership_change(self, snapshot: MembershipSnapshot) -> None:
         self.grain_client.follow(snapshot)
+        # Forwarding connections to silos that died or left the membership are closed.
+        self.peers.retain(m.address for m in snapshot.members if m.state != DEAD)
         if self.membership.state != ACTIVE or len(self.catalog) == 0:
             return
         if self._rebalancing is None or self._rebalancing.done():

@@ -14,3 +14,9 @@ def store() -> Iterator[TestStore]:
     server = TestStore().start()
     yield server
     server.stop()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "soak: the churn soak test (about 2 minutes); select with -m soak"
+    )

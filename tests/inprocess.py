@@ -15,6 +15,7 @@ next to the real-Redis integration tests that check the same runtime end to end.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -139,6 +140,11 @@ class InProcessPeers:
         except GrainError as error:
             raise over_the_wire(error) from None
         return pb.InvokeResponse.FromString(response.SerializeToString())
+
+    def retain(self, addresses: Iterable[str]) -> list[str]:
+        """The pool keeps connections only to live members; in process there is none to
+        close, so nothing is dropped."""
+        return []
 
     async def close(self) -> None:
         """Nothing to close: there are no connections."""

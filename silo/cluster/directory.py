@@ -33,6 +33,7 @@ from redis.exceptions import RedisError
 
 from grainery.client.errors import StorageUnavailableError
 from grainery.client.routing import GrainId
+from grainery.client.tasks import spawn
 from grainery.silo.metrics import SiloMetrics
 from grainery.silo.storage.keys import KeySpace
 from grainery.silo.storage.redis_state import Fence, StoredState
@@ -118,6 +119,7 @@ class ScriptBatcher:
         self._script = script
         self._queue: list[_Item] = []
         self._scheduled = False
+        self._sending: set[asyncio.Task[None]] = set()
 
     async def __call__(
         self, keys: list[str], args: list[str], index: Index | None = None
@@ -134,8 +136,7 @@ class ScriptBatcher:
         self._scheduled = False
         while self._queue:
             batch, self._queue = self._queue[: self.MAX_BATCH], self._queue[self.MAX_BATCH :]
-            task = asyncio.ensure_future(self._send(batch))
-            task.add_done_callback(_retrieve)
+            spawn(self._send(batch), name="grainery-directory-batch", owner=self._sending)
 
     async def _send(self, batch: list[_Item]) -> None:
         try:
@@ -158,7 +159,13 @@ class ScriptBatcher:
             replies = (await pipe.execute(raise_on_error=False))[2 * len(indexes) :]
             if len(replies) != len(batch):
                 raise RuntimeError(f"pipeline returned {len(replies)} replies for {len(batch)}")
-        except BaseException as exc:  # noqa: BLE001 - every waiting call gets the failure
+        except asyncio.CancelledError:
+            # The silo is stopping: the waiting calls are cancelled too, and so is this task
+            # (a swallowed cancellation would make stop() wait on a task that claims success).
+            for _, _, _, future in batch:
+                future.cancel()
+            raise
+        except Exception as exc:  # noqa: BLE001 - every waiting call gets the failure
             for _, _, _, future in batch:
                 if not future.done():
                     future.set_exception(exc)
@@ -170,11 +177,6 @@ class ScriptBatcher:
                 future.set_exception(reply)
             else:
                 future.set_result(reply)
-
-
-def _retrieve(task: asyncio.Future[None]) -> None:
-    if not task.cancelled():
-        task.exception()
 
 
 class RedisGrainDirectory:

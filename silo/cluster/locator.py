@@ -13,8 +13,9 @@ import functools
 from dataclasses import dataclass
 from typing import TypeVar
 
-from grainery.client.errors import SiloUnavailableError
+from grainery.client.errors import GrainError, SiloUnavailableError
 from grainery.client.routing import GrainId
+from grainery.client.tasks import spawn
 from grainery.silo.activation import Activation, Phase
 from grainery.silo.catalog import Catalog
 from grainery.silo.cluster.view import MembershipView
@@ -91,7 +92,10 @@ class GrainLocator:
                 continue
             task = self._pending.get(grain)
             if task is None:
-                task = asyncio.create_task(self._decide(grain, grain_type, hops))
+                task = spawn(
+                    self._decide(grain, grain_type, hops), name=f"grainery-resolve {grain}",
+                    expected=(GrainError,),
+                )
                 self._pending[grain] = task
                 task.add_done_callback(functools.partial(self._finished, grain))
             return await wait_until(task, deadline, loop)
@@ -99,8 +103,6 @@ class GrainLocator:
     def _finished(self, grain: GrainId, task: asyncio.Task[Placement]) -> None:
         if self._pending.get(grain) is task:
             del self._pending[grain]
-        if not task.cancelled():
-            task.exception()  # retrieved here so an unawaited failure is not reported twice
 
     async def _decide(self, grain: GrainId, grain_type: GrainType, hops: int) -> Placement:
         membership = self._membership

@@ -20,6 +20,7 @@ from grainery.client._proto.grainery.v1 import grainery_pb2 as pb
 from grainery.client._proto.grainery.v1 import grainery_pb2_grpc as pb_grpc
 from grainery.client.errors import GrainApplicationError, GrainError, error_metadata
 from grainery.client.routing import ACTIVE, FENCED, LEAVING, GrainId, MembershipSnapshot
+from grainery.client.tasks import spawn
 from grainery.silo.catalog import Catalog
 from grainery.silo.cluster.directory import RedisGrainDirectory
 from grainery.silo.cluster.membership import MembershipService
@@ -76,7 +77,7 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         """Many calls on one stream: each runs as its own task (as a unary call would), and
         results go back as soon as they are ready, batched when several are."""
         session = StreamSession(self._dispatcher)
-        reader = asyncio.create_task(session.read(requests))
+        reader = spawn(session.read(requests), name="grainery-stream-reader")
         try:
             async for frame in session.results(reader):
                 yield frame
@@ -86,14 +87,22 @@ class GatewayServicer(pb_grpc.GatewayServicer):
 
 
 class StreamSession:
-    """The calls of one InvokeStream. Invariant: every call read gets exactly one result."""
+    """The calls of one InvokeStream. Invariants: every call read gets exactly one result;
+    no call is read while ``MAX_READY_RESULTS`` results wait to be sent (so at most that
+    many, plus the calls already running, which the dispatcher's in-flight limit bounds).
+
+    Backpressure: while that many results wait (the caller reads them slower than the silo
+    produces them), no new calls are read; gRPC flow control then slows the caller's writes,
+    so a slow reader cannot grow the silo's memory."""
 
     MAX_RESULT_FRAME_BYTES = 1024 * 1024
+    MAX_READY_RESULTS = 1024
 
     def __init__(self, dispatcher: Dispatcher) -> None:
         self._dispatcher = dispatcher
         self._ready: list[pb.StreamResult] = []
         self._wake = asyncio.Event()
+        self._room = asyncio.Event()  # set whenever results were taken to be sent
         self._running: set[asyncio.Task[None]] = set()
 
     async def read(self, requests: AsyncIterator[pb.InvokeFrame]) -> None:
@@ -102,6 +111,13 @@ class StreamSession:
                 task = asyncio.create_task(self._run(call))
                 self._running.add(task)
                 task.add_done_callback(self._call_done)
+            while len(self._ready) >= self.MAX_READY_RESULTS:
+                self._room.clear()
+                await self._room.wait()
+
+    @property
+    def waiting_results(self) -> int:
+        return len(self._ready)
 
     def _call_done(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
@@ -147,6 +163,7 @@ class StreamSession:
                 break
             count += 1
         batch, self._ready = self._ready[:count], self._ready[count:]
+        self._room.set()
         return pb.ResultFrame(results=batch)
 
     async def cancel(self) -> None:
@@ -213,4 +230,5 @@ class ManagementServicer(pb_grpc.ManagementServicer):
             ],
             calls_in_flight=self._dispatcher.in_flight,
             membership_version=self._membership.snapshot.version,
+            tasks=len(asyncio.all_tasks()),
         )

@@ -31,6 +31,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from tests.eventually import eventually_sync
+
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 
@@ -237,13 +239,14 @@ class LocalCompose:
                 "--appendonly", "no"]
         log = self.workdir / f"{service}.log"
         proc = self._spawn(argv, dict(os.environ), log)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and proc.poll() is None:
-            if _pings(port):
-                self.hosts[f"{service}:6379"] = f"127.0.0.1:{port}"
-                return self.hosts[f"{service}:6379"]
-            time.sleep(0.05)
-        raise AssertionError(f"valkey did not start: {log.read_text()}")
+
+        def answering() -> bool:
+            assert proc.poll() is None, f"valkey exited: {log.read_text()}"
+            return _pings(port)
+
+        eventually_sync(answering, 15, f"valkey for {service} answering")
+        self.hosts[f"{service}:6379"] = f"127.0.0.1:{port}"
+        return self.hosts[f"{service}:6379"]
 
     def _local(self, address: str) -> str:
         assert address in self.hosts, f"{address} is not a started compose service:port"
@@ -299,18 +302,22 @@ class LocalCompose:
 
     def wait_ready(self, silo: LocalSilo, timeout: float = 45) -> None:
         """Until the silo prints its "serving on" line or its own healthcheck passes."""
-        deadline = time.monotonic() + timeout
         next_check = time.monotonic() + 2
-        while time.monotonic() < deadline:
+
+        def ready() -> bool:
+            nonlocal next_check
             assert silo.proc.poll() is None, f"{silo.name} exited:\n{silo.output()}"
             if "serving on" in silo.output():
-                return
-            if time.monotonic() >= next_check:
-                if self.run(silo.healthcheck, 10).returncode == 0:
-                    return
-                next_check = time.monotonic() + 2
-            time.sleep(0.1)
-        raise AssertionError(f"{silo.name} not ready after {timeout}s:\n{silo.output()}")
+                return True
+            if time.monotonic() < next_check:  # the healthcheck is a process: not too often
+                return False
+            next_check = time.monotonic() + 2
+            return self.run(silo.healthcheck, 10).returncode == 0
+
+        try:
+            eventually_sync(ready, timeout, f"{silo.name} ready")
+        except AssertionError as error:
+            raise AssertionError(f"{error}\n{silo.output()}") from None
 
     def run(self, argv: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
         return subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=timeout,
@@ -326,15 +333,19 @@ class LocalCompose:
 
     def call_until_ok(self, targets: list[str], *args: str, deadline: float) -> Any:
         """Retry a call (rotating over targets) until it succeeds or the deadline passes."""
-        attempt, result = 0, None
-        while time.monotonic() < deadline:
+        attempt = 0
+
+        def succeeded() -> Any:
+            nonlocal attempt
             remaining = max(1.0, min(5.0, deadline - time.monotonic()))
             result = self.call(targets[attempt % len(targets)], *args, timeout=remaining)
-            if result.returncode == 0:
-                return json.loads(result.stdout)
             attempt += 1
-            time.sleep(0.2)
-        raise AssertionError(f"call {args} failed until the deadline: {result and result.stderr}")
+            if result.returncode != 0:
+                raise AssertionError(result.stderr)  # shown if it never succeeds
+            return [json.loads(result.stdout)]  # wrapped: a result of 0 is a success too
+
+        return eventually_sync(succeeded, max(0.0, deadline - time.monotonic()),
+                               f"call {args}")[0]
 
     @staticmethod
     def scrape(silo: LocalSilo) -> str:

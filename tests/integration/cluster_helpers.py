@@ -1,4 +1,4 @@
-"""Helpers shared by the cluster tests: event lists, pinned stubs, bounded polling."""
+"""Helpers shared by the cluster tests: event lists, pinned stubs, a counter load."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from grainery.client._proto.grainery.v1 import grainery_pb2 as pb
 from grainery.client._proto.grainery.v1 import grainery_pb2_grpc as pb_grpc
 from grainery.client.codec import encode_args
 from grainery.silo.testing import TestStore
-from tests.eventually import eventually  # noqa: F401 - re-exported for the cluster tests
 
 
 class Events:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,6 +12,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from grainery.silo.testing import SiloProcess, TestCluster
+from tests.eventually import eventually_sync
 
 GRAINS = ["tests.grains.probes"]
 
@@ -45,18 +45,14 @@ def health_status(channel: grpc.Channel, service: str = "", timeout: float = 5.0
 
 def wait_health(address: str, status: Any = health_pb2.HealthCheckResponse.SERVING,
                 timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    seen: object = None
     with grpc.insecure_channel(address) as channel:
-        while time.monotonic() < deadline:
-            try:
-                seen = health_status(channel, timeout=1.0)
-                if seen == status:
-                    return
-            except grpc.RpcError as exc:
-                seen = exc.code()
-            time.sleep(0.05)
-    raise TimeoutError(f"{address} health not {status} within {timeout}s (last: {seen})")
+        def reached() -> bool:
+            seen = health_status(channel, timeout=1.0)
+            if seen != status:
+                raise AssertionError(f"health {seen}")  # shown if it never gets there
+            return True
+
+        eventually_sync(reached, timeout, f"{address} health {status}")
 
 
 def rss_kib(pid: int) -> int:

@@ -15,8 +15,11 @@ from collections.abc import Iterator
 import pytest
 
 from grainery.client import GrainClient, GrainError
+from grainery.client._proto.grainery.v1 import grainery_pb2 as pb
+from grainery.client._proto.grainery.v1 import grainery_pb2_grpc as pb_grpc
 from grainery.silo.testing import TestCluster, TestStore
-from tests.integration.cluster_helpers import CounterLoad, Events, PinnedStub, eventually
+from tests.eventually import eventually
+from tests.integration.cluster_helpers import CounterLoad, Events, PinnedStub
 from tests.integration.fault_proxy import FaultProxy
 
 GRAINS = ["tests.grains.probes"]
@@ -73,11 +76,14 @@ async def test_kill_9_under_load_loses_no_acknowledged_write(cluster: TestCluste
         load = CounterLoad(client, keys, timeout=15).start()
         await eventually(lambda: asyncio.sleep(0, load.total_acked > 300), 20, "warm-up")
         victim = cluster.silos[1]
+        acked_at_kill = dict(load.acked)
         killed_at = time.monotonic()
         victim.kill()
-        # Every grain answers again within the failover bound.
+        # Every grain answers again within the failover bound, with every write acknowledged
+        # before the kill.
         recovered = await eventually(
-            lambda: _all_answer(client, keys), FAILOVER_BOUND, "every counter answering"
+            lambda: _all_answer(client, keys, acked_at_kill), FAILOVER_BOUND,
+            "every counter answering with its acknowledged writes",
         )
         failover = time.monotonic() - killed_at
         values = await load.stop()
@@ -88,9 +94,22 @@ async def test_kill_9_under_load_loses_no_acknowledged_write(cluster: TestCluste
     print(f"failover: every grain answered {failover:.2f}s after kill -9")
 
 
-async def _all_answer(client: GrainClient, keys: list[str]) -> bool:
-    await asyncio.gather(*(client.get_grain("SlowWriter", k).get(timeout=2) for k in keys))
-    return True
+async def _in_flight(stub: PinnedStub) -> int:
+    stats = await pb_grpc.ManagementStub(stub.channel).SiloStats(pb.SiloStatsRequest(), timeout=2)
+    return int(stats.calls_in_flight)
+
+
+async def _all_answer(client: GrainClient, keys: list[str], acked: dict[str, int]) -> bool:
+    """True when every counter answers and holds at least the writes acknowledged before
+    the kill (a lost write, or an answer from an empty activation, keeps this False)."""
+    values = await asyncio.gather(
+        *(client.get_grain("SlowWriter", k).get(timeout=2) for k in keys),
+        return_exceptions=True,
+    )
+    return all(
+        isinstance(value, int) and value >= acked.get(key, 0)
+        for key, value in zip(keys, values, strict=True)
+    )
 
 
 async def test_paused_silo_cannot_write_after_takeover(
@@ -108,7 +127,7 @@ async def test_paused_silo_cannot_write_after_takeover(
         # A slow call starts on the victim; the silo freezes before the call writes.
         slow = asyncio.create_task(pinned.invoke("SlowWriter", key, "slow_add", 100, 1.0,
                                                  timeout=60))
-        await asyncio.sleep(0.3)
+        await eventually(lambda: _in_flight(pinned), 10, "the slow call running on the victim")
         victim.pause()
         # The grain moves: calls through a survivor succeed once the lease lapses.
         reply = await eventually(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -25,6 +24,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 from grainery.client._proto.grainery.v1 import grainery_pb2 as pb
 from grainery.client._proto.grainery.v1 import grainery_pb2_grpc as pb_grpc
 from grainery.silo.testing import SiloProcess, TestCluster, TestStore
+from tests.eventually import eventually
 from tests.integration.helpers import GRAINS, health_status, running_cluster, wait_health
 
 MAX_IN_FLIGHT = 4
@@ -61,16 +61,31 @@ async def _invoke(channel: grpc.aio.Channel, grain_type: str, key: str, method: 
     return reply
 
 
+async def _stats(channel: grpc.aio.Channel) -> pb.SiloStatsResponse:
+    reply: pb.SiloStatsResponse = await pb_grpc.ManagementStub(channel).SiloStats(
+        pb.SiloStatsRequest(), timeout=2)
+    return reply
+
+
 async def _wait_in_flight(channel: grpc.aio.Channel, count: int, timeout: float = 5.0) -> None:
-    stub = pb_grpc.ManagementStub(channel)
-    deadline = time.monotonic() + timeout
-    seen = -1
-    while time.monotonic() < deadline:
-        seen = (await stub.SiloStats(pb.SiloStatsRequest(), timeout=2)).calls_in_flight
-        if seen == count:
-            return
-        await asyncio.sleep(0.02)
-    raise TimeoutError(f"calls in flight never reached {count} (last {seen})")
+    async def reached() -> bool:
+        return (await _stats(channel)).calls_in_flight == count
+
+    await eventually(reached, timeout, f"{count} calls in flight")
+
+
+async def _activations(channel: grpc.aio.Channel, grain_type: str) -> int:
+    counts = {c.grain_type: c.activations for c in (await _stats(channel)).activations}
+    return counts.get(grain_type, 0)
+
+
+async def _wait_activated(channel: grpc.aio.Channel, grain_type: str, count: int) -> None:
+    """Until ``count`` grains of the type are active: a call admitted to an active grain with
+    an empty queue is running its turn (it is not still activating)."""
+    async def reached() -> bool:
+        return await _activations(channel, grain_type) == count
+
+    await eventually(reached, 5.0, f"{count} {grain_type} activations")
 
 
 def _trailers(error: grpc.aio.AioRpcError) -> dict[str, str]:
@@ -101,9 +116,10 @@ async def test_max_in_flight_is_resource_exhausted(channel: grpc.aio.Channel) ->
 
 async def test_max_queue_per_grain_is_resource_exhausted(channel: grpc.aio.Channel) -> None:
     key = f"queue-{uuid.uuid4().hex[:8]}"
+    active = await _activations(channel, "Turns")
     running = asyncio.create_task(_invoke(channel, "Turns", key, "sleep", "[1.5]"))
     await _wait_in_flight(channel, 1)
-    await asyncio.sleep(0.2)  # activated and running: the queue is empty
+    await _wait_activated(channel, "Turns", active + 1)  # running: the queue is empty
     queued = [asyncio.create_task(_invoke(channel, "Turns", key, "track", f"[{i}]"))
               for i in range(MAX_QUEUE)]
     await _wait_in_flight(channel, 1 + MAX_QUEUE)
@@ -123,14 +139,14 @@ async def test_call_whose_deadline_passes_while_queued_is_not_run(
     channel: grpc.aio.Channel,
 ) -> None:
     key = f"deadline-{uuid.uuid4().hex[:8]}"
+    active = await _activations(channel, "Turns")
     busy = asyncio.create_task(_invoke(channel, "Turns", key, "sleep", "[1.0]"))
     await _wait_in_flight(channel, 1)
-    await asyncio.sleep(0.2)
-    started = time.monotonic()
+    await _wait_activated(channel, "Turns", active + 1)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await _invoke(channel, "Turns", key, "track", "[1]", timeout=0.3)
+    # The report below proves the silo honoured the deadline too: the queued call never ran.
     assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    assert time.monotonic() - started < 0.9, "the deadline was not honoured while queued"
     after = asyncio.create_task(_invoke(channel, "Turns", key, "track", "[2]"))
     await busy
     await after
@@ -220,9 +236,9 @@ async def test_reflection_off_and_health_not_serving_while_draining(store: TestS
             stub = reflection_pb2_grpc.ServerReflectionStub(channel)
 
             async def list_services():  # type: ignore[no-untyped-def]
-                # Let the refusal arrive before the request is written: grpcio's client
-                # reports a write racing the end of the call as INTERNAL.
-                await asyncio.sleep(0.3)
+                # Nothing is ever written (a write racing the refusal is reported by grpcio
+                # as INTERNAL): the refusal needs no request, and cancels this iterator.
+                await asyncio.Event().wait()
                 yield reflection_pb2.ServerReflectionRequest(list_services="")
 
             with pytest.raises(grpc.aio.AioRpcError) as caught:

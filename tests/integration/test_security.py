@@ -11,7 +11,6 @@ import asyncio
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from grainery.client._proto.grainery.v1 import grainery_pb2_grpc as pb_grpc
 from grainery.client.channels import ClientSecurity, open_channel
 from grainery.client.errors import UnauthenticatedError
 from grainery.silo.testing import TestCluster, TestStore
+from tests.eventually import eventually
 from tests.integration.helpers import GRAINS, running_cluster
 from tests.integration.pki import Pki, make_pki
 
@@ -43,24 +43,22 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 async def wait_members(addresses: list[str], security: ClientSecurity, count: int,
                        timeout: float = 20.0) -> None:
     """TestCluster.wait_for_stable_membership speaks plaintext; this one uses ``security``."""
-    deadline = time.monotonic() + timeout
-    seen: list[tuple[int, int]] = []
-    while time.monotonic() < deadline:
-        seen = []
+
+    async def stable() -> bool:
+        seen: list[tuple[int, int]] = []
         for address in addresses:
             channel = open_channel(address, security)
             try:
                 reply = await pb_grpc.DirectoryStub(channel).Members(
                     pb.MembersRequest(), timeout=2.0, metadata=security.call_metadata())
                 seen.append((reply.version, sum(m.state == "active" for m in reply.members)))
-            except grpc.aio.AioRpcError:
-                seen.append((-1, -1))
             finally:
                 await channel.close()
         if len({v for v, _ in seen}) == 1 and all(a == count for _, a in seen):
-            return
-        await asyncio.sleep(0.1)
-    raise TimeoutError(f"membership not stable with {count} active: (version, active) {seen}")
+            return True
+        raise AssertionError(f"(version, active) seen: {seen}")
+
+    await eventually(stable, timeout, f"membership stable with {count} active")
 
 
 @pytest.fixture(scope="module")
@@ -186,14 +184,13 @@ async def test_health_open_without_token(tls_cluster: TestCluster, pki: Pki) -> 
         await channel.close()
 
 
-async def _list_services(channel: grpc.aio.Channel, metadata: tuple[tuple[str, str], ...],
-                         delay: float = 0.0) -> set[str]:
+async def _list_services(channel: grpc.aio.Channel,
+                         metadata: tuple[tuple[str, str], ...]) -> set[str]:
     stub = reflection_pb2_grpc.ServerReflectionStub(channel)
 
     async def requests():  # type: ignore[no-untyped-def]
-        # A refused stream ends at once; grpcio's client reports a request still being
-        # written at that moment as INTERNAL ("Failed execute_batch"), hence the delay.
-        await asyncio.sleep(delay)
+        # No delay needed: the silo refuses a stream only after its first message (auth.py),
+        # so the refusal never races this write.
         yield reflection_pb2.ServerReflectionRequest(list_services="")
 
     names: set[str] = set()
@@ -209,7 +206,7 @@ async def test_reflection_streams_are_guarded_by_the_token(
     channel = open_channel(tls_cluster.addresses[0], pki.security())
     try:
         with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await _list_services(channel, (), delay=0.3)
+            await _list_services(channel, ())
         assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
         names = await _list_services(channel, (("authorization", f"Bearer {TOKEN}"),))
         assert "grainery.v1.Gateway" in names

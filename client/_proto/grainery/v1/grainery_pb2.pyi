@@ -133,17 +133,19 @@ class TypeCount(_message.Message):
     def __init__(self, grain_type: _Optional[str] = ..., activations: _Optional[int] = ...) -> None: ...
 
 class SiloStatsResponse(_message.Message):
-    __slots__ = ("silo_id", "address", "state", "activations", "calls_in_flight", "membership_version")
+    __slots__ = ("silo_id", "address", "state", "activations", "calls_in_flight", "membership_version", "tasks")
     SILO_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     ACTIVATIONS_FIELD_NUMBER: _ClassVar[int]
     CALLS_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
     MEMBERSHIP_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TASKS_FIELD_NUMBER: _ClassVar[int]
     silo_id: str
     address: str
     state: str
     activations: _containers.RepeatedCompositeFieldContainer[TypeCount]
     calls_in_flight: int
     membership_version: int
-    def __init__(self, silo_id: _Optional[str] = ..., address: _Optional[str] = ..., state: _Optional[str] = ..., activations: _Optional[_Iterable[_Union[TypeCount, _Mapping]]] = ..., calls_in_flight: _Optional[int] = ..., membership_version: _Optional[int] = ...) -> None: ...
+    tasks: int
+    def __init__(self, silo_id: _Optional[str] = ..., address: _Optional[str] = ..., state: _Optional[str] = ..., activations: _Optional[_Iterable[_Union[TypeCount, _Mapping]]] = ..., calls_in_flight: _Optional[int] = ..., membership_version: _Optional[int] = ..., tasks: _Optional[int] = ...) -> None: ...
