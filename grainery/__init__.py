@@ -30,6 +30,7 @@ from grainery.client import (
     UnknownGrainTypeError,
     UnknownMethodError,
 )
+from grainery.silo.decorators import interleave, one_way, read_only, stateless_worker
 from grainery.silo.grain import Grain
 
 try:
@@ -61,4 +62,8 @@ __all__ = [
     "UnknownGrainTypeError",
     "UnknownMethodError",
     "__version__",
+    "interleave",
+    "one_way",
+    "read_only",
+    "stateless_worker",
 ]

@@ -32,6 +32,12 @@ class GrainCall:
     kwargs: dict[str, Any] = field(default_factory=dict)
     deadline: float = 0.0
     hops: int = 0
+    # The request context: string key/values the caller set, passed on through every hop.
+    context: dict[str, str] = field(default_factory=dict)
+    # The grain activations this call passed through, outermost first ("Type/key"); a
+    # call from a client has none. A grain-to-grain call's chain is its caller's chain
+    # plus the caller.
+    chain: tuple[str, ...] = ()
 
     @property
     def target(self) -> str:

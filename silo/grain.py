@@ -26,12 +26,18 @@ class Grain:
     - ``grain_type``: the wire name of the type (default: the class name);
     - ``idle_timeout``: seconds of inactivity before deactivation (default: the
       silo's ``--idle-timeout``);
-    - ``abstract = True``: a base class that is not registered itself.
+    - ``abstract = True``: a base class that is not registered itself;
+    - ``reentrant = True``: calls interleave at ``await`` points (see the README on what
+      that means for ``self.state``);
+    - ``allow_call_chain_reentrancy = True``: a call made (directly or not) by this grain's
+      running call may come back into it instead of failing as a deadlock.
     """
 
     grain_type: ClassVar[str] = ""
     idle_timeout: ClassVar[float | None] = None
     abstract: ClassVar[bool] = True
+    reentrant: ClassVar[bool] = False
+    allow_call_chain_reentrancy: ClassVar[bool] = False
 
     # Instance attributes set by the runtime before on_activate.
     _ctx: ActivationContext

@@ -26,6 +26,13 @@ from types import ModuleType
 from typing import Any
 
 from grainery.client.errors import InvalidArgumentsError, UnknownGrainTypeError, UnknownMethodError
+from grainery.silo.decorators import (
+    INTERLEAVE,
+    ONE_WAY,
+    READ_ONLY,
+    STATELESS_MAX_LOCAL,
+    marked,
+)
 from grainery.silo.grain import RESERVED_NAMES, Grain
 
 log = logging.getLogger("grainery.registry")
@@ -45,6 +52,9 @@ class MethodSpec:
     required_keywords: frozenset[str] = frozenset()  # keyword-only, no default
     any_keyword: bool = False  # accepts **kwargs
     signature: inspect.Signature | None = None
+    interleave: bool = False  # @interleave: may run while another call waits at an await
+    read_only: bool = False  # @read_only: may interleave with other read-only calls
+    one_way: bool = False  # @one_way: answered once admitted; runs later
 
     def check_call(self, count: int, kwargs: dict[str, Any]) -> None:
         """Refuse, with a clear message, any call the signature would refuse with TypeError.
@@ -89,6 +99,9 @@ class GrainType:
     methods: dict[str, MethodSpec]
     idle_timeout: float | None
     skipped: tuple[str, ...] = ()  # why public functions of the class are not callable
+    reentrant: bool = False  # every call may interleave at await points
+    call_chain_reentrant: bool = False  # calls from its own call chain may come back in
+    stateless_max_local: int | None = None  # @stateless_worker: local activations per silo
 
     def method(self, name: str) -> MethodSpec:
         spec = self.methods.get(name)
@@ -116,6 +129,8 @@ def _method_spec(name: str, func: GrainMethod) -> MethodSpec:
     return MethodSpec(
         name, func, required, None if variadic else len(positional), keywords,
         required_keywords, any(p.kind is p.VAR_KEYWORD for p in params), signature,
+        interleave=marked(func, INTERLEAVE), read_only=marked(func, READ_ONLY),
+        one_way=marked(func, ONE_WAY),
     )
 
 
@@ -168,7 +183,12 @@ class GrainRegistry:
                 f"{existing.cls.__qualname__} and {cls.__module__}.{cls.__qualname__}"
             )
         methods, skipped = scan_methods(cls)
-        grain_type = GrainType(name, cls, methods, cls.idle_timeout, tuple(skipped.values()))
+        grain_type = GrainType(
+            name, cls, methods, cls.idle_timeout, tuple(skipped.values()),
+            reentrant=bool(cls.reentrant),
+            call_chain_reentrant=bool(cls.allow_call_chain_reentrancy),
+            stateless_max_local=getattr(cls, STATELESS_MAX_LOCAL, None),
+        )
         self._types[name] = grain_type
         return grain_type
 
