@@ -81,6 +81,21 @@ class InnerCallError(GrainApplicationError):
         return cls(message[:2000], kind)
 
 
+class FilterError(GrainApplicationError):
+    """A call filter (silo-wide, the grain's ``on_incoming_call``, or the client's own)
+    raised an exception of its own; the message names the filter, ``error_type`` the
+    exception's class. Whether the grain ran depends on where the filter failed, so it is
+    never retry-safe."""
+
+    code, kind, retry_safe = grpc.StatusCode.UNKNOWN, "filter", False
+
+
+class PermissionDeniedError(GrainError):
+    """A call filter refused the call (it raised ``PermissionError``)."""
+
+    code, kind, retry_safe = grpc.StatusCode.PERMISSION_DENIED, "permission_denied", False
+
+
 class ActivationFailedError(GrainError):
     """``on_activate`` raised or state could not be loaded; nothing ran, the next call retries."""
 
@@ -145,6 +160,8 @@ ERROR_CLASSES: tuple[type[GrainError], ...] = (
     TooLargeError,
     GrainApplicationError,
     InnerCallError,
+    FilterError,
+    PermissionDeniedError,
     ActivationFailedError,
     StaleStateError,
     ActivationFencedError,

@@ -16,8 +16,9 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from types import TracebackType
 from typing import Any
 
@@ -34,6 +35,7 @@ from grainery.client.errors import (
     SiloUnavailableError,
     TransportError,
 )
+from grainery.client.filters import Filter, NamedFilter, OutgoingCall, named, run_filters
 from grainery.client.grain_ref import GrainRef
 from grainery.client.routing import DEAD, GrainId, MemberInfo, MembershipSnapshot, Router
 from grainery.client.tasks import spawn
@@ -85,6 +87,7 @@ class GrainClient:
         refresh_interval: float = 5.0,
         gateway_only: bool = False,
         streamed: bool = True,
+        filters: Sequence[Filter | NamedFilter] = (),
     ) -> None:
         addresses = [s for item in seeds for s in ([item] if isinstance(item, str) else item)]
         if not addresses:
@@ -106,6 +109,9 @@ class GrainClient:
         # streamed: calls share one multiplexed stream per silo (InvokeStream); False sends
         # each call as a unary Invoke, like clients in other languages.
         self.streamed = streamed
+        # Outgoing call filters (client/filters.py), run around each call before routing;
+        # None when there are none, so an unfiltered call pays nothing for them.
+        self.filters = named(filters) or None
 
     async def __aenter__(self) -> GrainClient:
         await self.connect()
@@ -140,7 +146,7 @@ class GrainClient:
     def get_grain(self, grain_type: str, key: str) -> GrainRef:
         return GrainRef(self, GrainId(grain_type, str(key)))
 
-    async def invoke(
+    def invoke(
         self,
         grain_type: str,
         key: str,
@@ -148,10 +154,27 @@ class GrainClient:
         args: Sequence[Any] = (),
         timeout: float | None = None,
         kwargs: Mapping[str, Any] | None = None,
-    ) -> Any:
-        """Run ``method(*args, **kwargs)`` on a grain and return its (JSON-decoded) result.
+    ) -> Coroutine[Any, Any, Any]:
+        """Run ``method(*args, **kwargs)`` on a grain and return its (JSON-decoded) result,
+        through the client's outgoing filters if it has any.
 
         Arguments larger than the message-size bound raise TooLargeError before sending."""
+        if self.filters is not None:
+            call = OutgoingCall(grain_type, key, method, list(args), dict(kwargs or {}))
+            return run_filters(self.filters, call, partial(
+                self._send, grain_type, key, method, args, timeout, kwargs
+            ))
+        return self._send(grain_type, key, method, args, timeout, kwargs)
+
+    async def _send(
+        self,
+        grain_type: str,
+        key: str,
+        method: str,
+        args: Sequence[Any],
+        timeout: float | None,
+        kwargs: Mapping[str, Any] | None,
+    ) -> Any:
         grain = GrainId(grain_type, key)
         limit = self.pool.max_message_bytes - _ENVELOPE_BYTES
         args_json = encode_args(args, limit)

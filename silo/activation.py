@@ -23,6 +23,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from grainery.client.errors import (
@@ -37,6 +38,7 @@ from grainery.client.errors import (
 from grainery.client.routing import GrainId
 from grainery.client.tasks import spawn
 from grainery.silo.call import CURRENT_CALL, GrainCall
+from grainery.silo.filters import incoming_call
 from grainery.silo.storage.pool import NotSentError
 from grainery.silo.storage.protocols import GrainStorage
 from grainery.silo.storage.redis_state import Fence
@@ -279,7 +281,12 @@ class Activation:
             if context.uncertain:
                 await self._reload_state(call)
             context.write_failed = False
-            result = await call.method.func(self.grain, *call.call.args, **call.call.kwargs)
+            if self.grain._filters_calls:  # the grain's on_incoming_call, around the method
+                result = await incoming_call(self.grain, call.call, partial(
+                    call.method.func, self.grain, *call.call.args, **call.call.kwargs
+                ))
+            else:
+                result = await call.method.func(self.grain, *call.call.args, **call.call.kwargs)
             failed = context.write_failed
         except asyncio.CancelledError:
             if not call.future.done():

@@ -63,6 +63,8 @@ SILO_OPTIONS: tuple[Option, ...] = (
     Option("--tls-client-ca", "GRAINERY_TLS_CLIENT_CA", "PEM CA: require client certificates"),
     Option("--tls-ca", "GRAINERY_TLS_CA", "PEM CA to verify other silos (silo-to-silo)"),
     Option("--token", "GRAINERY_TOKEN", "require this bearer token on every call"),
+    Option("--filter", "GRAINERY_FILTERS", "call filter MODULE:NAME (an async def) run around "
+           "every call that runs on this silo", repeat=True),
     Option("--reflection", "GRAINERY_REFLECTION", "serve gRPC reflection (on/off)", default="on"),
     Option("--log-format", "GRAINERY_LOG_FORMAT", "human or json", default="human"),
     Option("--log-level", "GRAINERY_LOG_LEVEL", "log level", default="INFO"),
@@ -98,6 +100,7 @@ class SiloConfig:
     tls_client_ca: str | None = None
     tls_ca: str | None = None
     token: str | None = None
+    filter: tuple[str, ...] = ()
     reflection: str = "on"
     log_format: str = "human"
     log_level: str = "INFO"

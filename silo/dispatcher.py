@@ -11,6 +11,8 @@ After validation a call is one :class:`~grainery.silo.call.GrainCall` (target,
 decoded arguments, absolute deadline); the wire message is not passed on. Every
 hop honours that deadline: a forwarded call carries the time remaining, and a
 grain-to-grain call made inside a turn never gets more than the turn's caller.
+A call that runs here goes through the silo's call filters (silo/filters.py), if it has
+any, just before it joins the grain's queue; a forwarded call is filtered by its owner.
 
 Errors keep their meaning on the way out: a store failure while placing the grain
 (before any grain code ran) is the retry-safe ``placement_unavailable``, and an
@@ -23,7 +25,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol
 
 from grainery.client._proto.grainery.v1 import grainery_pb2 as pb
@@ -53,6 +57,7 @@ from grainery.silo.call import CURRENT_CALL, GrainCall
 from grainery.silo.cluster.locator import GrainLocator, Placement, Remote
 from grainery.silo.cluster.view import MembershipView
 from grainery.silo.failures import GRAIN_FAILURES
+from grainery.silo.filters import SiloFilters
 from grainery.silo.metrics import SiloMetrics
 from grainery.silo.registry import GrainRegistry, GrainType, MethodSpec
 
@@ -100,6 +105,7 @@ class Dispatcher:
         peers: PeerInvoker,
         metrics: SiloMetrics,
         limits: DispatchLimits,
+        filters: SiloFilters | None = None,
     ) -> None:
         self._registry = registry
         self._locator = locator
@@ -107,6 +113,7 @@ class Dispatcher:
         self._peers = peers
         self._metrics = metrics
         self.limits = limits
+        self.filters = filters if filters else None  # None: calls pay nothing for filters
         self.in_flight = 0
         self.admitting = True
         # Cached: on Python 3.11 every get_running_loop() costs a getpid() system call.
@@ -238,11 +245,17 @@ class Dispatcher:
     ) -> pb.InvokeResponse:
         grain_type = activation.grain_type.name
         started = time.perf_counter()
-        future = activation.call(method, call)  # raises Redispatch when going away
-        self._local_calls.inc()
-        timer = self._loop.call_at(call.deadline, _expire, future, activation, method)
+        timer: asyncio.TimerHandle | None = None
+        if self.filters is not None:  # the silo's call filters run around the queueing
+            pending: Awaitable[Any] = self.filters.run(
+                call, partial(self._queue_call, activation, method, call)
+            )
+        else:
+            pending = activation.call(method, call)  # raises Redispatch when going away
+            self._local_calls.inc()
+            timer = self._loop.call_at(call.deadline, _expire, pending, activation, method)
         try:
-            result = await future
+            result = await pending
         except GrainError as error:
             if error.origin is not None:  # escaped from the grain's own grain-to-grain call
                 error = InnerCallError.wrap(error)
@@ -258,7 +271,8 @@ class Dispatcher:
                 f"{type(exc).__name__}: {str(exc)[:1000]}", type(exc).__name__
             ) from None
         finally:
-            timer.cancel()
+            if timer is not None:
+                timer.cancel()
         ok, duration = self._children(grain_type, method.name)
         duration.observe(time.perf_counter() - started)
         result_json = self._encode(activation, method, result)
@@ -269,6 +283,20 @@ class Dispatcher:
             address=self._membership.address,
             membership_version=self._membership.snapshot.version,
         )
+
+    async def _queue_call(
+        self, activation: Activation, method: MethodSpec, call: GrainCall
+    ) -> Any:
+        """The innermost step of the silo's filters: queue the call on the grain, await it."""
+        if self._loop.time() >= call.deadline:
+            raise DeadlineExceededError(f"deadline exceeded in the call filters of {call.target}")
+        future = activation.call(method, call)  # raises Redispatch when going away
+        self._local_calls.inc()
+        timer = self._loop.call_at(call.deadline, _expire, future, activation, method)
+        try:
+            return await future
+        finally:
+            timer.cancel()
 
     def _encode(self, activation: Activation, method: MethodSpec, result: Any) -> str:
         try:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 if TYPE_CHECKING:
+    from grainery.client.filters import Call, Proceed
     from grainery.client.grain_ref import GrainRef
     from grainery.silo.activation import ActivationContext
     from grainery.silo.blocking import BlockingPool
@@ -38,6 +39,8 @@ class Grain:
     abstract: ClassVar[bool] = True
     reentrant: ClassVar[bool] = False
     allow_call_chain_reentrancy: ClassVar[bool] = False
+    # Whether the class overrides on_incoming_call: a grain without the hook pays nothing.
+    _filters_calls: ClassVar[bool] = False
 
     # Instance attributes set by the runtime before on_activate.
     _ctx: ActivationContext
@@ -50,6 +53,7 @@ class Grain:
             cls.grain_type = cls.__name__
         if "abstract" not in cls.__dict__:
             cls.abstract = False
+        cls._filters_calls = cls.on_incoming_call is not Grain.on_incoming_call
 
     # ----- identity -------------------------------------------------------
     @property
@@ -66,6 +70,14 @@ class Grain:
 
     async def on_deactivate(self, reason: str) -> None:
         """Runs before the activation is dropped (reason: idle, shutdown, rebalance, ...)."""
+
+    async def on_incoming_call(self, call: Call, proceed: Proceed) -> Any:
+        """Override to run code around every call of this grain, inside its turn (innermost,
+        after the silo's filters): ``return await proceed()`` runs the method; read
+        ``call.method``, ``call.args``, ``call.context``; raise to refuse the call
+        (``PermissionError`` gives the caller ``permission_denied``) or return another
+        result. Grain-to-grain calls from this grain are not filtered by it."""
+        return await proceed()
 
     # ----- state ----------------------------------------------------------
     async def write_state(self) -> None:

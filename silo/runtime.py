@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 import redis
@@ -25,6 +25,7 @@ import redis.asyncio as aioredis
 from grpc_health.v1 import health, health_pb2
 
 from grainery.client.channels import ChannelPool, ClientSecurity
+from grainery.client.filters import Filter, NamedFilter
 from grainery.client.grain_ref import GrainRef
 from grainery.client.routing import ACTIVE, DEAD, GrainId, MembershipSnapshot
 from grainery.client.tasks import spawn
@@ -36,6 +37,7 @@ from grainery.silo.cluster.membership import MembershipService
 from grainery.silo.cluster.sweeper import DirectorySweeper
 from grainery.silo.config import SiloConfig
 from grainery.silo.dispatcher import Dispatcher, DispatchLimits
+from grainery.silo.filters import SiloFilters, load_filters
 from grainery.silo.grain_calls import SiloGrainClient
 from grainery.silo.metrics import SiloMetrics
 from grainery.silo.registry import GrainRegistry
@@ -59,9 +61,17 @@ def announce(message: str) -> None:
 
 
 class Silo:
-    def __init__(self, config: SiloConfig, registry: GrainRegistry | None = None) -> None:
+    def __init__(
+        self,
+        config: SiloConfig,
+        registry: GrainRegistry | None = None,
+        filters: Sequence[Filter | NamedFilter] = (),
+    ) -> None:
+        """``filters``: call filters (``async def f(call, proceed)``) run around every call
+        that runs on this silo, outermost first, before those named by ``--filter``."""
         self.config = config
         self.registry = registry or GrainRegistry()
+        self._given_filters = tuple(filters)
         self.metrics = SiloMetrics()
         self.store: EmbeddedStore | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -72,6 +82,8 @@ class Silo:
     # ----- start ----------------------------------------------------------
     async def start(self) -> None:
         config = self.config
+        # First: a bad --filter is a one-line start-up error before anything is started.
+        self.filters = SiloFilters(load_filters(config.filter, self._given_filters))
         if not self.registry.names():
             self.registry.load_modules(config.grains)
         if not self.registry.names():
@@ -157,7 +169,8 @@ class Silo:
             max_result_bytes=config.max_message_bytes - 1024,
         )
         self.dispatcher = Dispatcher(
-            self.registry, self.locator, self.membership, self.peers, self.metrics, limits
+            self.registry, self.locator, self.membership, self.peers, self.metrics, limits,
+            self.filters,
         )
         self.health = health.aio.HealthServicer()
         add_services(
