@@ -52,7 +52,7 @@ from grainery.client.errors import (
     TransportError,
 )
 from grainery.client.routing import GrainId
-from grainery.silo.activation import Activation, Redispatch
+from grainery.silo.activation import Activation, Phase, Redispatch
 from grainery.silo.call import CURRENT_CALL, GrainCall
 from grainery.silo.cluster.locator import GrainLocator, Placement, Remote
 from grainery.silo.cluster.view import MembershipView
@@ -247,6 +247,8 @@ class Dispatcher:
         started = time.perf_counter()
         timer: asyncio.TimerHandle | None = None
         if self.filters is not None:  # the silo's call filters run around the queueing
+            if activation.phase is not Phase.ACTIVE:
+                raise Redispatch()  # before any filter saw the call
             pending: Awaitable[Any] = self.filters.run(
                 call, partial(self._queue_call, activation, method, call)
             )
@@ -256,6 +258,8 @@ class Dispatcher:
             timer = self._loop.call_at(call.deadline, _expire, pending, activation, method)
         try:
             result = await pending
+        except Redispatch:  # the grain began deactivating while the filters ran
+            raise
         except GrainError as error:
             if error.origin is not None:  # escaped from the grain's own grain-to-grain call
                 error = InnerCallError.wrap(error)

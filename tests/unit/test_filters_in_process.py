@@ -6,6 +6,7 @@ pass through unchanged) — and a silo keeps serving after a filter failed."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,11 +19,13 @@ from grainery.client.errors import (
     StaleStateError,
 )
 from grainery.client.filters import Call, Proceed, named
+from grainery.client.routing import GrainId
 from grainery.silo.call import current_call
 from grainery.silo.filters import SiloFilters, load_filters
 from grainery.silo.grain import Grain
 from grainery.silo.registry import GrainRegistry
 from grainery.silo.startup_error import StartupError
+from tests.eventually import eventually
 from tests.inprocess import InProcessCluster, InProcessSilo
 
 SEEN: list[tuple[str, str]] = []  # (filter tag, "Type/key.method"), in call order
@@ -295,3 +298,43 @@ def test_bad_filter_specs_are_one_line_startup_errors() -> None:
         "tests.unit.test_filters_in_process:explode",
         "tests.unit.test_filters_in_process:check_token",
     ]
+
+
+async def test_a_grain_deactivating_while_a_filter_waits_reroutes_the_call(
+    cluster: InProcessCluster,
+) -> None:
+    """The grain starts deactivating while a filter awaits before proceed(): the call is
+    routed again to the next activation (the filters run again there), and a filter's
+    ``except Exception`` cannot turn the reroute into a result."""
+    silo = cluster.add("s1")
+    first = await silo.call("Agent", "r", "where")
+    assert first == "s1"
+    gate = asyncio.Event()
+    entered: list[str] = []
+
+    async def slow_and_greedy(call: Call, proceed: Proceed) -> Any:
+        entered.append(call.target)
+        await gate.wait()
+        try:
+            return await proceed()
+        except Exception:  # noqa: BLE001 - the point: a filter that swallows everything
+            return "swallowed"
+
+    with_filters(silo, slow_and_greedy)
+    pending = asyncio.create_task(silo.call("Agent", "r", "where"))
+    await until(lambda: len(entered) == 1, "the filter waits at its gate")
+    old = silo.catalog.get(GrainId("Agent", "r"))
+    assert old is not None
+    old.deactivate("test")
+    gate.set()
+    assert await pending == "s1"
+    assert entered == ["Agent/r.where", "Agent/r.where"]
+    assert silo.catalog.get(GrainId("Agent", "r")) is not old
+
+
+
+async def until(condition: Any, what: str) -> None:
+    async def check() -> bool:
+        return bool(condition())
+
+    await eventually(check, 5.0, what)
