@@ -24,9 +24,8 @@ too; the silo's loading and wiring of its filters is in :mod:`grainery.silo.filt
 
 from __future__ import annotations
 
-import asyncio
 import inspect
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Protocol
@@ -163,14 +162,12 @@ def check_context_set(name: str, context: dict[str, str]) -> None:
 
 
 class _Proceed:
-    """``proceed`` for one filter: runs the rest once, and remembers what it raised, so an
-    error passed on from the grain is told apart from the filter's own."""
+    """``proceed`` for one filter: runs the rest of the pipeline, once."""
 
-    __slots__ = ("_index", "_run", "raised", "used")
+    __slots__ = ("_index", "_run", "used")
 
     def __init__(self, run: _Run, index: int) -> None:
         self._run, self._index = run, index
-        self.raised: BaseException | None = None
         self.used = False
 
     def __call__(self) -> Awaitable[Any]:
@@ -178,14 +175,7 @@ class _Proceed:
             raise RuntimeError("proceed() was called twice; a filter runs the call once")
         self.used = True
         check_context_set(self._run.filters[self._index - 1].name, self._run.call.context)
-        return self._rest()
-
-    async def _rest(self) -> Any:
-        try:
-            return await self._run.at(self._index)
-        except BaseException as exc:
-            self.raised = exc
-            raise
+        return self._run.at(self._index)
 
 
 # Told of each exception a filter raised itself (the silo logs them with their traceback).
@@ -199,42 +189,51 @@ class _Run:
     view: Call
     terminal: Proceed
     report: Report | None = None
+    # The exception that last left a level of the pipeline: a filter re-raising exactly
+    # it passes on the rest's error (the grain's own), which is never the filter's fault.
+    raised: BaseException | None = None
 
     async def at(self, index: int) -> Any:
         if index == len(self.filters):
-            return await self.terminal()
+            try:
+                return await self.terminal()
+            except BaseException as exc:
+                self.raised = exc
+                raise
         current = self.filters[index]
-        proceed = _Proceed(self, index + 1)
         try:
-            result = await current.func(self.view, proceed)
-        except asyncio.CancelledError:
-            raise
+            result = await current.func(self.view, _Proceed(self, index + 1))
         except Exception as exc:
-            if exc is proceed.raised:
+            if exc is self.raised:
                 raise  # the rest of the pipeline's error: passed on unchanged
             if self.report is not None:
                 self.report(current.name, exc)
-            raise filter_failure(current.name, exc) from None
+            error = self.raised = filter_failure(current.name, exc)
+            raise error from None
+        except BaseException as exc:  # cancelled, or a reroute: never the filter's to keep
+            self.raised = exc
+            raise
         if inspect.iscoroutine(result):
             result.close()
-            raise FilterError(
+            error = self.raised = FilterError(
                 f"call filter {current.name} returned a coroutine: write "
                 "`return await proceed()`", "TypeError",
             )
+            raise error
         return result
 
 
-async def run_filters(
+def run_filters(
     filters: tuple[NamedFilter, ...], call: CallValue, terminal: Proceed,
     report: Report | None = None,
-) -> Any:
+) -> Coroutine[Any, Any, Any]:
     """Run ``terminal`` (the call itself) inside ``filters``, outermost first."""
-    return await _Run(filters, call, Call(call), terminal, report).at(0)
+    return _Run(filters, call, Call(call), terminal, report).at(0)
 
 
-async def run_hook(
+def run_hook(
     hook: Filter, name: str, call: CallValue, terminal: Proceed, report: Report | None = None
-) -> Any:
+) -> Coroutine[Any, Any, Any]:
     """Run ``terminal`` inside one filter (a grain's ``on_incoming_call``), under the same
     rules as any other filter; its errors name it ``name``."""
-    return await _Run((NamedFilter(hook, name),), call, Call(call), terminal, report).at(0)
+    return _Run((NamedFilter(hook, name),), call, Call(call), terminal, report).at(0)

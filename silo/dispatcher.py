@@ -57,7 +57,7 @@ from grainery.silo.call import CURRENT_CALL, GrainCall
 from grainery.silo.cluster.locator import GrainLocator, Placement, Remote
 from grainery.silo.cluster.view import MembershipView
 from grainery.silo.failures import GRAIN_FAILURES
-from grainery.silo.filters import SiloFilters
+from grainery.silo.filters import Rerouted, SiloFilters
 from grainery.silo.metrics import SiloMetrics
 from grainery.silo.registry import GrainRegistry, GrainType, MethodSpec
 
@@ -258,8 +258,8 @@ class Dispatcher:
             timer = self._loop.call_at(call.deadline, _expire, pending, activation, method)
         try:
             result = await pending
-        except Redispatch:  # the grain began deactivating while the filters ran
-            raise
+        except Rerouted:  # the grain began deactivating while the filters ran
+            raise Redispatch() from None
         except GrainError as error:
             if error.origin is not None:  # escaped from the grain's own grain-to-grain call
                 error = InnerCallError.wrap(error)
@@ -294,7 +294,10 @@ class Dispatcher:
         """The innermost step of the silo's filters: queue the call on the grain, await it."""
         if self._loop.time() >= call.deadline:
             raise DeadlineExceededError(f"deadline exceeded in the call filters of {call.target}")
-        future = activation.call(method, call)  # raises Redispatch when going away
+        try:
+            future = activation.call(method, call)
+        except Redispatch:  # going away: passes through every filter, back to _route
+            raise Rerouted() from None
         self._local_calls.inc()
         timer = self._loop.call_at(call.deadline, _expire, future, activation, method)
         try:

@@ -93,41 +93,27 @@ def load_filters(
     return from_python + tuple(load_filter(spec) for spec in specs)
 
 
-class _Rerouted(BaseException):
+class Rerouted(BaseException):
     """The grain began deactivating while the filters ran: the dispatcher routes the call
-    again. A BaseException, so that a filter's ``except Exception`` cannot swallow it."""
+    again (and its filters run again where it lands). A BaseException, so that a filter's
+    ``except Exception`` cannot swallow it."""
 
 
 class SiloFilters:
     """The silo-wide incoming filters, as the dispatcher runs them around a local call."""
 
-    __slots__ = ("_redispatch", "filters")
+    __slots__ = ("filters",)
 
     def __init__(self, filters: tuple[NamedFilter, ...]) -> None:
-        # Imported here: the activation imports this module for the grain's own hook.
-        from grainery.silo.activation import Redispatch
-
         self.filters = filters
-        self._redispatch = Redispatch
 
     def __bool__(self) -> bool:
         return bool(self.filters)
 
-    async def run(self, call: GrainCall, terminal: Proceed) -> Any:
-        """``terminal`` queues the call on the grain and awaits its result; a Redispatch it
-        raises goes back to the dispatcher as Redispatch (the filters run again wherever
-        the call is routed to)."""
-
-        async def queued() -> Any:
-            try:
-                return await terminal()
-            except self._redispatch:
-                raise _Rerouted() from None
-
-        try:
-            return await run_filters(self.filters, call, queued, report_failure)
-        except _Rerouted:
-            raise self._redispatch() from None
+    def run(self, call: GrainCall, terminal: Proceed) -> Awaitable[Any]:
+        """``terminal`` queues the call on the grain and awaits its result (raising
+        Rerouted if the grain is going away)."""
+        return run_filters(self.filters, call, terminal, report_failure)
 
 
 def report_failure(name: str, exc: Exception) -> None:
