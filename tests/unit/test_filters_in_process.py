@@ -131,6 +131,8 @@ async def test_token_filter_refuses_with_permission_denied_and_lets_good_calls_t
     assert "check_token" in refused.value.message
     assert await silo.call("Agent", "admin-1", "drop") == "dropped"
     assert await silo.call("Agent", "bob", "where") == silo.silo_id
+    counted = silo.metrics.calls.labels("Agent", "drop", "permission_denied")
+    assert counted._value.get() == 1
 
 
 async def test_filters_see_every_call_once_including_grain_to_grain_across_silos(
