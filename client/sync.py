@@ -40,7 +40,10 @@ class SyncGrainRef:
 
 
 class SyncGrainClient:
-    """``with SyncGrainClient("host:port") as c: c.get_grain("Counter", "a").add(1)``"""
+    """``with SyncGrainClient("host:port") as c: c.get_grain("Counter", "a").add(1)``
+
+    ``options`` are GrainClient's; ``filters=[...]`` (async outgoing call filters) run on the
+    client's own loop thread."""
 
     def __init__(self, *seeds: str | Sequence[str], **options: Any) -> None:
         self._loop = asyncio.new_event_loop()

@@ -178,3 +178,39 @@ def test_filters_from_the_environment(store: TestStore) -> None:
     assert result.returncode == 2 and "--filter takes MODULE:NAME, not 'nocolon'" in (
         result.stderr
     ), result.stderr
+
+
+async def test_filters_given_to_the_silo_in_python_run_outside_the_flagged_ones(
+    store: TestStore,
+) -> None:
+    """``Silo(config, filters=[...])``: the Python API's filters run first (outermost)."""
+    from grainery.silo.config import SiloConfig
+    from grainery.silo.runtime import Silo
+
+    order: list[str] = []
+
+    async def outer(call: Call, proceed: Proceed) -> Any:
+        order.append("python")
+        if call.key == "outer-refuses":
+            raise PermissionError("refused in Python")
+        return await proceed()
+
+    config = SiloConfig(
+        grains=(MODULE,), port=0, redis=store.url, cluster=f"filters-{RUN}",
+        filter=(f"{MODULE}:check_token",), heartbeat_interval=0.5, lease_duration=4.0,
+        drain_timeout=2.0,
+    )
+    silo = Silo(config, filters=[outer])
+    await silo.start()
+    try:
+        async with GrainClient(silo.address) as cluster:
+            with pytest.raises(PermissionDeniedError) as refused:
+                await cluster.get_grain("FilteredAgent", "outer-refuses").drop()
+            assert "refused in Python" in refused.value.message  # outer ran first
+            with pytest.raises(PermissionDeniedError) as flagged:
+                await cluster.get_grain("FilteredAgent", "bob").drop()
+            assert "bob may not drop" in flagged.value.message  # then --filter's
+            assert await cluster.get_grain("FilteredAgent", "admin-4").drop() == "dropped"
+    finally:
+        await silo.stop()
+    assert order == ["python"] * 3
