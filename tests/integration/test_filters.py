@@ -89,7 +89,7 @@ async def test_counting_filter_sees_every_call_once_including_grain_to_grain(
 
 
 async def test_a_raising_filter_is_a_clear_error_and_the_silo_keeps_serving(
-    client: GrainClient,
+    filtered: TestCluster, client: GrainClient,
 ) -> None:
     with pytest.raises(FilterError) as failed:
         await client.get_grain("FilteredAgent", "boom").where()
@@ -97,6 +97,11 @@ async def test_a_raising_filter_is_a_clear_error_and_the_silo_keeps_serving(
     assert failed.value.error_type == "ZeroDivisionError"
     assert f"{MODULE}:explode raised ZeroDivisionError: filter bug" in failed.value.message
     assert await client.get_grain("FilteredAgent", "not-boom").where()
+    async with filtered.client(streamed=False) as unary:  # Gateway/Invoke, not the stream
+        with pytest.raises(FilterError) as failed_unary:
+            await unary.get_grain("FilteredAgent", "boom").where()
+        assert failed_unary.value.error_type == "ZeroDivisionError"
+        assert await unary.get_grain("FilteredAgent", "not-boom").where()
 
 
 async def test_a_context_value_set_by_a_filter_reaches_the_grain(client: GrainClient) -> None:

@@ -86,7 +86,8 @@ async def test_system_exit_in_a_turn_propagates(error: BaseException) -> None:
 
     activation = Activation(GRAIN, cast(GrainType, None), 10, cast(Any, None), lambda: True)
     activation.phase = Phase.ACTIVE
-    activation.grain, activation.context = cast(Any, SimpleNamespace(state={})), cast(
+    grain = SimpleNamespace(state={}, _filters_calls=False)  # no on_incoming_call
+    activation.grain, activation.context = cast(Any, grain), cast(
         Any, SimpleNamespace(deactivation_request=None, uncertain=False, write_failed=False,
                              last_persisted=dict))
     future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
