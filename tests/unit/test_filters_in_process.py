@@ -146,10 +146,15 @@ async def test_filters_see_every_call_once_including_grain_to_grain_across_silos
     assert await one.call("Agent", caller, "ask", callee) == "s2"
     # A call sent to s1 for a grain s2 owns is forwarded by s1 and filtered only by s2.
     assert await one.call("Agent", callee, "where") == "s2"
+    # A grain-to-grain call to a grain on the same silo (no network) is filtered too.
+    neighbour = cluster.key_owned_by(one, "Agent", "n")
+    assert await one.call("Agent", caller, "ask", neighbour) == "s1"
     assert SEEN == [
         ("s1", f"Agent/{caller}.ask"),
         ("s2", f"Agent/{callee}.where"),
         ("s2", f"Agent/{callee}.where"),
+        ("s1", f"Agent/{caller}.ask"),
+        ("s1", f"Agent/{neighbour}.where"),
     ]
 
 
