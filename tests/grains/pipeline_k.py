@@ -76,3 +76,8 @@ class WrappedAgent(Grain):
 
     async def echo(self, value: Any) -> Any:
         return value
+
+
+async def no_op(call: Call, proceed: Proceed) -> Any:
+    """Does nothing but run the call: what one filter costs."""
+    return await proceed()

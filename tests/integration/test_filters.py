@@ -31,7 +31,7 @@ RUN = uuid.uuid4().hex[:10]
 @pytest.fixture(scope="module")
 def filtered(store: TestStore) -> Iterator[TestCluster]:
     filters = [f"{MODULE}:{name}" for name in ("count_calls", "check_token", "explode",
-                                               "set_tenant")]
+                                               "set_tenant", "no_op")]
     cluster = TestCluster(
         store, GRAINS, size=2,
         extra_args=[item for spec in filters for item in ("--filter", spec)],
