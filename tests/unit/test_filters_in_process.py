@@ -15,6 +15,7 @@ import pytest
 from grainery.client.errors import (
     FilterError,
     GrainApplicationError,
+    OverloadedError,
     PermissionDeniedError,
     StaleStateError,
 )
@@ -345,3 +346,18 @@ async def until(condition: Any, what: str) -> None:
         return bool(condition())
 
     await eventually(check, 5.0, what)
+
+
+async def test_a_grain_error_a_filter_raises_reaches_the_caller_as_it_is(
+    cluster: InProcessCluster,
+) -> None:
+    silo = cluster.add("s1")
+
+    async def busy(call: Call, proceed: Proceed) -> Any:
+        raise OverloadedError("the filter says: come back later")
+
+    with_filters(silo, busy)
+    with pytest.raises(OverloadedError) as refused:
+        await silo.call("Agent", "o", "where")
+    assert refused.value.retry_safe and refused.value.kind == "overloaded"
+    assert refused.value.message == "the filter says: come back later"
