@@ -7,7 +7,9 @@ pass through unchanged) — and a silo keeps serving after a filter failed."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -361,3 +363,41 @@ async def test_a_grain_error_a_filter_raises_reaches_the_caller_as_it_is(
         await silo.call("Agent", "o", "where")
     assert refused.value.retry_safe and refused.value.kind == "overloaded"
     assert refused.value.message == "the filter says: come back later"
+
+
+class Admin(Grain):
+    async def admin_reset(self) -> str:
+        return "reset"
+
+
+def readme_filters() -> dict[str, Any]:
+    """The ```python block of README "Call filters", executed as written."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("### Call filters", 1)[1].split("\n## ", 1)[0]
+    code = re.search(r"```python\n(.*?)```", section, re.S)
+    assert code is not None
+    module: dict[str, Any] = {}
+    exec(compile(code.group(1), "README.md", "exec"), module)  # noqa: S102 - our own README
+    return module
+
+
+async def test_the_readme_filters_work_as_written() -> None:
+    module = readme_filters()
+
+    async def as_admin(call: Call, proceed: Proceed) -> Any:
+        if call.key == "root":
+            call.context["role"] = "admin"
+        return await proceed()
+
+    registry = GrainRegistry()
+    registry.register(Admin)
+    built = InProcessCluster(registry)
+    try:
+        silo = built.add("s1")
+        with_filters(silo, as_admin, module["timing"], module["check_token"])
+        with pytest.raises(PermissionDeniedError) as refused:
+            await silo.call("Admin", "guest", "admin_reset")
+        assert "admin_reset needs role=admin" in refused.value.message
+        assert await silo.call("Admin", "root", "admin_reset") == "reset"
+    finally:
+        built.close()
