@@ -268,6 +268,8 @@ class Dispatcher:
             silo_id=self._membership.silo_id,
             address=self._membership.address,
             membership_version=self._membership.snapshot.version,
+            # Tells the caller any silo serves this type: spread its calls (silo/workers.py).
+            stateless_worker=activation.grain_type.stateless_max_local is not None,
         )
 
     def _encode(self, activation: Activation, method: MethodSpec, result: Any) -> str:
