@@ -77,6 +77,9 @@ class Grain:
       that means for ``self.state``);
     - ``allow_call_chain_reentrancy = True``: a call made (directly or not) by this grain's
       running call may come back into it instead of failing as a deadlock.
+
+    A class marked ``@stateless_worker(max_local=N)`` has no stored state: ``self.state`` and
+    the state methods raise :class:`StatelessWorkerStateError` (see silo/workers.py).
     """
 
     grain_type: ClassVar[str] = ""
