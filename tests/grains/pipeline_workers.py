@@ -49,6 +49,9 @@ class ToolRunner(Grain):
     async def where(self) -> str:
         return self.silo_id
 
+    async def on_deactivate(self, reason: str) -> None:
+        await store().rpush(f"workers-test:deactivated:{self.key}", f"{self.silo_id} {reason}")
+
     async def use_state(self) -> Any:
         self.state["n"] = 1
         return self.state

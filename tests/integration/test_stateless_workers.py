@@ -98,15 +98,15 @@ async def test_idle_workers_are_collected(
 ) -> None:
     key = unique("quick")
     silos = {silo.name: silo for silo in three_silos.silos}
-    where = await client.get_grain("QuickTool", key).where()
-    silo = silos[where]
     gauge = 'grainery_activations{grain_type="QuickTool"}'
     idle = 'grainery_deactivations_total{grain_type="QuickTool",reason="idle"}'
-    before = silo.scrape().get(idle, 0.0)
+    before = {name: silo.scrape().get(idle, 0.0) for name, silo in silos.items()}
+    where = await client.get_grain("QuickTool", key).where()
+    silo = silos[where]
 
     async def collected() -> bool:
         samples = silo.scrape()
-        return samples.get(gauge, 0.0) == 0.0 and samples.get(idle, 0.0) > before
+        return samples.get(gauge, 0.0) == 0.0 and samples.get(idle, 0.0) > before[where]
 
     await eventually(collected, 10, f"QuickTool/{key} collected on {where}")
     assert worker_keys(db, three_silos) == []
@@ -146,3 +146,15 @@ async def test_status_counts_worker_activations(
         await pool.close()
     counts = {count.grain_type: count.activations for count in stats.activations}
     assert counts.get("ToolRunner", 0) >= 1
+
+
+def test_a_draining_silo_deactivates_its_workers(store: TestStore, db: redis.Redis) -> None:
+    key = unique("drain")
+    cluster = TestCluster(store, GRAINS, size=1, env={"GRAINERY_TEST_STORE_URL": store.url})
+    with running_cluster(cluster):
+        with cluster.sync_client() as client:
+            tool = client.get_grain("ToolRunner", key)
+            assert {tool.where() for _ in range(3)} == {"silo1"}
+        assert db.lrange(f"workers-test:deactivated:{key}", 0, -1) == []
+    assert db.lrange(f"workers-test:deactivated:{key}", 0, -1) == ["silo1 shutdown"]
+    assert worker_keys(db, cluster) == []
