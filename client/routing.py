@@ -168,8 +168,8 @@ class Router:
         return self.seeds[self._seed_index]
 
     def learn(self, grain: GrainId, address: str) -> None:
-        if not address:
-            return
+        if not address or grain.grain_type in self._stateless:
+            return  # a stateless worker is served wherever it is sent: nothing to remember
         owner = self.ring.owner(grain)
         if owner is not None and owner.address == address:
             self._cache.pop(grain, None)  # the ring already says so; keep the cache small

@@ -198,13 +198,17 @@ def test_a_stateless_worker_type_is_spread_round_robin_over_the_active_members()
     worker, other = GrainId("Tool", "k"), GrainId("Counter", "k")
     owner = router.ring.owner(worker)
     assert owner is not None and router.route(worker) == owner.address  # not known yet
-    router.learn(worker, member(2).address)  # a location cached before the type was known
+    elsewhere = next(m.address for m in (member(1), member(2), member(3)) if m != owner)
+    router.learn(worker, elsewhere)  # a location cached before the type was known
+    assert router.route(worker) == elsewhere
     router.mark_stateless("Tool")
     assert router.is_stateless("Tool") and not router.is_stateless("Counter")
     picks = [router.route(worker) for _ in range(9)]
     assert sorted(picks) == sorted([m.address for m in (member(1), member(2), member(3))] * 3)
     assert all(picks[i] != picks[i + 1] for i in range(8))  # in turn, not by chance
     assert member(4).address not in picks  # a leaving silo gets none
+    router.learn(worker, elsewhere)  # e.g. an answer without the flag: not pinned
+    assert len({router.route(worker) for _ in range(3)}) == 3
     ring_owner = router.ring.owner(other)
     assert ring_owner is not None and router.route(other) == ring_owner.address
 
