@@ -1,7 +1,9 @@
 """GrainClient: call grains in a Grainery cluster from Python.
 
 The client learns the membership from any seed silo, computes each grain's
-owner with the same hash ring the silos use, and calls the owner directly.
+owner with the same hash ring the silos use, and calls the owner directly; a grain type
+whose responses say ``stateless_worker`` is served by any silo, so its calls are spread
+round-robin over the active silos instead (see client/routing.py).
 Calls that provably never ran (the silo refused them before dispatch, or no
 connection could be made) are retried on the new owner within the deadline;
 anything else is reported, never silently repeated. A call given up at its
@@ -216,7 +218,10 @@ class GrainClient:
             self.stats.calls += 1
             if response.address != address:
                 self.stats.forwarded += 1
-            self.router.learn(grain, response.address)
+            if response.stateless_worker:
+                self.router.mark_stateless(grain.grain_type)
+            else:
+                self.router.learn(grain, response.address)
             if response.membership_version > self.router.snapshot.version and not self.gateway_only:
                 self._refresh_soon()
             return response

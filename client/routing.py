@@ -5,10 +5,16 @@ from the same membership snapshot gives the same owner for a grain, so a client
 can call the owning silo directly (zero hops). Placement only *suggests*; the
 silo-side directory decides, and every response names the silo that really ran
 the call, which the location cache remembers.
+
+Stateless workers are the exception: any silo runs them locally, so sending them to the
+ring owner would pile a fan-out onto one silo. A response flagged ``stateless_worker``
+marks its grain type, and from then on the router spreads that type's calls round-robin
+over the active silos.
 """
 
 from __future__ import annotations
 
+import random
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -93,10 +99,12 @@ class PlacementRing:
 
 
 class Router:
-    """Picks the silo address for a call: cached location, else the ring owner, else a seed.
+    """Picks the silo address for a call: cached location, else the ring owner, else a seed;
+    for a grain type known to be a stateless worker, the next active silo in turn.
 
     Invariant: cached locations only point at members that are active in the
-    current snapshot; a membership change drops the rest.
+    current snapshot; a membership change drops the rest. Stateless worker grains are
+    never cached (any silo serves them).
     """
 
     def __init__(self, seeds: list[str], cache_size: int = 100_000) -> None:
@@ -105,6 +113,10 @@ class Router:
         self._cache: OrderedDict[GrainId, str] = OrderedDict()
         self._cache_size = cache_size
         self._seed_index = 0
+        self._stateless: set[str] = set()
+        # Where the round-robin over the active silos is; a random start, so that many
+        # clients starting together do not all begin with the same silo.
+        self._spread_index = random.randrange(1 << 16)
 
     @property
     def snapshot(self) -> MembershipSnapshot:
@@ -124,18 +136,40 @@ class Router:
         cached = self._cache.get(grain)
         if cached is not None:
             return cached
+        if grain.grain_type in self._stateless:
+            return self.spread()
         owner = self.ring.owner(grain)
         if owner is not None:
             return owner.address
         return self.next_seed()
+
+    def spread(self) -> str:
+        """The next active silo in turn (a seed while no member is known)."""
+        active = self.snapshot.active
+        if not active:
+            return self.next_seed()
+        self._spread_index += 1
+        return active[self._spread_index % len(active)].address
+
+    def mark_stateless(self, grain_type: str) -> None:
+        """``grain_type`` is a stateless worker: spread its calls from now on (and forget
+        any location cached for its grains)."""
+        if grain_type in self._stateless:
+            return
+        self._stateless.add(grain_type)
+        for grain in [g for g in self._cache if g.grain_type == grain_type]:
+            del self._cache[grain]
+
+    def is_stateless(self, grain_type: str) -> bool:
+        return grain_type in self._stateless
 
     def next_seed(self) -> str:
         self._seed_index = (self._seed_index + 1) % len(self.seeds)
         return self.seeds[self._seed_index]
 
     def learn(self, grain: GrainId, address: str) -> None:
-        if not address:
-            return
+        if not address or grain.grain_type in self._stateless:
+            return  # a stateless worker is served wherever it is sent: nothing to remember
         owner = self.ring.owner(grain)
         if owner is not None and owner.address == address:
             self._cache.pop(grain, None)  # the ring already says so; keep the cache small

@@ -7,6 +7,10 @@ activation of the same grain can never overlap the old one on this silo.
 An activation enters the table only if, after its ``on_activate``, the silo is
 still serving as the incarnation that registered it: a silo that fenced itself
 meanwhile (and dropped its table) must not end up with a live copy.
+
+Stateless workers (several local activations per grain, no directory entry) live in
+:attr:`Catalog.workers` (silo/workers.py), not in the table; the catalog counts, collects,
+drains and abandons them with the rest.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from itertools import chain
 from typing import Any
 
 from grainery.client.errors import ActivationFailedError, SiloUnavailableError
@@ -30,6 +35,7 @@ from grainery.silo.metrics import SiloMetrics
 from grainery.silo.registry import GrainType
 from grainery.silo.storage.protocols import GrainDirectory, GrainStorage
 from grainery.silo.storage.redis_state import Fence
+from grainery.silo.workers import StatelessWorkers
 
 log = logging.getLogger("grainery.catalog")
 
@@ -66,15 +72,23 @@ class Catalog:
         self._activating: set[Activation] = set()  # running on_activate
         self._metric_children: dict[str, tuple[Any, Any]] = {}
         self.accepting = True
+        self.workers = StatelessWorkers(
+            silo_id, membership, storage, metrics, grain_ref_factory, blocking,
+            max_queue_per_grain, lambda: self.accepting,
+        )
 
     def __len__(self) -> int:
-        return len(self._table)
+        return len(self._table) + self.workers.count()
 
     def get(self, grain: GrainId) -> Activation | None:
         return self._table.get(grain)
 
     def counts_by_type(self) -> dict[str, int]:
-        return dict(Counter(a.grain_type.name for a in self._table.values()))
+        return dict(Counter(a.grain_type.name for a in self._everything()))
+
+    def _everything(self) -> Iterator[Activation]:
+        """Every started activation: the table's and the stateless workers'."""
+        return chain(self._table.values(), self.workers.activations())
 
     # ----- activation -----------------------------------------------------
     async def activate(
@@ -172,7 +186,7 @@ class Catalog:
         """Deactivate grains idle for longer than their type's timeout."""
         now = time.monotonic()
         collected = 0
-        for activation in list(self._table.values()):
+        for activation in list(self._everything()):
             timeout = activation.grain_type.idle_timeout or self.default_idle_timeout
             if activation.idle and now - activation.last_active >= timeout:
                 activation.deactivate("idle")
@@ -187,14 +201,14 @@ class Catalog:
     def deactivate_idle(self, reason: str) -> int:
         """Deactivate every grain that is not running or queueing a call right now
         (a draining silo hands its idle grains over at once)."""
-        idle = [a for a in self._table.values() if a.idle]
+        idle = [a for a in self._everything() if a.idle]
         for activation in idle:
             activation.deactivate(reason)
         return len(idle)
 
     async def deactivate_all(self, reason: str, timeout: float) -> None:
         """Deactivate everything (after calls already queued) and wait, bounded."""
-        activations = list(self._table.values())
+        activations = list(self._everything())
         for activation in activations:
             activation.deactivate(reason)
         waits = [asyncio.ensure_future(a.wait_gone()) for a in activations]
@@ -220,16 +234,17 @@ class Catalog:
 
     def abandon_all(self) -> None:
         """Fencing: drop every activation at once without touching Redis."""
-        for activation in self._table.values():
+        for activation in self._everything():
             self._metrics.activations.labels(activation.grain_type.name).dec()
             self._metrics.deactivations.labels(activation.grain_type.name, "fenced").inc()
             activation.abandon()
             if activation.running:
                 self._abandoned.append(activation)
         self._table.clear()
+        self.workers.drop_all()
         self._abandoned.extend(self._activating)  # they re-check after on_activate
 
     def quiescent(self) -> bool:
         """True once no abandoned activation is still running a turn."""
         self._abandoned = [a for a in self._abandoned if a.running]
-        return not self._abandoned
+        return not self._abandoned and self.workers.quiescent()

@@ -286,6 +286,8 @@ class Dispatcher:
             silo_id=self._membership.silo_id,
             address=self._membership.address,
             membership_version=self._membership.snapshot.version,
+            # Tells the caller any silo serves this type: spread its calls (silo/workers.py).
+            stateless_worker=activation.grain_type.stateless_max_local is not None,
         )
 
     async def _queue_call(

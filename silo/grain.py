@@ -20,6 +20,52 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
+class StatelessWorkerStateError(TypeError):
+    """Grain code of a ``@stateless_worker`` used the state API (``self.state``,
+    ``write_state``, ``read_state``, ``clear_state``): stateless workers have no stored state.
+
+    A TypeError because it is a mistake in the grain's code, not a runtime condition: the
+    caller receives it as an application error (``error_type`` ``StatelessWorkerStateError``).
+    """
+
+    def __init__(self, cls: type) -> None:
+        super().__init__(
+            f"stateless workers have no stored state: {cls.__qualname__} is a "
+            f"@stateless_worker, so self.state, write_state, read_state and clear_state are "
+            f"not available (keep per-activation data in other attributes, or call a grain "
+            f"that owns the state)"
+        )
+
+
+# What a stateless worker's context hands back as "the state as last persisted" when a turn
+# failed: the runtime restores ``self.state`` after every failed turn, and for a worker that
+# restore must be a no-op rather than an error or a way to give the worker a state after all.
+NO_STORED_STATE: dict[str, Any] = {}
+
+
+class _NoStoredState:
+    """The ``state`` attribute of a stateless worker class: reading or assigning it raises
+    :class:`StatelessWorkerStateError` (a data descriptor, so an instance attribute can never
+    shadow it); only the runtime's restore of :data:`NO_STORED_STATE` is accepted, and ignored.
+    """
+
+    def __get__(self, instance: object, owner: type | None = None) -> Any:
+        if instance is None:
+            return self
+        raise StatelessWorkerStateError(type(instance))
+
+    def __set__(self, instance: object, value: Any) -> None:
+        if value is not NO_STORED_STATE:
+            raise StatelessWorkerStateError(type(instance))
+
+
+def refuse_state(cls: type[Grain]) -> None:
+    """Make ``self.state`` of ``cls`` (a stateless worker class) raise; idempotent. Only
+    worker classes get the descriptor: every other grain keeps a plain instance attribute."""
+    if not isinstance(vars(cls).get("state"), _NoStoredState):
+        cls.state = _NoStoredState()  # type: ignore[assignment]
+
+
 class Grain:
     """Base class of every grain.
 
@@ -32,6 +78,9 @@ class Grain:
       that means for ``self.state``);
     - ``allow_call_chain_reentrancy = True``: a call made (directly or not) by this grain's
       running call may come back into it instead of failing as a deadlock.
+
+    A class marked ``@stateless_worker(max_local=N)`` has no stored state: ``self.state`` and
+    the state methods raise :class:`StatelessWorkerStateError` (see silo/workers.py).
     """
 
     grain_type: ClassVar[str] = ""

@@ -10,12 +10,15 @@ behalf of a running call: it never waits longer than that call has left
 (``min(timeout, remaining)``, on every hop: local, forwarded, call stream), and
 an error it raises is marked with the inner call's target (``GrainError.origin``)
 so that, if the grain lets it escape, the dispatcher reports it as ``inner_call``.
+
+A call to a stateless worker type this silo hosts (``local_workers``) always runs here:
+any silo serves a worker, so a hop would only add latency.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import Any
 
 from grainery.client._proto.grainery.v1 import grainery_pb2 as pb
@@ -49,6 +52,7 @@ class SiloGrainClient(GrainClient):
         refresh: Callable[[], Coroutine[Any, Any, MembershipSnapshot]],
         security: ClientSecurity,
         max_message_bytes: int,
+        local_workers: Iterable[str] = (),
     ) -> None:
         super().__init__(
             own_address, security=security, max_message_bytes=max_message_bytes,
@@ -57,6 +61,7 @@ class SiloGrainClient(GrainClient):
         self._own_address = own_address
         self._local_invoke = local_invoke
         self._refresh = refresh
+        self._local_workers = frozenset(local_workers)
 
     def follow(self, snapshot: MembershipSnapshot) -> None:
         self._adopt(snapshot)
@@ -96,6 +101,6 @@ class SiloGrainClient(GrainClient):
                     f"deadline of {caller.target} passed before calling {target}"
                 ), target)
             budget = min(budget, remaining)
-        if self.router.route(grain) == self._own_address:
+        if grain.grain_type in self._local_workers or self.router.route(grain) == self._own_address:
             return await self._local_invoke(request, budget)
         return await super().invoke_request(grain, request, budget)

@@ -48,6 +48,7 @@ from grainery.silo.storage.keys import KeySpace
 from grainery.silo.storage.pool import StorePool
 from grainery.silo.storage.redis_state import RedisGrainStorage
 from grainery.silo.watchdog import LoopWatchdog
+from grainery.silo.workers import worker_types
 
 log = logging.getLogger("grainery.silo")
 
@@ -156,7 +157,7 @@ class Silo:
         self.peers = ChannelPool(self.security, config.max_message_bytes)
         self.grain_client = SiloGrainClient(
             self.address, self._invoke_local, self.membership.refresh, self.security,
-            config.max_message_bytes,
+            config.max_message_bytes, local_workers=worker_types(self.registry),
         )
         self.catalog = Catalog(
             self.silo_id, self.membership, self.storage, self.directory,

@@ -36,6 +36,7 @@ from grainery.silo.metrics import SiloMetrics
 from grainery.silo.registry import GrainRegistry
 from grainery.silo.storage.memory import MemoryGrainDirectory, MemoryGrainStorage, MemoryStore
 from grainery.silo.storage.redis_state import Fence, StoredState
+from grainery.silo.workers import worker_types
 
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
@@ -172,7 +173,7 @@ class InProcessSilo:
         self.peers = InProcessPeers(cluster)
         self.grain_client = SiloGrainClient(
             self.address, self._invoke_local, self.membership.refresh, ClientSecurity(),
-            MAX_MESSAGE_BYTES,
+            MAX_MESSAGE_BYTES, local_workers=worker_types(cluster.registry),
         )
         self.grain_client.pool = self.peers  # type: ignore[assignment]
         self.catalog = Catalog(

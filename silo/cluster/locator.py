@@ -4,6 +4,9 @@ The hash ring suggests an owner; the Redis directory decides. Concurrent
 first calls for one grain share a single resolution (one directory
 round trip, one state load, one ``on_activate``), run in a task of its own so
 that no caller's deadline can cancel an activation halfway.
+
+Stateless workers skip all of that: the ring and the directory are never consulted, and
+the call runs on this silo, in the worker pool of its (type, key) (silo/workers.py).
 """
 
 from __future__ import annotations
@@ -71,17 +74,20 @@ class GrainLocator:
         self._pending: dict[GrainId, asyncio.Task[Placement]] = {}
 
     def local(self, grain: GrainId) -> Activation | None:
-        """The active local activation, if any (no await: the hot path)."""
+        """The active local activation, if any (no await: the hot path); for a stateless
+        worker, an idle one of its activations."""
         activation = self._catalog.get(grain)
         if activation is not None and activation.phase is Phase.ACTIVE:
             return activation
-        return None
+        return self._catalog.workers.idle(grain)
 
     async def resolve(
         self, grain: GrainId, grain_type: GrainType, hops: int, deadline: float
     ) -> Placement:
         """Where the call should run; raises asyncio.TimeoutError at ``deadline`` (loop time).
         The caller's wait ends at its deadline; the shared resolution goes on regardless."""
+        if grain_type.stateless_max_local is not None:
+            return await self._catalog.workers.place(grain, grain_type, deadline)
         loop = asyncio.get_running_loop()
         while True:
             activation = self._catalog.get(grain)

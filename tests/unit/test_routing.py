@@ -189,3 +189,31 @@ def test_addresses_lists_active_members_first_then_seeds() -> None:
     router = Router(["seed:1", member(1).address])
     router.update(snapshot(1, member(2), member(1), member(3, DEAD)))
     assert router.addresses() == [member(1).address, member(2).address, "seed:1"]
+
+
+# ----- stateless workers ------------------------------------------------------
+def test_a_stateless_worker_type_is_spread_round_robin_over_the_active_members() -> None:
+    router = Router(["seed:1"])
+    router.update(snapshot(1, member(1), member(2), member(3), member(4, LEAVING)))
+    worker, other = GrainId("Tool", "k"), GrainId("Counter", "k")
+    owner = router.ring.owner(worker)
+    assert owner is not None and router.route(worker) == owner.address  # not known yet
+    elsewhere = next(m.address for m in (member(1), member(2), member(3)) if m != owner)
+    router.learn(worker, elsewhere)  # a location cached before the type was known
+    assert router.route(worker) == elsewhere
+    router.mark_stateless("Tool")
+    assert router.is_stateless("Tool") and not router.is_stateless("Counter")
+    picks = [router.route(worker) for _ in range(9)]
+    assert sorted(picks) == sorted([m.address for m in (member(1), member(2), member(3))] * 3)
+    assert all(picks[i] != picks[i + 1] for i in range(8))  # in turn, not by chance
+    assert member(4).address not in picks  # a leaving silo gets none
+    router.learn(worker, elsewhere)  # e.g. an answer without the flag: not pinned
+    assert len({router.route(worker) for _ in range(3)}) == 3
+    ring_owner = router.ring.owner(other)
+    assert ring_owner is not None and router.route(other) == ring_owner.address
+
+
+def test_a_stateless_worker_type_goes_to_the_seeds_while_no_member_is_known() -> None:
+    router = Router(["seed:1", "seed:2"])
+    router.mark_stateless("Tool")
+    assert {router.route(GrainId("Tool", "k")) for _ in range(4)} == {"seed:1", "seed:2"}

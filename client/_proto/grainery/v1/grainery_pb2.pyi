@@ -63,16 +63,18 @@ class InvokeRequest(_message.Message):
     def __init__(self, grain_type: _Optional[str] = ..., grain_key: _Optional[str] = ..., method: _Optional[str] = ..., args_json: _Optional[str] = ..., hops: _Optional[int] = ..., kwargs_json: _Optional[str] = ...) -> None: ...
 
 class InvokeResponse(_message.Message):
-    __slots__ = ("result_json", "silo_id", "address", "membership_version")
+    __slots__ = ("result_json", "silo_id", "address", "membership_version", "stateless_worker")
     RESULT_JSON_FIELD_NUMBER: _ClassVar[int]
     SILO_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     MEMBERSHIP_VERSION_FIELD_NUMBER: _ClassVar[int]
+    STATELESS_WORKER_FIELD_NUMBER: _ClassVar[int]
     result_json: str
     silo_id: str
     address: str
     membership_version: int
-    def __init__(self, result_json: _Optional[str] = ..., silo_id: _Optional[str] = ..., address: _Optional[str] = ..., membership_version: _Optional[int] = ...) -> None: ...
+    stateless_worker: bool
+    def __init__(self, result_json: _Optional[str] = ..., silo_id: _Optional[str] = ..., address: _Optional[str] = ..., membership_version: _Optional[int] = ..., stateless_worker: bool = ...) -> None: ...
 
 class LocateRequest(_message.Message):
     __slots__ = ("grain_type", "grain_key")
