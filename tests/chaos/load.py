@@ -115,3 +115,15 @@ async def read_through_client(
         attempt, bound, f"ChaosProbe/{key} answering a read through a fresh client"
     )
     return [str(item) for item in answer["ops"]]
+
+
+async def burst(
+    client: GrainClient, ledger: Ledger, clock: Callable[[], float], keys: list[str],
+    per_grain: int, timeout: float,
+) -> list[Op]:
+    """``per_grain`` concurrent appends to every grain at once, each sent once: in a quiet,
+    healed cluster each must be acknowledged (the client may retry what provably did not
+    run, nothing else)."""
+    calls = [call(client, ledger, clock, key, "append", ledger.new_op_id("burst"), timeout)
+             for key in keys for _ in range(per_grain)]
+    return [op for op, _ in await asyncio.gather(*calls)]
