@@ -8,7 +8,7 @@ keep their proxy across restarts (a restart reuses the silo's arguments).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 from grainery.silo.testing import SiloProcess, TestCluster, TestStore
 from tests.integration.fault_proxy import FaultProxy
@@ -71,9 +71,9 @@ class ChaosCluster:
         for silo in self.silos:
             silo.resume()
 
-    def stop(self, silos: Sequence[SiloProcess] | None = None) -> None:
+    def stop(self) -> None:
+        """Thaw and reconnect everything, then stop every silo (gracefully, all at once)."""
         self.heal()
-        stop_all(list(silos if silos is not None else self.silos))
-        if silos is None:
-            for proxy in self.proxies.values():
-                proxy.stop()
+        stop_all(self.silos)
+        for proxy in self.proxies.values():
+            proxy.stop()

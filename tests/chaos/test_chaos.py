@@ -104,7 +104,10 @@ async def test_mixed_faults_under_load_keep_every_guarantee(tmp_path: Path) -> N
                     violations.append(Violation(NOT_WRITABLE, key, str(outcome)))
                 elif isinstance(outcome, BaseException):
                     raise outcome
-            await chaos.cluster.wait_for_stable_membership(timeout=RECOVERY_BOUND)
+            try:
+                await chaos.cluster.wait_for_stable_membership(timeout=RECOVERY_BOUND)
+            except TimeoutError as exc:
+                violations.append(Violation(NOT_WRITABLE, "*", str(exc)))
             # A quiet spell before the burst, as callers that come back later see it: longer
             # than a silo's idle-connection health check (10 s), shorter than any timeout.
             await asyncio.sleep(QUIET)
