@@ -27,7 +27,7 @@ from pathlib import Path
 import orjson
 import pytest
 import redis.asyncio as aioredis
-from grainery.silo.keys import KeySpace
+from grainery.silo.storage.keys import KeySpace
 
 from grainery.client import GrainClient
 from grainery.client.routing import GrainId
