@@ -27,10 +27,10 @@ from pathlib import Path
 import orjson
 import pytest
 import redis.asyncio as aioredis
-from grainery.silo.storage.keys import KeySpace
 
 from grainery.client import GrainClient
 from grainery.client.routing import GrainId
+from grainery.silo.storage.keys import KeySpace
 from grainery.silo.testing import TestStore
 from tests.chaos.checks import Violation, check_settled, check_single_activation, check_stored
 from tests.chaos.cluster import ChaosCluster
