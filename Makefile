@@ -7,7 +7,7 @@ RUNTIME_STAMP := $(VENV)/.runtime-installed
 DEV_STAMP     := $(VENV)/.dev-installed
 BENCH_STAMP   := $(VENV)/.bench-installed
 
-.PHONY: demo test lint proto proto-check bench bench-quick clean node-deps
+.PHONY: demo test chaos lint proto proto-check bench bench-quick clean node-deps
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "Python >= 3.10 required"'
@@ -46,6 +46,11 @@ lint: $(DEV_STAMP)
 
 test: $(DEV_STAMP) node-deps proto-check lint
 	$(BIN)/python -m pytest -q
+
+# The long chaos run (a short one is part of `make test`). GRAINERY_CHAOS_SEED=N replays
+# a run's fault schedule; GRAINERY_CHAOS_SECONDS / GRAINERY_CHAOS_SILOS change its size.
+chaos: $(DEV_STAMP)
+	GRAINERY_CHAOS_SECONDS=$${GRAINERY_CHAOS_SECONDS:-240} $(BIN)/python -m pytest -q -s tests/chaos
 
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench.run

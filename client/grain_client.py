@@ -39,7 +39,13 @@ from grainery.client.errors import (
 )
 from grainery.client.filters import Filter, NamedFilter, OutgoingCall, named, run_filters
 from grainery.client.grain_ref import GrainRef
-from grainery.client.routing import DEAD, GrainId, MemberInfo, MembershipSnapshot, Router
+from grainery.client.routing import (
+    GONE_STATES,
+    GrainId,
+    MemberInfo,
+    MembershipSnapshot,
+    Router,
+)
 from grainery.client.tasks import spawn
 
 log = logging.getLogger("grainery.client")
@@ -265,7 +271,7 @@ class GrainClient:
         it (dead or gone): a long-lived client of a cluster whose silos restart would
         otherwise keep a channel, and its reconnect attempts, per departed address forever."""
         if self.router.update(snapshot):
-            live = {m.address for m in snapshot.members if m.state != DEAD}
+            live = {m.address for m in snapshot.members if m.state not in GONE_STATES}
             self.pool.retain(live | set(self.router.seeds))
 
     async def wait_for_members(self, count: int, timeout: float = 30.0) -> None:
