@@ -5,14 +5,17 @@ calls; it never imports the silo.
 """
 
 from grainery.client.channels import ClientSecurity
+from grainery.client.context import request_context
 from grainery.client.errors import (
     ActivationFailedError,
     ActivationFencedError,
     DeadlineExceededError,
+    DeadlockError,
     GrainApplicationError,
     GrainError,
     InnerCallError,
     InvalidArgumentsError,
+    InvalidContextError,
     OverloadedError,
     PlacementUnavailableError,
     SiloUnavailableError,
@@ -34,6 +37,7 @@ __all__ = [
     "ActivationFencedError",
     "ClientSecurity",
     "DeadlineExceededError",
+    "DeadlockError",
     "GrainApplicationError",
     "GrainClient",
     "GrainError",
@@ -41,6 +45,7 @@ __all__ = [
     "GrainRef",
     "InnerCallError",
     "InvalidArgumentsError",
+    "InvalidContextError",
     "MemberInfo",
     "MembershipSnapshot",
     "OverloadedError",
@@ -54,4 +59,5 @@ __all__ = [
     "UnauthenticatedError",
     "UnknownGrainTypeError",
     "UnknownMethodError",
+    "request_context",
 ]

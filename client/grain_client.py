@@ -26,6 +26,7 @@ import grpc
 from grainery.client._proto.grainery.v1 import grainery_pb2 as pb
 from grainery.client.channels import DEFAULT_MAX_MESSAGE_BYTES, ChannelPool, ClientSecurity
 from grainery.client.codec import check_size, decode_result, encode_args, encode_kwargs
+from grainery.client.context import current_request_context
 from grainery.client.errors import (
     DeadlineExceededError,
     GrainError,
@@ -150,6 +151,7 @@ class GrainClient:
         kwargs: Mapping[str, Any] | None = None,
     ) -> Any:
         """Run ``method(*args, **kwargs)`` on a grain and return its (JSON-decoded) result.
+        The call carries the values of the ``request_context`` blocks around it.
 
         Arguments larger than the message-size bound raise TooLargeError before sending."""
         grain = GrainId(grain_type, key)
@@ -162,12 +164,15 @@ class GrainClient:
             grain_type=grain_type, grain_key=key, method=method, args_json=args_json,
             kwargs_json=kwargs_json,
         )
-        response = await self.invoke_request(grain, request, timeout)
+        response = await self.invoke_request(grain, request, timeout, current_request_context())
         return decode_result(response.result_json)
 
     async def invoke_request(
-        self, grain: GrainId, request: pb.InvokeRequest, timeout: float | None
+        self, grain: GrainId, request: pb.InvokeRequest, timeout: float | None,
+        context: Mapping[str, str] | None = None, chain: tuple[str, ...] = (),
     ) -> pb.InvokeResponse:
+        """Send ``request`` (retrying only what provably did not run) with its request context
+        and call chain; raises GrainError."""
         loop = self._loop
         if loop is None:  # cached: on Python 3.11 get_running_loop() costs a getpid()
             loop = self._loop = asyncio.get_running_loop()
@@ -180,7 +185,9 @@ class GrainClient:
             if remaining <= 0:
                 raise _gave_up(f"{grain}.{request.method}", attempt, last_error)
             try:
-                response = await self.pool.invoke(address, request, remaining, self.streamed)
+                response = await self.pool.invoke(
+                    address, request, remaining, self.streamed, context, chain
+                )
             except GrainError as error:
                 if not (error.retry_safe and isinstance(error, _RETRYABLE)):
                     raise

@@ -12,12 +12,14 @@ from grainery.client import (
     ActivationFencedError,
     ClientSecurity,
     DeadlineExceededError,
+    DeadlockError,
     GrainApplicationError,
     GrainClient,
     GrainError,
     GrainRef,
     InnerCallError,
     InvalidArgumentsError,
+    InvalidContextError,
     OverloadedError,
     PlacementUnavailableError,
     SiloUnavailableError,
@@ -29,6 +31,7 @@ from grainery.client import (
     UnauthenticatedError,
     UnknownGrainTypeError,
     UnknownMethodError,
+    request_context,
 )
 from grainery.silo.decorators import interleave, one_way, read_only, stateless_worker
 from grainery.silo.grain import Grain
@@ -43,6 +46,7 @@ __all__ = [
     "ActivationFencedError",
     "ClientSecurity",
     "DeadlineExceededError",
+    "DeadlockError",
     "Grain",
     "GrainApplicationError",
     "GrainClient",
@@ -50,6 +54,7 @@ __all__ = [
     "GrainRef",
     "InnerCallError",
     "InvalidArgumentsError",
+    "InvalidContextError",
     "OverloadedError",
     "PlacementUnavailableError",
     "SiloUnavailableError",
@@ -65,5 +70,6 @@ __all__ = [
     "interleave",
     "one_way",
     "read_only",
+    "request_context",
     "stateless_worker",
 ]
