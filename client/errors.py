@@ -95,7 +95,9 @@ class InnerCallError(GrainApplicationError):
     def wrap(cls, inner: GrainError) -> InnerCallError:
         kind = inner.inner_kind if isinstance(inner, InnerCallError) else inner.kind
         message = f"inner call to {inner.origin} failed ({kind}): {inner.message}"
-        return cls(message[:2000], kind)
+        if len(message) > 2000:  # deep nesting: keep the outermost call and the root cause
+            message = f"{message[:990]} ... {message[-1000:]}"
+        return cls(message, kind)
 
 
 class ActivationFailedError(GrainError):
