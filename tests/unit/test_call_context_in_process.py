@@ -10,6 +10,7 @@ request context of the call that happened to start it; the bounds are checked.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -27,8 +28,11 @@ from grainery.client.context import (
     parse_call_metadata,
 )
 from grainery.client.errors import DeadlockError, InvalidContextError
+from grainery.client.routing import GrainId
 from grainery.silo.call import NO_CALL, call_context, cycle_of
+from grainery.silo.grain import Grain
 from grainery.silo.registry import GrainRegistry
+from tests.eventually import eventually
 from tests.grains.pipeline_context import ChainHop, Hop, ReentrantHop
 from tests.inprocess import InProcessCluster, InProcessSilo
 
@@ -36,7 +40,7 @@ from tests.inprocess import InProcessCluster, InProcessSilo
 @pytest.fixture
 async def cluster() -> AsyncIterator[InProcessCluster]:
     registry = GrainRegistry()
-    for cls in (Hop, ChainHop, ReentrantHop):
+    for cls in (Hop, ChainHop, ReentrantHop, Gate):
         registry.register(cls)
     built = InProcessCluster(registry)
     yield built
@@ -131,16 +135,42 @@ async def test_context_set_inside_a_grain_is_merged(cluster: InProcessCluster) -
     assert seen[1]["values"] == {"tenant": "beta", "user": "u1", "step": "2"}
 
 
+class Gate(Grain):
+    """Holds its turn until the test opens the gate."""
+
+    opened: asyncio.Event
+    waiting: asyncio.Event
+
+    async def go(self, path: list[str]) -> list[dict[str, Any]]:
+        Gate.waiting.set()
+        await Gate.opened.wait()
+        return []
+
+
 async def test_a_mailbox_does_not_inherit_the_context_of_the_call_that_started_it(
     cluster: InProcessCluster,
 ) -> None:
     """Hop/first sets step=2 around its local call to Hop/second, whose mailbox task starts
-    inside that call; a later call to Hop/second without context must see none."""
+    inside that call and is still draining when an outside call (no context) queues behind
+    it: that call's own grain call must carry no step=2."""
+    Gate.opened, Gate.waiting = asyncio.Event(), asyncio.Event()
     silo = cluster.add("s1")
     request = pb.InvokeRequest(grain_type="Hop", grain_key="first", method="go_with",
-                               args_json=encode_args([{"step": "2"}, ["Hop/second"]]))
-    await silo.dispatcher.invoke(request, 5.0)
-    assert (await go(silo, "Hop/second", []))[0]["values"] == {}
+                               args_json=encode_args([{"step": "2"}, ["Hop/second", "Gate/g"]]))
+    held = asyncio.ensure_future(silo.dispatcher.invoke(request, 5.0))
+    await asyncio.wait_for(Gate.waiting.wait(), 5.0)
+    queued = asyncio.ensure_future(go(silo, "Hop/second", ["Hop/third"]))
+    second = silo.catalog.get(GrainId("Hop", "second"))
+    assert second is not None
+
+    async def queued_behind() -> bool:
+        return second.queued == 1
+
+    await eventually(queued_behind, 5.0, "the outside call queued behind Hop/second's turn")
+    Gate.opened.set()
+    await held
+    seen = await queued
+    assert [hop["values"] for hop in seen] == [{}, {}]
 
 
 async def test_context_bounds_are_checked_by_the_dispatcher(cluster: InProcessCluster) -> None:
