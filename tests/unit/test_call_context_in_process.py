@@ -27,7 +27,7 @@ from grainery.client.context import (
     current_request_context,
     parse_call_metadata,
 )
-from grainery.client.errors import DeadlockError, InvalidContextError
+from grainery.client.errors import DeadlockError, GrainError, InnerCallError, InvalidContextError
 from grainery.client.routing import GrainId
 from grainery.silo.call import NO_CALL, call_context, cycle_of
 from grainery.silo.grain import Grain
@@ -217,3 +217,15 @@ def test_metadata_round_trip_and_malformed_chain() -> None:
 
 def test_call_context_outside_a_call_is_empty() -> None:
     assert call_context() is NO_CALL and NO_CALL.deadline is None and not NO_CALL.values
+
+
+def test_deeply_nested_inner_call_message_keeps_the_root_cause() -> None:
+    error: GrainError = InvalidContextError("call chain of 33 grain calls exceeds the limit")
+    error.origin = "Hop/deep32.go"
+    for depth in range(31, -1, -1):
+        error = InnerCallError.wrap(error)
+        error.origin = f"Hop/{'k' * 40}{depth}.go"
+    assert isinstance(error, InnerCallError) and error.inner_kind == "invalid_context"
+    assert error.message.startswith(f"inner call to Hop/{'k' * 40}1.go failed (invalid_context)")
+    assert error.message.endswith("call chain of 33 grain calls exceeds the limit")
+    assert len(error.message) <= 2000
