@@ -133,8 +133,9 @@ class StreamSession:
         result = pb.StreamResult(call_id=call.call_id)
         try:
             timeout = call.timeout if call.timeout > 0 else None
+            chain = tuple(call.chain) if call.chain else ()  # tuple() of an empty one: 0.5 µs
             result.response.CopyFrom(await self._dispatcher.invoke(
-                call.request, timeout, call.context, tuple(call.chain)
+                call.request, timeout, call.context, chain
             ))
         except GrainError as error:
             result.status_code = error.code.value[0]
