@@ -54,6 +54,16 @@ class Hop(Grain):
         """What the call sees (the Node.js test echoes its metadata through this)."""
         return _observe(self)
 
+    async def context_with(self, padding: str) -> dict[str, Any]:
+        """As ``context``; a large ``padding`` makes silos send the call unary, not streamed."""
+        return _observe(self)
+
+    async def relay_big(self, target: str, padding: str) -> dict[str, Any]:
+        """Call ``target``'s ``context_with(padding)``: a large padding goes unary."""
+        grain_type, _, key = target.partition("/")
+        seen: dict[str, Any] = await self.get_grain(grain_type, key).context_with(padding)
+        return seen
+
 
 class ChainHop(Hop):
     """Lets its own call chain back in (the mailbox decides how it runs)."""

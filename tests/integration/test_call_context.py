@@ -175,6 +175,25 @@ async def raw_invoke(address: str, start: str, path: list[str],
     return reply
 
 
+async def test_context_and_chain_travel_on_unary_silo_to_silo_calls(
+    trio: GrainClient, three_silos: TestCluster,
+) -> None:
+    """Requests over 64 KiB go unary, not on the call stream: then metadata carries them,
+    both when a silo forwards a client's call and when a grain calls a grain elsewhere."""
+    first, second, _ = three_silos.silos
+    padding = "p" * (80 * 1024)
+    far = await hop_on(trio, second.name, "far")
+    async with GrainClient(first.address, gateway_only=True) as gateway:
+        with request_context(tenant="forwarded"):
+            seen = await gateway.get_grain("Hop", key(far)).context_with(padding)
+    assert (seen["silo"], seen["values"]) == (second.name, {"tenant": "forwarded"})
+    near = await hop_on(trio, first.name, "near")
+    with request_context(tenant="inner"):
+        seen = await trio.get_grain("Hop", key(near)).relay_big(far, padding)
+    assert (seen["silo"], seen["values"], seen["chain"]) == (
+        second.name, {"tenant": "inner"}, [near])
+
+
 # ----- bad input ---------------------------------------------------------------------------
 @pytest.mark.parametrize("metadata", [
     [("grainery-ctx-big", "x" * 5000)],
