@@ -206,9 +206,10 @@ class Dispatcher:
         if cycle is not None:
             self._count(grain_type.name, method.name, DeadlockError.kind)
             raise DeadlockError(
-                f"deadlock: {cycle}: {call.target} would wait for its own caller's turn "
-                f"({grain_type.name} is not reentrant; allow_call_chain_reentrancy = True, "
-                "reentrant = True or @interleave lets such a call in)"
+                f"deadlock: {cycle}: {call.target} would wait for the turn of "
+                f"{call.activation} that is waiting for it ({grain_type.name} is not "
+                "reentrant; allow_call_chain_reentrancy = True, reentrant = True or "
+                "@interleave lets such a call in)"
             )
 
     def _count(self, grain_type: str, method: str, outcome: str) -> None:
