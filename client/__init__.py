@@ -5,15 +5,18 @@ calls; it never imports the silo.
 """
 
 from grainery.client.channels import ClientSecurity
+from grainery.client.context import request_context
 from grainery.client.errors import (
     ActivationFailedError,
     ActivationFencedError,
     DeadlineExceededError,
+    DeadlockError,
     FilterError,
     GrainApplicationError,
     GrainError,
     InnerCallError,
     InvalidArgumentsError,
+    InvalidContextError,
     OverloadedError,
     PermissionDeniedError,
     PlacementUnavailableError,
@@ -36,6 +39,7 @@ __all__ = [
     "ActivationFencedError",
     "ClientSecurity",
     "DeadlineExceededError",
+    "DeadlockError",
     "FilterError",
     "GrainApplicationError",
     "GrainClient",
@@ -44,6 +48,7 @@ __all__ = [
     "GrainRef",
     "InnerCallError",
     "InvalidArgumentsError",
+    "InvalidContextError",
     "MemberInfo",
     "MembershipSnapshot",
     "OverloadedError",
@@ -58,4 +63,5 @@ __all__ = [
     "UnauthenticatedError",
     "UnknownGrainTypeError",
     "UnknownMethodError",
+    "request_context",
 ]

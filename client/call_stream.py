@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+from collections.abc import Mapping
 from typing import Any
 
 import grpc
@@ -58,15 +59,24 @@ class CallStream:
     def accepts(request: pb.InvokeRequest) -> bool:
         return request.ByteSize() <= MAX_STREAMED_REQUEST_BYTES
 
-    async def invoke(self, request: pb.InvokeRequest, timeout: float) -> pb.InvokeResponse:
-        """Run one call; raises a GrainError exactly as a unary call would."""
+    async def invoke(
+        self, request: pb.InvokeRequest, timeout: float,
+        context: Mapping[str, str] | None = None, chain: tuple[str, ...] = (),
+    ) -> pb.InvokeResponse:
+        """Run one call, with its request context and call chain (empty unless given);
+        raises a GrainError exactly as a unary call would."""
         if self._call is None:
             self._open()
         call_id = next(self._ids)
         loop = self._loop
         future: asyncio.Future[pb.InvokeResponse] = loop.create_future()
         self._pending[call_id] = future
-        self._outbox.append(pb.StreamCall(call_id=call_id, request=request, timeout=timeout))
+        stream_call = pb.StreamCall(call_id=call_id, request=request, timeout=timeout)
+        if context:
+            stream_call.context.update(context)
+        if chain:
+            stream_call.chain.extend(chain)
+        self._outbox.append(stream_call)
         self._wake.set()
         timer = loop.call_later(timeout, _expire, future, request)
         try:

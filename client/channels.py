@@ -8,7 +8,7 @@ silo-to-silo calls all connect the same way.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +18,7 @@ import grpc
 from grainery.client._proto.grainery.v1 import grainery_pb2 as pb
 from grainery.client._proto.grainery.v1 import grainery_pb2_grpc as pb_grpc
 from grainery.client.call_stream import CallStream
+from grainery.client.context import call_metadata
 from grainery.client.errors import from_rpc_error
 from grainery.client.tasks import spawn
 
@@ -174,15 +175,20 @@ class ChannelPool:
         spawn(stubs.close(), name="grainery-close-channel", owner=self._closing)
 
     async def invoke(
-        self, address: str, request: pb.InvokeRequest, timeout: float, streamed: bool
+        self, address: str, request: pb.InvokeRequest, timeout: float, streamed: bool,
+        context: Mapping[str, str] | None = None, chain: tuple[str, ...] = (),
     ) -> pb.InvokeResponse:
-        """One call to one silo, over its call stream or unary; raises GrainError."""
+        """One call to one silo, over its call stream or unary, carrying the request context
+        and call chain (``StreamCall`` fields, or metadata); raises GrainError."""
         with self.borrow(address) as stubs:
             if streamed and CallStream.accepts(request):
-                return await stubs.stream.invoke(request, timeout)
+                return await stubs.stream.invoke(request, timeout, context, chain)
+            metadata = self.security.call_metadata()
+            if context or chain:
+                metadata += call_metadata(context or {}, chain)
             try:
                 response: pb.InvokeResponse = await stubs.gateway.Invoke(
-                    request, timeout=timeout, metadata=self.security.call_metadata()
+                    request, timeout=timeout, metadata=metadata
                 )
             except grpc.aio.AioRpcError as rpc_error:
                 raise from_rpc_error(rpc_error) from None

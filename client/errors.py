@@ -49,6 +49,23 @@ class TooLargeError(InvalidArgumentsError):
     code, kind, retry_safe = grpc.StatusCode.INVALID_ARGUMENT, "too_large", False
 
 
+class InvalidContextError(InvalidArgumentsError):
+    """The call's request context or call chain breaks a bound or a naming rule (too many
+    entries, too many bytes, a bad name or value, a chain longer than the hop limit). The
+    message says which; the call did not run, and the same call would be refused again."""
+
+    code, kind, retry_safe = grpc.StatusCode.INVALID_ARGUMENT, "invalid_context", False
+
+
+class DeadlockError(GrainError):
+    """The call would re-enter a non-reentrant grain that is already in its own call chain,
+    waiting (directly or not) for this very call: it could only end at the deadline, so it
+    fails at once. The message names the cycle (``A/1 -> B/2 -> A/1``). Not retry-safe: the
+    calls before it in the chain ran, and retrying the same chain deadlocks again."""
+
+    code, kind, retry_safe = grpc.StatusCode.FAILED_PRECONDITION, "deadlock", False
+
+
 class GrainApplicationError(GrainError):
     """The grain method raised; ``error_type`` is the exception's class name."""
 
@@ -78,7 +95,9 @@ class InnerCallError(GrainApplicationError):
     def wrap(cls, inner: GrainError) -> InnerCallError:
         kind = inner.inner_kind if isinstance(inner, InnerCallError) else inner.kind
         message = f"inner call to {inner.origin} failed ({kind}): {inner.message}"
-        return cls(message[:2000], kind)
+        if len(message) > 2000:  # deep nesting: keep the outermost call and the root cause
+            message = f"{message[:990]} ... {message[-1000:]}"
+        return cls(message, kind)
 
 
 class FilterError(GrainApplicationError):
@@ -158,6 +177,8 @@ ERROR_CLASSES: tuple[type[GrainError], ...] = (
     UnknownMethodError,
     InvalidArgumentsError,
     TooLargeError,
+    InvalidContextError,
+    DeadlockError,
     GrainApplicationError,
     InnerCallError,
     FilterError,

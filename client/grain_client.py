@@ -29,6 +29,7 @@ import grpc
 from grainery.client._proto.grainery.v1 import grainery_pb2 as pb
 from grainery.client.channels import DEFAULT_MAX_MESSAGE_BYTES, ChannelPool, ClientSecurity
 from grainery.client.codec import check_size, decode_result, encode_args, encode_kwargs
+from grainery.client.context import check_context, current_request_context
 from grainery.client.errors import (
     DeadlineExceededError,
     GrainError,
@@ -164,15 +165,19 @@ class GrainClient:
         kwargs: Mapping[str, Any] | None = None,
     ) -> Coroutine[Any, Any, Any]:
         """Run ``method(*args, **kwargs)`` on a grain and return its (JSON-decoded) result,
-        through the client's outgoing filters if it has any.
+        through the client's outgoing filters if it has any. The call carries the values of
+        the ``request_context`` blocks around it (and whatever its filters add).
 
         Arguments larger than the message-size bound raise TooLargeError before sending."""
+        context = current_request_context()
         if self.filters is not None:
-            call = OutgoingCall(grain_type, key, method, list(args), dict(kwargs or {}))
+            call = OutgoingCall(
+                grain_type, key, method, list(args), dict(kwargs or {}), dict(context)
+            )
             return run_filters(self.filters, call, partial(
-                self._send, grain_type, key, method, args, timeout, kwargs
+                self._send, grain_type, key, method, args, timeout, kwargs, call.context
             ))
-        return self._send(grain_type, key, method, args, timeout, kwargs)
+        return self._send(grain_type, key, method, args, timeout, kwargs, context)
 
     async def _send(
         self,
@@ -182,6 +187,7 @@ class GrainClient:
         args: Sequence[Any],
         timeout: float | None,
         kwargs: Mapping[str, Any] | None,
+        context: Mapping[str, str],
     ) -> Any:
         grain = GrainId(grain_type, key)
         limit = self.pool.max_message_bytes - _ENVELOPE_BYTES
@@ -193,12 +199,17 @@ class GrainClient:
             grain_type=grain_type, grain_key=key, method=method, args_json=args_json,
             kwargs_json=kwargs_json,
         )
-        response = await self.invoke_request(grain, request, timeout)
+        if context:
+            check_context(context)  # a filter may have added values: the same rules apply
+        response = await self.invoke_request(grain, request, timeout, context)
         return decode_result(response.result_json)
 
     async def invoke_request(
-        self, grain: GrainId, request: pb.InvokeRequest, timeout: float | None
+        self, grain: GrainId, request: pb.InvokeRequest, timeout: float | None,
+        context: Mapping[str, str] | None = None, chain: tuple[str, ...] = (),
     ) -> pb.InvokeResponse:
+        """Send ``request`` (retrying only what provably did not run) with its request context
+        and call chain; raises GrainError."""
         loop = self._loop
         if loop is None:  # cached: on Python 3.11 get_running_loop() costs a getpid()
             loop = self._loop = asyncio.get_running_loop()
@@ -211,7 +222,9 @@ class GrainClient:
             if remaining <= 0:
                 raise _gave_up(f"{grain}.{request.method}", attempt, last_error)
             try:
-                response = await self.pool.invoke(address, request, remaining, self.streamed)
+                response = await self.pool.invoke(
+                    address, request, remaining, self.streamed, context, chain
+                )
             except GrainError as error:
                 if not (error.retry_safe and isinstance(error, _RETRYABLE)):
                     raise

@@ -12,9 +12,15 @@ from collections.abc import Coroutine, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
+from grainery.client.context import current_request_context, request_context
 from grainery.client.grain_client import GrainClient
 
 T = TypeVar("T")
+
+
+async def _within(values: Mapping[str, str], call: Coroutine[Any, Any, T]) -> T:
+    with request_context(values):
+        return await call
 
 
 class SyncGrainRef:
@@ -67,7 +73,10 @@ class SyncGrainClient:
         self, grain_type: str, key: str, method: str, args: Sequence[Any] = (),
         timeout: float | None = None, kwargs: Mapping[str, Any] | None = None,
     ) -> Any:
-        return self._run(self._client.invoke(grain_type, key, method, args, timeout, kwargs))
+        call = self._client.invoke(grain_type, key, method, args, timeout, kwargs)
+        values = current_request_context()
+        # The loop runs on another thread, which does not see this thread's request context.
+        return self._run(_within(values, call) if values else call)
 
     def close(self) -> None:
         if self._loop.is_running():

@@ -12,6 +12,7 @@ from grainery.client import (
     ActivationFencedError,
     ClientSecurity,
     DeadlineExceededError,
+    DeadlockError,
     FilterError,
     GrainApplicationError,
     GrainClient,
@@ -19,6 +20,7 @@ from grainery.client import (
     GrainRef,
     InnerCallError,
     InvalidArgumentsError,
+    InvalidContextError,
     OverloadedError,
     PermissionDeniedError,
     PlacementUnavailableError,
@@ -31,6 +33,7 @@ from grainery.client import (
     UnauthenticatedError,
     UnknownGrainTypeError,
     UnknownMethodError,
+    request_context,
 )
 from grainery.silo.decorators import interleave, one_way, read_only, stateless_worker
 from grainery.silo.grain import Grain
@@ -45,6 +48,7 @@ __all__ = [
     "ActivationFencedError",
     "ClientSecurity",
     "DeadlineExceededError",
+    "DeadlockError",
     "FilterError",
     "Grain",
     "GrainApplicationError",
@@ -53,6 +57,7 @@ __all__ = [
     "GrainRef",
     "InnerCallError",
     "InvalidArgumentsError",
+    "InvalidContextError",
     "OverloadedError",
     "PermissionDeniedError",
     "PlacementUnavailableError",
@@ -69,5 +74,6 @@ __all__ = [
     "interleave",
     "one_way",
     "read_only",
+    "request_context",
     "stateless_worker",
 ]

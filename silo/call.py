@@ -15,8 +15,10 @@ caller's deadline and never wait longer than the caller will.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 
@@ -40,6 +42,11 @@ class GrainCall:
     chain: tuple[str, ...] = ()
 
     @property
+    def activation(self) -> str:
+        """``Type/key``: how the call's target appears in a call chain."""
+        return f"{self.grain_type}/{self.key}"
+
+    @property
     def target(self) -> str:
         """``Type/key.method``, as error messages and logs name a call."""
         return f"{self.grain_type}/{self.key}.{self.method}"
@@ -56,3 +63,51 @@ CURRENT_CALL: ContextVar[GrainCall | None] = ContextVar("grainery_current_call",
 def current_call() -> GrainCall | None:
     """The call being served by the running turn, if any."""
     return CURRENT_CALL.get()
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    """What a turn knows about the call it serves (``Grain.call_context``), read-only.
+
+    - ``values``: the request context (str -> str) the caller set, as received;
+    - ``chain``: ``"Type/key"`` of the grain activations the call passed through, outermost
+      first (empty for a call straight from a client; a grain never sees itself in it);
+    - ``deadline``: seconds the call has left *now* (relative, because the silo's clock is
+      not the caller's; it shrinks as the turn runs), or None outside a call.
+    """
+
+    values: Mapping[str, str]
+    chain: tuple[str, ...]
+    _expires: float | None = None
+
+    @property
+    def deadline(self) -> float | None:
+        if self._expires is None:
+            return None
+        return self._expires - asyncio.get_running_loop().time()
+
+
+NO_CALL = CallContext(MappingProxyType({}), ())
+
+
+def call_context() -> CallContext:
+    """The context of the call the running turn serves (empty outside a turn, e.g. in
+    ``on_activate``, which runs for no one call in particular)."""
+    call = CURRENT_CALL.get()
+    if call is None:
+        return NO_CALL
+    return CallContext(MappingProxyType(call.context), call.chain, call.deadline)
+
+
+def outgoing_chain(caller: GrainCall) -> tuple[str, ...]:
+    """The chain of a call made by ``caller``'s turn: its chain plus the caller itself."""
+    return (*caller.chain, caller.activation)
+
+
+def cycle_of(chain: tuple[str, ...], target: str) -> str | None:
+    """The cycle a call to ``target`` ("Type/key") would close, as ``A/1 -> B/2 -> A/1``;
+    None if ``target`` is not in the chain."""
+    if target not in chain:
+        return None
+    start = chain.index(target)
+    return " -> ".join((*chain[start:], target))

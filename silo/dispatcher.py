@@ -14,6 +14,14 @@ grain-to-grain call made inside a turn never gets more than the turn's caller.
 A call that runs here goes through the silo's call filters (silo/filters.py), if it has
 any, just before it joins the grain's queue; a forwarded call is filtered by its owner.
 
+A call also carries its request context and call chain (``Type/key`` of the grain
+activations it passed through), both bounded (``invalid_context``). A call whose target
+is already in its own chain would wait for a turn that waits for it: unless the target
+lets such calls in (``reentrant``, ``allow_call_chain_reentrancy``, an ``@interleave``
+method, a stateless worker), it fails at once as a ``deadlock`` naming the cycle, before
+it is routed or queued anywhere; the chain travels with forwarded and grain-to-grain
+calls, so this holds across silos.
+
 Errors keep their meaning on the way out: a store failure while placing the grain
 (before any grain code ran) is the retry-safe ``placement_unavailable``, and an
 error a grain lets escape from its own grain-to-grain call is ``inner_call``, so the
@@ -25,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol
@@ -39,8 +47,10 @@ from grainery.client.codec import (
     encode_kwargs,
     encode_result,
 )
+from grainery.client.context import check_chain, check_context
 from grainery.client.errors import (
     DeadlineExceededError,
+    DeadlockError,
     GrainApplicationError,
     GrainError,
     InnerCallError,
@@ -53,7 +63,7 @@ from grainery.client.errors import (
 )
 from grainery.client.routing import GrainId
 from grainery.silo.activation import Activation, Phase, Redispatch
-from grainery.silo.call import CURRENT_CALL, GrainCall
+from grainery.silo.call import CURRENT_CALL, GrainCall, cycle_of
 from grainery.silo.cluster.locator import GrainLocator, Placement, Remote
 from grainery.silo.cluster.view import MembershipView
 from grainery.silo.failures import GRAIN_FAILURES
@@ -90,9 +100,10 @@ class PeerInvoker(Protocol):
     ChannelPool); a Protocol so in-process tests can route to another in-process silo."""
 
     async def invoke(
-        self, address: str, request: pb.InvokeRequest, timeout: float, streamed: bool
+        self, address: str, request: pb.InvokeRequest, timeout: float, streamed: bool,
+        context: Mapping[str, str] | None = None, chain: tuple[str, ...] = (),
     ) -> pb.InvokeResponse:
-        """One call to the silo at ``address``; raises GrainError."""
+        """One call to the silo at ``address`` with its context and chain; raises GrainError."""
         ...
 
 
@@ -123,10 +134,16 @@ class Dispatcher:
         self._hot: dict[tuple[str, str], tuple[Any, Any]] = {}
         self._local_calls = metrics.gateway_calls.labels("local")
 
-    async def invoke(self, request: pb.InvokeRequest, timeout: float | None) -> pb.InvokeResponse:
+    async def invoke(
+        self, request: pb.InvokeRequest, timeout: float | None,
+        context: Mapping[str, str] | None = None, chain: tuple[str, ...] = (),
+    ) -> pb.InvokeResponse:
         """Run (or forward) one call; raises a GrainError on failure. ``timeout``: the
-        seconds the caller will wait (None: the default), capped by ``max_timeout``."""
-        grain_type, method, call = self._validate(request)
+        seconds the caller will wait (None: the default), capped by ``max_timeout``;
+        ``context``/``chain``: the call's request context and call chain, as received."""
+        grain_type, method, call = self._validate(request, context, chain)
+        if call.chain:
+            self._refuse_cycle(grain_type, method, call)
         if not self.admitting or not self._membership.serving:
             self._count(grain_type.name, method.name, "unavailable")
             raise SiloUnavailableError(
@@ -157,7 +174,10 @@ class Dispatcher:
         if self.in_flight == 0:
             self.idle.set()
 
-    def _validate(self, request: pb.InvokeRequest) -> tuple[GrainType, MethodSpec, GrainCall]:
+    def _validate(
+        self, request: pb.InvokeRequest, context: Mapping[str, str] | None,
+        chain: tuple[str, ...],
+    ) -> tuple[GrainType, MethodSpec, GrainCall]:
         try:
             grain_type = self._registry.get(request.grain_type)
             method = grain_type.method(request.method)
@@ -169,13 +189,34 @@ class Dispatcher:
             args = decode_args(request.args_json, self.limits.max_nesting)
             kwargs = decode_kwargs(request.kwargs_json, self.limits.max_nesting)
             method.check_call(len(args), kwargs)
+            if context:
+                check_context(context)
+            if chain:
+                chain = check_chain(chain)
         except GrainError as error:
             known = request.grain_type in self._registry.names()
             self._count(request.grain_type if known else "_unknown", "_invalid", error.kind)
             raise
         call = GrainCall(request.grain_type, request.grain_key, request.method, args, kwargs,
-                         hops=request.hops)
+                         hops=request.hops, context=dict(context) if context else {},
+                         chain=chain)
         return grain_type, method, call
+
+    def _refuse_cycle(self, grain_type: GrainType, method: MethodSpec, call: GrainCall) -> None:
+        """Deadlock vs let through: a call into a grain already in its chain can only run
+        if the grain interleaves it (the mailbox decides how; this only decides whether)."""
+        if (grain_type.reentrant or grain_type.call_chain_reentrant or method.interleave
+                or grain_type.stateless_max_local is not None):
+            return
+        cycle = cycle_of(call.chain, call.activation)
+        if cycle is not None:
+            self._count(grain_type.name, method.name, DeadlockError.kind)
+            raise DeadlockError(
+                f"deadlock: {cycle}: {call.target} would wait for the turn of "
+                f"{call.activation} that is waiting for it ({grain_type.name} is not "
+                "reentrant; allow_call_chain_reentrancy = True, reentrant = True or "
+                "@interleave lets such a call in)"
+            )
 
     def _count(self, grain_type: str, method: str, outcome: str) -> None:
         self._metrics.calls.labels(grain_type, method, outcome).inc()
@@ -261,7 +302,9 @@ class Dispatcher:
         except Rerouted:  # the grain began deactivating while the filters ran
             raise Redispatch() from None
         except GrainError as error:
-            if error.origin is not None:  # escaped from the grain's own grain-to-grain call
+            # Escaped from the grain's own grain-to-grain call: inner_call, except a deadlock,
+            # which is the whole chain's (this call is part of the cycle) and stays one.
+            if error.origin is not None and type(error) is not DeadlockError:
                 error = InnerCallError.wrap(error)
             self._count(grain_type, method.name, error.kind)
             raise error from None
@@ -343,7 +386,8 @@ class Dispatcher:
         self._metrics.gateway_calls.labels("forwarded").inc()
         try:
             return await self._peers.invoke(
-                remote.address, forwarded, max(remaining, 0.001), streamed=True
+                remote.address, forwarded, max(remaining, 0.001), streamed=True,
+                context=call.context, chain=call.chain,
             )
         except GrainError as failure:
             error = failure

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
+from grainery.silo.call import CallContext, call_context
+
 if TYPE_CHECKING:
     from grainery.client.filters import Call, Proceed
     from grainery.client.grain_ref import GrainRef
@@ -112,6 +114,12 @@ class Grain:
     @property
     def silo_id(self) -> str:
         return self._ctx.silo_id
+
+    @property
+    def call_context(self) -> CallContext:
+        """The running call's request context (``.values``), call chain (``.chain``) and
+        seconds left (``.deadline``); grain-to-grain calls made now pass them on."""
+        return call_context()
 
     # ----- lifecycle hooks (not callable from the wire) -------------------
     async def on_activate(self) -> None:

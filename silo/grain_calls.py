@@ -5,11 +5,14 @@ client. It routes exactly like an external client (same ring, same location
 cache) but follows the silo's own membership view instead of polling, and a
 call for a grain that routes to this silo skips the network entirely.
 
-Two things differ from an external client, both because the call is made on
+Three things differ from an external client, all because the call is made on
 behalf of a running call: it never waits longer than that call has left
-(``min(timeout, remaining)``, on every hop: local, forwarded, call stream), and
-an error it raises is marked with the inner call's target (``GrainError.origin``)
-so that, if the grain lets it escape, the dispatcher reports it as ``inner_call``.
+(``min(timeout, remaining)``, on every hop: local, forwarded, call stream); it
+carries that call's request context (plus whatever ``request_context`` the grain
+set around it) and chain (the caller's chain plus the caller), which is how a
+silo tells a call cycle from a wait; and an error it raises is marked with the
+inner call's target (``GrainError.origin``) so that, if the grain lets it escape,
+the dispatcher reports it as ``inner_call``.
 
 A call to a stateless worker type this silo hosts (``local_workers``) always runs here:
 any silo serves a worker, so a hop would only add latency.
@@ -23,12 +26,16 @@ from typing import Any
 
 from grainery.client._proto.grainery.v1 import grainery_pb2 as pb
 from grainery.client.channels import ClientSecurity
+from grainery.client.context import EMPTY, cleared_request_context
 from grainery.client.errors import DeadlineExceededError, GrainError, build_error
 from grainery.client.grain_client import GrainClient
 from grainery.client.routing import GrainId, MembershipSnapshot
-from grainery.silo.call import current_call
+from grainery.silo.call import current_call, outgoing_chain
 
-LocalInvoke = Callable[[pb.InvokeRequest, float | None], Coroutine[Any, Any, pb.InvokeResponse]]
+LocalInvoke = Callable[
+    [pb.InvokeRequest, float | None, Mapping[str, str], tuple[str, ...]],
+    Coroutine[Any, Any, pb.InvokeResponse],
+]
 
 
 def inner_error(error: GrainError, target: str) -> GrainError:
@@ -89,11 +96,17 @@ class SiloGrainClient(GrainClient):
             raise inner_error(error, f"{grain_type}/{key}.{method}") from None
 
     async def invoke_request(
-        self, grain: GrainId, request: pb.InvokeRequest, timeout: float | None
+        self, grain: GrainId, request: pb.InvokeRequest, timeout: float | None,
+        context: Mapping[str, str] | None = None, chain: tuple[str, ...] = (),
     ) -> pb.InvokeResponse:
+        """``context``: what ``request_context`` blocks in the grain set; it is laid over
+        the running call's context. The chain is always the running call's plus the caller
+        (``chain`` is ignored: grain code cannot forge it)."""
         target = f"{grain}.{request.method}"
         budget = self.default_timeout if timeout is None else timeout
         caller = current_call()
+        values: Mapping[str, str] = context or EMPTY
+        chain = ()
         if caller is not None:
             remaining = caller.remaining(asyncio.get_running_loop())
             if remaining <= 0:
@@ -101,6 +114,13 @@ class SiloGrainClient(GrainClient):
                     f"deadline of {caller.target} passed before calling {target}"
                 ), target)
             budget = min(budget, remaining)
-        if grain.grain_type in self._local_workers or self.router.route(grain) == self._own_address:
-            return await self._local_invoke(request, budget)
-        return await super().invoke_request(grain, request, budget)
+            if caller.context:
+                values = {**caller.context, **values} if values else caller.context
+            chain = outgoing_chain(caller)
+        local = grain.grain_type in self._local_workers
+        if local or self.router.route(grain) == self._own_address:
+            # The target's mailbox task may start here: it must not inherit this grain's
+            # request_context values (its turns get each call's own context instead).
+            with cleared_request_context():
+                return await self._local_invoke(request, budget, values, chain)
+        return await super().invoke_request(grain, request, budget, values, chain)

@@ -188,8 +188,10 @@ class Silo:
     def _grain_ref(self, grain_type: str, key: str) -> GrainRef:
         return self.grain_client.get_grain(grain_type, key)
 
-    async def _invoke_local(self, request: Any, timeout: float | None) -> Any:
-        return await self.dispatcher.invoke(request, timeout)
+    async def _invoke_local(
+        self, request: Any, timeout: float | None, context: Any, chain: tuple[str, ...]
+    ) -> Any:
+        return await self.dispatcher.invoke(request, timeout, context, chain)
 
     def _idle_interval(self) -> float:
         shortest = self.registry.min_idle_timeout(self.config.idle_timeout)

@@ -15,8 +15,8 @@ next to the real-Redis integration tests that check the same runtime end to end.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from grainery.client._proto.grainery.v1 import grainery_pb2 as pb
@@ -113,6 +113,8 @@ class Sent:
     address: str
     request: pb.InvokeRequest
     timeout: float
+    context: dict[str, str] = field(default_factory=dict)
+    chain: tuple[str, ...] = ()
 
 
 class InProcessPeers:
@@ -127,9 +129,10 @@ class InProcessPeers:
         self.sent: list[Sent] = []
 
     async def invoke(
-        self, address: str, request: pb.InvokeRequest, timeout: float, streamed: bool
+        self, address: str, request: pb.InvokeRequest, timeout: float, streamed: bool,
+        context: Mapping[str, str] | None = None, chain: tuple[str, ...] = (),
     ) -> pb.InvokeResponse:
-        self.sent.append(Sent(address, request, timeout))
+        self.sent.append(Sent(address, request, timeout, dict(context or {}), chain))
         silo = self._cluster.at(address)
         if silo is None or not silo.up:
             refused = TransportError(f"connection to {address} refused; the call was not sent")
@@ -137,7 +140,7 @@ class InProcessPeers:
             raise refused
         wire = pb.InvokeRequest.FromString(request.SerializeToString())
         try:
-            response = await silo.dispatcher.invoke(wire, timeout)
+            response = await silo.dispatcher.invoke(wire, timeout, context, chain)
         except GrainError as error:
             raise over_the_wire(error) from None
         return pb.InvokeResponse.FromString(response.SerializeToString())
@@ -188,8 +191,11 @@ class InProcessSilo:
     def _grain_ref(self, grain_type: str, key: str) -> GrainRef:
         return self.grain_client.get_grain(grain_type, key)
 
-    async def _invoke_local(self, request: pb.InvokeRequest, timeout: float | None) -> Any:
-        return await self.dispatcher.invoke(request, timeout)
+    async def _invoke_local(
+        self, request: pb.InvokeRequest, timeout: float | None, context: Mapping[str, str],
+        chain: tuple[str, ...],
+    ) -> Any:
+        return await self.dispatcher.invoke(request, timeout, context, chain)
 
     async def request(
         self, grain_type: str, key: str, method: str, *args: Any,

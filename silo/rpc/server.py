@@ -14,6 +14,8 @@ from grainery.silo.config import SiloConfig
 from grainery.silo.rpc.auth import TokenAuthInterceptor
 from grainery.silo.rpc.servicers import DirectoryServicer, GatewayServicer, ManagementServicer
 
+MAX_METADATA_BYTES = 128 * 1024
+
 GRAINERY_SERVICES = tuple(
     pb.DESCRIPTOR.services_by_name[name].full_name
     for name in ("Gateway", "Directory", "Management")
@@ -41,6 +43,10 @@ def create_server(config: SiloConfig) -> tuple[grpc.aio.Server, int]:
             # A second process must not bind the same port: a silo's address identifies it.
             ("grpc.so_reuseport", 0),
             ("grpc.max_concurrent_streams", 1000),
+            # A unary call's request context (<= 8 KiB) and call chain (<= 32 "Type/key"
+            # entries) ride in its metadata: room for both past gRPC's 8/16 KiB default.
+            ("grpc.max_metadata_size", MAX_METADATA_BYTES),
+            ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
         ],
     )
     address = f"{config.host}:{config.port}"

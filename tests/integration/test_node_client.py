@@ -36,7 +36,8 @@ def node() -> str:
 
 @pytest.fixture(scope="module")
 def silo(store: TestStore) -> Iterator[TestCluster]:
-    with running_cluster(TestCluster(store, GRAINS, size=1)) as cluster:
+    grains = [*GRAINS, "tests.grains.pipeline_context"]  # Hop echoes the call context
+    with running_cluster(TestCluster(store, grains, size=1)) as cluster:
         yield cluster
 
 

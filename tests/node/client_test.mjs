@@ -3,7 +3,8 @@
 //
 //   GRAINERY_TARGET=127.0.0.1:7070 node --test client_test.mjs
 //
-// The silo must host tests/grains/probes.py (grain types Recorder and Boom).
+// The silo must host tests/grains/probes.py (grain types Recorder and Boom) and
+// tests/grains/pipeline_context.py (Hop, which echoes the call context).
 // tests/integration/test_node_client.py starts one and runs this file.
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
@@ -49,9 +50,9 @@ function deadline(seconds = 10) {
 }
 
 // Promise wrapper for a unary call; rejects with the grpc-js ServiceError.
-function call(client, method, request) {
+function call(client, method, request, metadata = new grpc.Metadata()) {
   return new Promise((resolve, reject) => {
-    client[method](request, new grpc.Metadata(), { deadline: deadline() }, (error, reply) =>
+    client[method](request, metadata, { deadline: deadline() }, (error, reply) =>
       error ? reject(error) : resolve(reply),
     );
   });
@@ -136,4 +137,31 @@ test("an exception raised by the grain is UNKNOWN with its type and message", as
     assert.deepEqual(error.metadata.get("grainery-error-type"), ["ValueError"]);
     return true;
   });
+});
+
+test("grainery-ctx-<name> metadata reaches the grain as its call context", async () => {
+  const metadata = new grpc.Metadata();
+  metadata.set("grainery-ctx-tenant", "node-tenant");
+  // The grain calls a second grain, which reports what it received: the context is
+  // passed on, and the chain names the first grain.
+  const first = `node-ctx-${runId}`;
+  const second = `Hop/node-ctx2-${runId}`;
+  const reply = await call(
+    gateway, "Invoke",
+    { grain_type: "Hop", grain_key: first, method: "go", args_json: JSON.stringify([[second]]) },
+    metadata,
+  );
+  const [outer, inner] = JSON.parse(reply.result_json);
+  assert.deepEqual(outer.values, { tenant: "node-tenant" });
+  assert.deepEqual(inner.values, { tenant: "node-tenant" });
+  assert.deepEqual(inner.chain, [`Hop/${first}`]);
+});
+
+test("a context value that breaks the bounds is INVALID_ARGUMENT invalid_context", async () => {
+  const metadata = new grpc.Metadata();
+  metadata.set("grainery-ctx-big", "x".repeat(5000));
+  await expectStatus(
+    call(gateway, "Invoke", { grain_type: "Hop", grain_key: "k", method: "context", args_json: "[]" }, metadata),
+    grpc.status.INVALID_ARGUMENT, "invalid_context",
+  );
 });

@@ -7,14 +7,25 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class StreamCall(_message.Message):
-    __slots__ = ("call_id", "request", "timeout")
+    __slots__ = ("call_id", "request", "timeout", "context", "chain")
+    class ContextEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     CALL_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    CHAIN_FIELD_NUMBER: _ClassVar[int]
     call_id: int
     request: InvokeRequest
     timeout: float
-    def __init__(self, call_id: _Optional[int] = ..., request: _Optional[_Union[InvokeRequest, _Mapping]] = ..., timeout: _Optional[float] = ...) -> None: ...
+    context: _containers.ScalarMap[str, str]
+    chain: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, call_id: _Optional[int] = ..., request: _Optional[_Union[InvokeRequest, _Mapping]] = ..., timeout: _Optional[float] = ..., context: _Optional[_Mapping[str, str]] = ..., chain: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class InvokeFrame(_message.Message):
     __slots__ = ("calls",)
