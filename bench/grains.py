@@ -7,6 +7,8 @@ is the smallest possible resident grain for the memory benchmark.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from grainery.silo import Grain
 
 
@@ -32,3 +34,17 @@ class BenchCounter(Grain):
 
     async def touch(self) -> bool:
         return True
+
+
+class BenchRelay(Grain):
+    """Calls another grain: grain-to-grain throughput (A on one silo calls B on another)."""
+
+    async def relay(self, key: str) -> int:
+        result: int = await self.get_grain("BenchCounter", key).add(1)
+        return result
+
+
+async def no_op_filter(call: object, proceed: Callable[[], Awaitable[object]]) -> object:
+    """A silo-wide incoming filter that does nothing but pass the call on: the cost of the
+    call pipeline when a filter is installed (``--filter bench.grains:no_op_filter``)."""
+    return await proceed()
