@@ -21,9 +21,10 @@ caller never mistakes it for a verdict on its own arguments.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from grainery.client._proto.grainery.v1 import grainery_pb2 as pb
@@ -236,6 +237,8 @@ class Dispatcher:
     async def _run_local(
         self, activation: Activation, method: MethodSpec, call: GrainCall
     ) -> pb.InvokeResponse:
+        if method.one_way:
+            return self._admit_one_way(activation, method, call)
         grain_type = activation.grain_type.name
         started = time.perf_counter()
         future = activation.call(method, call)  # raises Redispatch when going away
@@ -269,6 +272,46 @@ class Dispatcher:
             address=self._membership.address,
             membership_version=self._membership.snapshot.version,
         )
+
+    # ----- one-way calls ---------------------------------------------------
+    def _admit_one_way(
+        self, activation: Activation, method: MethodSpec, call: GrainCall
+    ) -> pb.InvokeResponse:
+        """Queue a @one_way call and answer ``null`` at once (after the same admission as
+        any call: a full queue raises OverloadedError, a grain going away Redispatch).
+
+        The caller's deadline no longer applies once it is answered: the turn gets its own,
+        ``max_timeout`` from now (to start, and for the calls it makes). It starts a new
+        call chain: nobody waits for it, so a call it makes back to its caller is no cycle.
+        """
+        turn = replace(call, deadline=self._loop.time() + self.limits.max_timeout, chain=())
+        future = activation.call(method, turn)
+        future.add_done_callback(
+            functools.partial(self._one_way_done, activation.grain_type.name, method.name, turn)
+        )
+        self._local_calls.inc()
+        return pb.InvokeResponse(
+            result_json="null",
+            silo_id=self._membership.silo_id,
+            address=self._membership.address,
+            membership_version=self._membership.snapshot.version,
+        )
+
+    def _one_way_done(
+        self, grain_type: str, method: str, call: GrainCall, future: asyncio.Future[Any]
+    ) -> None:
+        """Nobody awaits a one-way call's outcome: count it, and log a failure."""
+        error = asyncio.CancelledError() if future.cancelled() else future.exception()
+        if error is None:
+            self._count(grain_type, method, "ok")
+            return
+        kind = "application"
+        if isinstance(error, GrainError):
+            kind = InnerCallError.kind if error.origin is not None else error.kind
+        self._count(grain_type, method, kind)
+        self._metrics.one_way_failures.labels(grain_type, method).inc()
+        GRAIN_FAILURES.report(grain_type, error, f"one-way call {call.target} failed after it "
+                              f"was answered: {type(error).__name__}: {str(error)[:1000]}")
 
     def _encode(self, activation: Activation, method: MethodSpec, result: Any) -> str:
         try:

@@ -87,7 +87,7 @@ async def test_system_exit_in_a_turn_propagates(error: BaseException) -> None:
     activation = Activation(GRAIN, cast(GrainType, None), 10, cast(Any, None), lambda: True)
     activation.phase = Phase.ACTIVE
     activation.grain, activation.context = cast(Any, SimpleNamespace(state={})), cast(
-        Any, SimpleNamespace(deactivation_request=None, uncertain=False, write_failed=False,
+        Any, SimpleNamespace(deactivation_request=None, uncertain=False, write_failures=0,
                              last_persisted=dict))
     future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
     spec = cast(Any, SimpleNamespace(name="m", func=method))
