@@ -44,6 +44,9 @@ class Inbox(Grain):
     async def explode(self, message: str) -> None:
         raise ValueError(message)
 
+    async def on_deactivate(self, reason: str) -> None:
+        RAN.append(f"deactivate {reason}")
+
 
 Build = Callable[..., InProcessCluster]
 
@@ -145,3 +148,15 @@ async def test_a_forwarded_one_way_call_is_answered_by_the_owner(build: Build) -
     assert RAN == []
     Gate.open.set()
     await until(lambda: RAN == ["deliver 7 chain=[]"], "the one-way call ran on the owner")
+
+
+async def test_queued_one_way_calls_run_before_a_shutdown_deactivates_the_grain(
+    build: Build,
+) -> None:
+    a = build().add("a")
+    for i in range(3):
+        await a.request("Inbox", "k", "deliver", i)
+    stopping = asyncio.ensure_future(a.catalog.deactivate_all("shutdown", 10))
+    Gate.open.set()
+    await stopping
+    assert RAN == [*(f"deliver {i} chain=[]" for i in range(3)), "deactivate shutdown"]
