@@ -28,7 +28,9 @@ State after a failed turn (as in Dapr): a turn that raises, or in which a state 
 failed, leaves ``self.state`` as last persisted. The activation keeps the last
 persisted JSON bytes and decodes them again only on failure, so success costs nothing
 extra. After a write whose outcome is unknown (the store did not answer), the state is
-reloaded from the store before the next turn. When turns interleave, both happen only
+reloaded from the store before the next turn. When turns interleave, a failed write
+counts as a failure of every turn in progress (they share ``self.state``; a counter of
+failed writes is compared before and after each turn), and both happen only
 while no turn runs: a failure while other turns run holds back new turns (a *barrier*;
 calls that come back through their own chain still pass) until the running ones end,
 then restores. Restoring earlier would let a write that is still in flight land under a

@@ -14,7 +14,12 @@ from typing import Any
 import pytest
 
 from grainery import interleave, read_only
-from grainery.client.errors import DeadlineExceededError, OverloadedError, SiloUnavailableError
+from grainery.client.errors import (
+    DeadlineExceededError,
+    OverloadedError,
+    SiloUnavailableError,
+    StorageUnavailableError,
+)
 from grainery.client.routing import GrainId
 from grainery.silo.activation import Activation, Phase
 from grainery.silo.blocking import BlockingPool
@@ -72,6 +77,15 @@ class Reentrant(Plain):
         await self.write_state()
         LOG.append(f"end {name}")
 
+    async def write_and_wait(self, name: str, field: str) -> str:
+        """Change the state and write it; if the store does not answer, carry on."""
+        self.state[field] = 1
+        try:
+            await self.write_state()
+        except StorageUnavailableError:
+            LOG.append(f"caught {name}")
+        return await held(name)
+
     async def fail(self, field: str) -> None:
         self.state[field] = 1
         raise RuntimeError(f"{field} failed")
@@ -85,15 +99,21 @@ class ChainOk(Plain):
 
 
 class GatedStorage(MemoryGrainStorage):
-    """Holds every write until ``writes`` is set (when a test sets ``hold``)."""
+    """Holds every write until ``writes`` is set (when a test sets ``hold``); with
+    ``unanswered``, applies the next write and then fails it as the store going away would."""
 
     hold = False
+    unanswered = False
     writes: asyncio.Event
 
     async def write(self, grain: GrainId, payload: bytes, etag: str, fence: Fence) -> str:
         if self.hold:
             await self.writes.wait()
-        return await super().write(grain, payload, etag, fence)
+        etag = await super().write(grain, payload, etag, fence)
+        if self.unanswered:
+            self.unanswered = False
+            raise StorageUnavailableError("store gone (the write may have been applied)")
+        return etag
 
 
 @dataclass
@@ -375,3 +395,20 @@ async def test_a_lone_failed_turn_restores_at_once(build: Build) -> None:
     with pytest.raises(RuntimeError):
         await call(activation, "fail", "x")
     assert activation.grain is not None and activation.grain.state == {}
+
+
+async def test_the_reload_after_an_unanswered_write_waits_for_the_running_turns(
+    build: Build,
+) -> None:
+    """The writing turn catches the store's error and goes on waiting: until it ends, no
+    new turn starts on a state that may or may not be the stored one."""
+    grains = build()
+    activation = await grains.activate("Reentrant")
+    grains.storage.unanswered = True
+    writing = call(activation, "write_and_wait", "w", "w")
+    await until(lambda: "caught w" in LOG, "the write failed")
+    later = call(activation, "fields")
+    await until(lambda: activation.queued == 1, "the next call waits for the reload")
+    gate("w").set()
+    assert await writing == "w"
+    assert await later == ["w"]  # reloaded: the write had landed
