@@ -270,11 +270,12 @@ class Activation:
         count against the same bound (a grain holds at most ``max_queue + 1`` calls)."""
         if self.phase is not Phase.ACTIVE:
             raise Redispatch()
-        held = self.queued + (self.turns - 1 if self.turns > 1 else 0)
-        if held >= self.max_queue:
-            raise OverloadedError(
-                f"{self.grain_id} has {held} calls queued or interleaved (limit {self.max_queue})"
-            )
+        queued, turns = self.queued, self.turns
+        if queued + (turns - 1 if turns > 1 else 0) >= self.max_queue:
+            message = f"{self.grain_id} has {queued} calls queued (limit {self.max_queue})"
+            if turns > 1:
+                message += f" and {turns} turns in progress (beyond the first, they count too)"
+            raise OverloadedError(message)
         future: asyncio.Future[Any] = self._loop.create_future()
         item = _Call(future, method, call, self._mode(method, call))
         mode = item.mode
