@@ -160,3 +160,20 @@ async def test_queued_one_way_calls_run_before_a_shutdown_deactivates_the_grain(
     Gate.open.set()
     await stopping
     assert RAN == [*(f"deliver {i} chain=[]" for i in range(3)), "deactivate shutdown"]
+
+
+async def test_a_one_way_call_dropped_unrun_by_a_fenced_silo_is_logged_and_counted(
+    build: Build, caplog: pytest.LogCaptureFixture,
+) -> None:
+    a = build().add("a")
+    caplog.set_level(logging.ERROR, logger="grainery.grains")
+    busy = asyncio.ensure_future(a.call("Inbox", "k", "hold", timeout=30))
+    await until(lambda: RAN == ["hold"], "the grain is busy")
+    assert (await a.request("Inbox", "k", "deliver", 1)).result_json == "null"
+    a.fence()
+    await until(lambda: failures(a, "deliver") == 1, "the dropped call counted")
+    assert "one-way call Inbox/k.deliver failed after it was answered: SiloUnavailableError: " \
+        "silo fenced while Inbox/k.deliver was queued; not run" in caplog.text
+    Gate.open.set()
+    await busy
+    assert RAN == ["hold"]
