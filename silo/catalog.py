@@ -103,7 +103,7 @@ class Catalog:
         )
         fence = registration.fence
         self._activating.add(activation)
-        activation.running = True  # a rejoin waits for on_activate as for a running turn
+        activation.turns += 1  # a rejoin waits for on_activate as for a running turn
         try:
             if not self.accepting:
                 raise SiloUnavailableError(f"silo {self.silo_id} is not accepting activations")
@@ -141,7 +141,7 @@ class Catalog:
                 f"activation of {grain} failed: {type(exc).__name__}: {str(exc)[:500]}"
             ) from None
         finally:
-            activation.running = False
+            activation.turns -= 1
             self._activating.discard(activation)
         activation.phase = Phase.ACTIVE
         self._table[grain] = activation
@@ -245,6 +245,7 @@ class Catalog:
         self._abandoned.extend(self._activating)  # they re-check after on_activate
 
     def quiescent(self) -> bool:
-        """True once no abandoned activation is still running a turn."""
+        """True once no abandoned activation is still running a turn (interleaved turns
+        included: ``running`` counts them all)."""
         self._abandoned = [a for a in self._abandoned if a.running]
         return not self._abandoned and self.workers.quiescent()

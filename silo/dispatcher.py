@@ -31,10 +31,11 @@ caller never mistakes it for a verdict on its own arguments.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, Protocol
 
@@ -206,8 +207,8 @@ class Dispatcher:
         """Deadlock vs let through: a call into a grain already in its chain can only run
         if the grain interleaves it (the mailbox decides how; this only decides whether)."""
         if (grain_type.reentrant or grain_type.call_chain_reentrant or method.interleave
-                or grain_type.stateless_max_local is not None):
-            return
+                or method.one_way or grain_type.stateless_max_local is not None):
+            return  # (a one-way call is answered once queued: nobody waits for it)
         cycle = cycle_of(call.chain, call.activation)
         if cycle is not None:
             self._count(grain_type.name, method.name, DeadlockError.kind)
@@ -284,6 +285,10 @@ class Dispatcher:
     async def _run_local(
         self, activation: Activation, method: MethodSpec, call: GrainCall
     ) -> pb.InvokeResponse:
+        if method.one_way:
+            if self.filters is None:
+                return self._admit_one_way(activation, method, call)
+            return await self._filtered_one_way(activation, method, call)
         grain_type = activation.grain_type.name
         started = time.perf_counter()
         timer: asyncio.TimerHandle | None = None
@@ -349,6 +354,76 @@ class Dispatcher:
             return await future
         finally:
             timer.cancel()
+
+    # ----- one-way calls ---------------------------------------------------
+    def _admit_one_way(
+        self, activation: Activation, method: MethodSpec, call: GrainCall
+    ) -> pb.InvokeResponse:
+        """Queue a @one_way call and answer ``null`` at once (after the same admission as
+        any call: a full queue raises OverloadedError, a grain going away Redispatch).
+
+        The caller's deadline no longer applies once it is answered: the turn gets its own,
+        ``max_timeout`` from now (to start, and for the calls it makes). It starts a new
+        call chain: nobody waits for it, so a call it makes back to its caller is no cycle.
+        """
+        turn = replace(call, deadline=self._loop.time() + self.limits.max_timeout, chain=())
+        future = activation.call(method, turn)
+        future.add_done_callback(
+            functools.partial(self._one_way_done, activation.grain_type.name, method.name, turn)
+        )
+        self._local_calls.inc()
+        return self._null_response()
+
+    async def _filtered_one_way(
+        self, activation: Activation, method: MethodSpec, call: GrainCall
+    ) -> pb.InvokeResponse:
+        """A one-way call passes the silo's filters like any call (they may refuse it); the
+        innermost step admits it, and the caller gets ``null`` whatever the filters return."""
+        assert self.filters is not None
+        if activation.phase is not Phase.ACTIVE:
+            raise Redispatch()  # before any filter saw the call
+        try:
+            await self.filters.run(call, partial(self._queue_one_way, activation, method, call))
+        except Rerouted:
+            raise Redispatch() from None
+        except GrainError as error:
+            self._count(activation.grain_type.name, method.name, error.kind)
+            raise
+        return self._null_response()
+
+    async def _queue_one_way(
+        self, activation: Activation, method: MethodSpec, call: GrainCall
+    ) -> None:
+        if self._loop.time() >= call.deadline:
+            raise DeadlineExceededError(f"deadline exceeded in the call filters of {call.target}")
+        try:
+            self._admit_one_way(activation, method, call)
+        except Redispatch:  # going away: passes through every filter, back to _route
+            raise Rerouted() from None
+
+    def _null_response(self) -> pb.InvokeResponse:
+        return pb.InvokeResponse(
+            result_json="null",
+            silo_id=self._membership.silo_id,
+            address=self._membership.address,
+            membership_version=self._membership.snapshot.version,
+        )
+
+    def _one_way_done(
+        self, grain_type: str, method: str, call: GrainCall, future: asyncio.Future[Any]
+    ) -> None:
+        """Nobody awaits a one-way call's outcome: count it, and log a failure."""
+        error = asyncio.CancelledError() if future.cancelled() else future.exception()
+        if error is None:
+            self._count(grain_type, method, "ok")
+            return
+        kind = "application"
+        if isinstance(error, GrainError):
+            kind = InnerCallError.kind if error.origin is not None else error.kind
+        self._count(grain_type, method, kind)
+        self._metrics.one_way_failures.labels(grain_type, method).inc()
+        GRAIN_FAILURES.report(grain_type, error, f"one-way call {call.target} failed after it "
+                              f"was answered: {type(error).__name__}: {str(error)[:1000]}")
 
     def _encode(self, activation: Activation, method: MethodSpec, result: Any) -> str:
         try:

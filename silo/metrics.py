@@ -40,6 +40,10 @@ class SiloMetrics:
             "grainery_call_duration_seconds", "Time to run a grain call on this silo",
             ["grain_type", "method"], buckets=_LATENCY_BUCKETS, registry=r,
         )
+        self.one_way_failures = Counter(
+            "grainery_one_way_failures", "One-way calls that failed after they were answered "
+            "(raised, or were never run)", ["grain_type", "method"], registry=r,
+        )
         self.gateway_calls = Counter(
             "grainery_gateway_calls", "Calls received, by route: local (ran here) or forwarded",
             ["route"], registry=r,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from grainery import interleave, request_context
+from grainery import interleave, one_way, request_context
 from grainery.silo import Grain
 
 
@@ -63,6 +63,22 @@ class Hop(Grain):
         grain_type, _, key = target.partition("/")
         seen: dict[str, Any] = await self.get_grain(grain_type, key).context_with(padding)
         return seen
+
+
+class Notifier(Grain):
+    """A one-way call back into the caller's own chain: nobody waits, so no deadlock."""
+
+    async def notify_self(self) -> str:
+        await self.get_grain("Notifier", self.key).note("from myself")
+        return "sent"
+
+    @one_way
+    async def note(self, text: str) -> None:
+        self.state.setdefault("notes", []).append(text)
+        await self.write_state()
+
+    async def notes(self) -> list[str]:
+        return list(self.state.get("notes", []))
 
 
 class ChainHop(Hop):

@@ -29,6 +29,7 @@ from grainery.client import (
 from grainery.client._proto.grainery.v1 import grainery_pb2 as pb
 from grainery.client._proto.grainery.v1 import grainery_pb2_grpc as pb_grpc
 from grainery.silo.testing import TestCluster, TestStore
+from tests.eventually import eventually
 from tests.integration.helpers import running_cluster
 
 GRAINS = ["tests.grains.pipeline_context"]
@@ -111,6 +112,34 @@ async def test_four_grain_cycle_across_silos_is_a_deadlock(
     a, b = await hop_on(trio, first, "4a"), await hop_on(trio, second, "4b")
     c, d = await hop_on(trio, third, "4c"), await hop_on(trio, first, "4d")
     await assert_deadlock(trio, a, [b, c, d, a], f"{a} -> {b} -> {c} -> {d} -> {a}")
+
+
+async def test_call_chain_reentrancy_lets_a_b_a_through_across_silos(
+    trio: GrainClient, three_silos: TestCluster,
+) -> None:
+    """The same cycle into a grain with allow_call_chain_reentrancy (or reentrant = True)
+    runs: the call comes back through its own chain and interleaves with the waiting turn."""
+    first, second, _ = (silo.name for silo in three_silos.silos)
+    for grain_type in ("ChainHop", "ReentrantHop"):
+        while True:
+            a = unique("ra")
+            if await trio.get_grain(grain_type, a).where(timeout=10) == first:
+                break
+        b = await hop_on(trio, second, "rb")
+        seen = await trio.get_grain(grain_type, a).go(
+            [b, f"{grain_type}/{a}"], timeout=GENEROUS
+        )
+        assert [hop["at"] for hop in seen] == [f"{grain_type}/{a}", b, f"{grain_type}/{a}"]
+
+
+async def test_a_one_way_call_into_its_own_chain_is_no_deadlock(client: GrainClient) -> None:
+    notifier = client.get_grain("Notifier", unique("n"))
+    assert await notifier.notify_self(timeout=GENEROUS) == "sent"
+
+    async def noted() -> bool:
+        return await notifier.notes(timeout=5) == ["from myself"]
+
+    await eventually(noted, 10, "the one-way note ran")
 
 
 # ----- context -----------------------------------------------------------------------------

@@ -88,7 +88,7 @@ async def test_system_exit_in_a_turn_propagates(error: BaseException) -> None:
     activation.phase = Phase.ACTIVE
     grain = SimpleNamespace(state={}, _filters_calls=False)  # no on_incoming_call
     activation.grain, activation.context = cast(Any, grain), cast(
-        Any, SimpleNamespace(deactivation_request=None, uncertain=False, write_failed=False,
+        Any, SimpleNamespace(deactivation_request=None, uncertain=False, write_failures=0,
                              last_persisted=dict))
     future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
     spec = cast(Any, SimpleNamespace(name="m", func=method))
