@@ -35,7 +35,13 @@ from grainery.client.errors import (
     TransportError,
 )
 from grainery.client.grain_ref import GrainRef
-from grainery.client.routing import DEAD, GrainId, MemberInfo, MembershipSnapshot, Router
+from grainery.client.routing import (
+    GONE_STATES,
+    GrainId,
+    MemberInfo,
+    MembershipSnapshot,
+    Router,
+)
 from grainery.client.tasks import spawn
 
 log = logging.getLogger("grainery.client")
@@ -233,11 +239,13 @@ class GrainClient:
         return False
 
     def _adopt(self, snapshot: MembershipSnapshot) -> None:
-        """Route by ``snapshot`` if it is newer, and let go of connections to silos that left
-        it (dead or gone): a long-lived client of a cluster whose silos restart would
-        otherwise keep a channel, and its reconnect attempts, per departed address forever."""
+        """Route by ``snapshot`` if it is newer, and let go of connections to silos that no
+        longer host grains (dead, left after a graceful leave, fenced) or left it: a
+        long-lived client of a cluster whose silos restart would otherwise keep a channel,
+        and its reconnect attempts, per departed address (a left silo's row stays visible
+        for a while after it exited)."""
         if self.router.update(snapshot):
-            live = {m.address for m in snapshot.members if m.state != DEAD}
+            live = {m.address for m in snapshot.members if m.state not in GONE_STATES}
             self.pool.retain(live | set(self.router.seeds))
 
     async def wait_for_members(self, count: int, timeout: float = 30.0) -> None:

@@ -26,7 +26,7 @@ from grpc_health.v1 import health, health_pb2
 
 from grainery.client.channels import ChannelPool, ClientSecurity
 from grainery.client.grain_ref import GrainRef
-from grainery.client.routing import ACTIVE, DEAD, GrainId, MembershipSnapshot
+from grainery.client.routing import ACTIVE, GONE_STATES, GrainId, MembershipSnapshot
 from grainery.client.tasks import spawn
 from grainery.silo.blocking import BlockingPool
 from grainery.silo.catalog import Catalog
@@ -204,8 +204,9 @@ class Silo:
     # ----- membership changes --------------------------------------------
     def _on_membership_change(self, snapshot: MembershipSnapshot) -> None:
         self.grain_client.follow(snapshot)
-        # Forwarding connections to silos that died or left the membership are closed.
-        self.peers.retain(m.address for m in snapshot.members if m.state != DEAD)
+        # Forwarding connections to silos that died, left (gracefully or not) or fenced
+        # themselves are closed.
+        self.peers.retain(m.address for m in snapshot.members if m.state not in GONE_STATES)
         if self.membership.state != ACTIVE or len(self.catalog) == 0:
             return
         if self._rebalancing is None or self._rebalancing.done():
