@@ -21,7 +21,7 @@ from typing import Any
 from grainery.client._proto.grainery.v1 import grainery_pb2 as pb
 from grainery.client.channels import ClientSecurity
 from grainery.client.errors import DeadlineExceededError, GrainError, build_error
-from grainery.client.grain_client import GrainClient
+from grainery.client.grain_client import RETRYABLE, GrainClient
 from grainery.client.routing import GrainId, MembershipSnapshot
 from grainery.silo.call import current_call
 
@@ -97,5 +97,15 @@ class SiloGrainClient(GrainClient):
                 ), target)
             budget = min(budget, remaining)
         if self.router.route(grain) == self._own_address:
-            return await self._local_invoke(request, budget)
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            try:
+                return await self._local_invoke(request, budget)
+            except GrainError as error:
+                if not (error.retry_safe and isinstance(error, RETRYABLE)):
+                    raise
+                # Refused here before it ran (this silo began to leave after the turn
+                # started, say): retried like any refused call, on the owner the
+                # re-learned membership names, instead of failing the calling turn.
+                budget -= loop.time() - started
         return await super().invoke_request(grain, request, budget)
