@@ -52,7 +52,8 @@ from grainery.client.tasks import spawn
 log = logging.getLogger("grainery.client")
 
 DEFAULT_TIMEOUT = 30.0
-_RETRYABLE = (SiloUnavailableError, OverloadedError, TransportError, PlacementUnavailableError)
+# Errors a call is retried after (on the grain's owner, within the deadline) when retry-safe.
+RETRYABLE = (SiloUnavailableError, OverloadedError, TransportError, PlacementUnavailableError)
 # Room left in a message for everything but the arguments (names, key, protobuf framing).
 _ENVELOPE_BYTES = 1024
 # With no silo answering membership requests, give up after this many retries
@@ -226,7 +227,7 @@ class GrainClient:
                     address, request, remaining, self.streamed, context, chain
                 )
             except GrainError as error:
-                if not (error.retry_safe and isinstance(error, _RETRYABLE)):
+                if not (error.retry_safe and isinstance(error, RETRYABLE)):
                     raise
                 last_error = error
                 attempt += 1
@@ -280,9 +281,11 @@ class GrainClient:
         return False
 
     def _adopt(self, snapshot: MembershipSnapshot) -> None:
-        """Route by ``snapshot`` if it is newer, and let go of connections to silos that left
-        it (dead or gone): a long-lived client of a cluster whose silos restart would
-        otherwise keep a channel, and its reconnect attempts, per departed address forever."""
+        """Route by ``snapshot`` if it is newer, and let go of connections to silos that no
+        longer host grains (dead, left after a graceful leave, fenced) or left it: a
+        long-lived client of a cluster whose silos restart would otherwise keep a channel,
+        and its reconnect attempts, per departed address (a left silo's row stays visible
+        for a while after it exited)."""
         if self.router.update(snapshot):
             live = {m.address for m in snapshot.members if m.state not in GONE_STATES}
             self.pool.retain(live | set(self.router.seeds))

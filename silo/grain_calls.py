@@ -28,7 +28,7 @@ from grainery.client._proto.grainery.v1 import grainery_pb2 as pb
 from grainery.client.channels import ClientSecurity
 from grainery.client.context import EMPTY, cleared_request_context
 from grainery.client.errors import DeadlineExceededError, GrainError, build_error
-from grainery.client.grain_client import GrainClient
+from grainery.client.grain_client import RETRYABLE, GrainClient
 from grainery.client.routing import GrainId, MembershipSnapshot
 from grainery.silo.call import current_call, outgoing_chain
 
@@ -119,8 +119,18 @@ class SiloGrainClient(GrainClient):
             chain = outgoing_chain(caller)
         local = grain.grain_type in self._local_workers
         if local or self.router.route(grain) == self._own_address:
-            # The target's mailbox task may start here: it must not inherit this grain's
-            # request_context values (its turns get each call's own context instead).
-            with cleared_request_context():
-                return await self._local_invoke(request, budget, values, chain)
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            try:
+                # The target's mailbox task may start here: it must not inherit this grain's
+                # request_context values (its turns get each call's own context instead).
+                with cleared_request_context():
+                    return await self._local_invoke(request, budget, values, chain)
+            except GrainError as error:
+                if local or not (error.retry_safe and isinstance(error, RETRYABLE)):
+                    raise
+                # Refused here before it ran (this silo began to leave after the turn
+                # started, say): retried like any refused call, on the owner the
+                # re-learned membership names, instead of failing the calling turn.
+                budget -= loop.time() - started
         return await super().invoke_request(grain, request, budget, values, chain)

@@ -220,10 +220,9 @@ class Silo:
     # ----- membership changes --------------------------------------------
     def _on_membership_change(self, snapshot: MembershipSnapshot) -> None:
         self.grain_client.follow(snapshot)
-        # Forwarding connections to silos that died or left the membership are closed.
-        self.peers.retain(
-            m.address for m in snapshot.members if m.state not in GONE_STATES
-        )
+        # Forwarding connections to silos that died, left (gracefully or not) or fenced
+        # themselves are closed.
+        self.peers.retain(m.address for m in snapshot.members if m.state not in GONE_STATES)
         if self.membership.state != ACTIVE or len(self.catalog) == 0:
             return
         if self._rebalancing is None or self._rebalancing.done():

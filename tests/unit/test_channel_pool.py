@@ -8,14 +8,7 @@ import grpc
 
 from grainery.client.channels import ChannelPool, ClientSecurity
 from grainery.client.grain_client import GrainClient
-from grainery.client.routing import (
-    ACTIVE,
-    DEAD,
-    LEAVING,
-    LEFT,
-    MemberInfo,
-    MembershipSnapshot,
-)
+from grainery.client.routing import ACTIVE, DEAD, LEAVING, LEFT, MemberInfo, MembershipSnapshot
 
 # Nothing listens on these ports: channels connect lazily, so no call is ever made.
 A, B, C = "127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"
@@ -79,7 +72,15 @@ async def test_client_drops_channels_of_silos_gone_from_the_membership() -> None
     assert sorted(client.pool.addresses) == [A, C]
     client._adopt(_snapshot(3, (B, ACTIVE)))
     assert sorted(client.pool.addresses) == [A], "the seed's channel is kept"
+    await client.close()
+
+
+async def test_client_drops_channels_of_silos_that_left_gracefully() -> None:
+    """A silo that drained and left keeps its row (state left) for a while after it exited;
+    its channel goes at once, as a dead silo's does."""
+    client = GrainClient(A)
+    client._adopt(_snapshot(1, (A, ACTIVE), (B, ACTIVE)))
     client.pool.get(B)
-    client._adopt(_snapshot(4, (A, ACTIVE), (B, LEFT)))
-    assert sorted(client.pool.addresses) == [A], "a silo that left gracefully is gone too"
+    client._adopt(_snapshot(2, (A, ACTIVE), (B, LEFT)))
+    assert client.pool.addresses == [], "a left silo's channel was kept"
     await client.close()
