@@ -36,7 +36,7 @@ from grainery.client import (
     request_context,
 )
 from grainery.silo.decorators import interleave, one_way, read_only, stateless_worker
-from grainery.silo.grain import Grain
+from grainery.silo.grain import Grain, StatelessWorkerStateError
 
 try:
     __version__ = version("grainery")
@@ -63,6 +63,7 @@ __all__ = [
     "PlacementUnavailableError",
     "SiloUnavailableError",
     "StaleStateError",
+    "StatelessWorkerStateError",
     "StorageUnavailableError",
     "SyncGrainClient",
     "TooLargeError",
