@@ -93,8 +93,10 @@ def run(cfg: RunConfig) -> list[Measurement]:
     stamp = time.time_ns()
     with Cluster(1, f"bench-pipe-plain-{stamp}") as cluster:
         out.append(run_async(_warm(cfg, cluster, "plain", context=False), cfg.use_uvloop))
+        out.append(run_async(_warm(cfg, cluster, "context", context=True), cfg.use_uvloop))
     with Cluster(1, f"bench-pipe-filter-{stamp}",
                  extra=["--filter", "bench.grains:no_op_filter"]) as cluster:
+        out.append(run_async(_warm(cfg, cluster, "filter", context=False), cfg.use_uvloop))
         out.append(run_async(_warm(cfg, cluster, "context+filter", context=True),
                              cfg.use_uvloop))
     with Cluster(2, f"bench-pipe-g2g-{stamp}") as cluster:

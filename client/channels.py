@@ -152,9 +152,12 @@ class ChannelPool:
         try:
             yield stubs
         finally:
-            stubs.users -= 1
-            if stubs.retired and stubs.users == 0:
-                self._close_later(stubs)
+            self._give_back(stubs)
+
+    def _give_back(self, stubs: SiloStubs) -> None:
+        stubs.users -= 1
+        if stubs.retired and stubs.users == 0:
+            self._close_later(stubs)
 
     def retain(self, addresses: Iterable[str]) -> list[str]:
         """Drop the connections to every address not in ``addresses``; returns those dropped.
@@ -180,7 +183,11 @@ class ChannelPool:
     ) -> pb.InvokeResponse:
         """One call to one silo, over its call stream or unary, carrying the request context
         and call chain (``StreamCall`` fields, or metadata); raises GrainError."""
-        with self.borrow(address) as stubs:
+        # borrow(), inlined: this is every call's path, and a generator-based context
+        # manager costs more than the rest of this method.
+        stubs = self.get(address)
+        stubs.users += 1
+        try:
             if streamed and CallStream.accepts(request):
                 return await stubs.stream.invoke(request, timeout, context, chain)
             metadata = self.security.call_metadata()
@@ -193,6 +200,8 @@ class ChannelPool:
             except grpc.aio.AioRpcError as rpc_error:
                 raise from_rpc_error(rpc_error) from None
             return response
+        finally:
+            self._give_back(stubs)
 
     async def close(self) -> None:
         stubs, self._stubs = [*self._stubs.values(), *self._draining], {}

@@ -24,7 +24,7 @@ import json
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from types import MappingProxyType
 
 from grainery.client.errors import InvalidContextError
@@ -42,11 +42,23 @@ MAX_CHAIN_ENTRY_BYTES = 2048  # "Type/key": a type name (256) and a key (1024) f
 
 # gRPC metadata names are lowercase; '-', '_' and '.' are allowed too.
 _NAME = re.compile(r"[a-z0-9][a-z0-9_.-]*\Z")
-# gRPC metadata values (non-binary) are printable ASCII.
-_VALUE = re.compile(r"[\x20-\x7e]*\Z")
 
 EMPTY: Mapping[str, str] = MappingProxyType({})
 _CURRENT: ContextVar[Mapping[str, str]] = ContextVar("grainery_request_context", default=EMPTY)
+
+
+# Names already found valid: the same few names ("tenant") come with every call, so the
+# pattern is matched once per name, not once per call (bounded, so no caller can grow it).
+_GOOD_NAMES: set[str] = set()
+_MAX_GOOD_NAMES = 4096
+
+
+def _good_name(name: str) -> bool:
+    if len(name) > MAX_CONTEXT_NAME_BYTES or not _NAME.match(name):
+        return False
+    if len(_GOOD_NAMES) < _MAX_GOOD_NAMES:
+        _GOOD_NAMES.add(name)
+    return True
 
 
 def check_context(values: Mapping[str, str]) -> None:
@@ -62,7 +74,7 @@ def check_context(values: Mapping[str, str]) -> None:
                 f"request context entries are str -> str, got {type(name).__name__} -> "
                 f"{type(value).__name__} for {str(name)[:MAX_CONTEXT_NAME_BYTES]!r}"
             )
-        if len(name) > MAX_CONTEXT_NAME_BYTES or not _NAME.match(name):
+        if name not in _GOOD_NAMES and not _good_name(name):
             raise InvalidContextError(
                 f"request context name {name[:MAX_CONTEXT_NAME_BYTES]!r} is not allowed: "
                 f"names are 1-{MAX_CONTEXT_NAME_BYTES} characters of a-z, 0-9, '-', '_', '.', "
@@ -73,7 +85,7 @@ def check_context(values: Mapping[str, str]) -> None:
                 f"request context value of {name!r} is {len(value)} bytes "
                 f"(limit {MAX_CONTEXT_VALUE_BYTES})"
             )
-        if not _VALUE.match(value):
+        if not (value.isascii() and value.isprintable()):  # as gRPC metadata values are
             raise InvalidContextError(
                 f"request context value of {name!r} is not printable ASCII (gRPC metadata "
                 "values are); encode other text, e.g. percent-encoding or base64"
@@ -102,22 +114,30 @@ def check_chain(chain: Iterable[str]) -> tuple[str, ...]:
     return entries
 
 
-@contextmanager
-def request_context(
-    values: Mapping[str, str] | None = None, /, **more: str
-) -> Iterator[Mapping[str, str]]:
+class request_context:  # noqa: N801 - used like a function: `with request_context(...)`
     """Add string key/values to every grain call made inside the block (see the module
     docstring). Names that are not Python identifiers (``"x-request-id"``) go in the mapping.
     Bad names or values, or a context past the bounds, raise InvalidContextError here, not
-    at the first call. Yields the merged context (read-only)."""
-    merged = {**_CURRENT.get(), **(values or {}), **more}
-    check_context(merged)
-    frozen = MappingProxyType(merged)
-    token = _CURRENT.set(frozen)
-    try:
-        yield frozen
-    finally:
-        _CURRENT.reset(token)
+    at the first call. ``as`` gives the merged context (read-only). A class rather than a
+    generator: it wraps every call of code that sets a context per request."""
+
+    __slots__ = ("_more", "_token", "_values")
+
+    def __init__(self, values: Mapping[str, str] | None = None, /, **more: str) -> None:
+        self._values, self._more = values, more
+        self._token: Token[Mapping[str, str]] | None = None
+
+    def __enter__(self) -> Mapping[str, str]:
+        merged = {**_CURRENT.get(), **(self._values or {}), **self._more}
+        check_context(merged)
+        frozen = MappingProxyType(merged)
+        self._token = _CURRENT.set(frozen)
+        return frozen
+
+    def __exit__(self, *exc: object) -> None:
+        if self._token is not None:
+            _CURRENT.reset(self._token)
+            self._token = None
 
 
 def current_request_context() -> Mapping[str, str]:

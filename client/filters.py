@@ -42,8 +42,8 @@ class CallValue(Protocol):
     key: str
     method: str
     args: list[Any]
-    kwargs: dict[str, Any]
-    context: dict[str, str]
+    kwargs: Mapping[str, Any]
+    context: Mapping[str, str]  # a dict once a filter wrote to it
 
 
 class Call:
@@ -80,7 +80,10 @@ class Call:
     def context(self) -> dict[str, str]:
         """The request context: set ``call.context["name"] = "value"`` (strings) to pass a
         value on to the grain and to every call made on behalf of this one."""
-        return self._call.context
+        context = self._call.context
+        if not isinstance(context, dict):  # the shared empty mapping: give the call its own
+            context = self._call.context = dict(context)
+        return context
 
     @property
     def target(self) -> str:
@@ -98,8 +101,8 @@ class OutgoingCall:
     key: str
     method: str
     args: list[Any]
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    context: dict[str, str] = field(default_factory=dict)
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    context: Mapping[str, str] = field(default_factory=dict)
 
 
 Filter = Callable[[Call, Proceed], Awaitable[Any]]
@@ -151,7 +154,7 @@ def filter_failure(name: str, exc: Exception) -> GrainError:
                        type(exc).__name__)
 
 
-def check_context_set(name: str, context: dict[str, str]) -> None:
+def check_context_set(name: str, context: Mapping[str, str]) -> None:
     """Context values travel as strings; a filter that set anything else is at fault."""
     for key, value in context.items():
         if not isinstance(key, str) or not isinstance(value, str):

@@ -176,9 +176,9 @@ class GrainClient:
                 grain_type, key, method, list(args), dict(kwargs or {}), dict(context)
             )
             return run_filters(self.filters, call, partial(
-                self._send, grain_type, key, method, args, timeout, kwargs, call.context
+                self._send, grain_type, key, method, args, timeout, kwargs, call.context, True
             ))
-        return self._send(grain_type, key, method, args, timeout, kwargs, context)
+        return self._send(grain_type, key, method, args, timeout, kwargs, context, False)
 
     async def _send(
         self,
@@ -189,6 +189,7 @@ class GrainClient:
         timeout: float | None,
         kwargs: Mapping[str, Any] | None,
         context: Mapping[str, str],
+        filtered: bool,
     ) -> Any:
         grain = GrainId(grain_type, key)
         limit = self.pool.max_message_bytes - _ENVELOPE_BYTES
@@ -200,7 +201,7 @@ class GrainClient:
             grain_type=grain_type, grain_key=key, method=method, args_json=args_json,
             kwargs_json=kwargs_json,
         )
-        if context:
+        if filtered and context:
             check_context(context)  # a filter may have added values: the same rules apply
         response = await self.invoke_request(grain, request, timeout, context)
         return decode_result(response.result_json)

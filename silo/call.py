@@ -21,6 +21,11 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+# Shared, read-only "nothing": most calls carry no keyword arguments and no request
+# context, and must not pay for two new dicts each (a filter that writes to a call's
+# context gets a dict of its own first, see grainery.client.filters.Call.context).
+EMPTY: Mapping[str, Any] = MappingProxyType({})
+
 
 @dataclass(slots=True, eq=False)
 class GrainCall:
@@ -31,11 +36,11 @@ class GrainCall:
     key: str
     method: str
     args: list[Any]
-    kwargs: dict[str, Any] = field(default_factory=dict)
+    kwargs: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
     deadline: float = 0.0
     hops: int = 0
     # The request context: string key/values the caller set, passed on through every hop.
-    context: dict[str, str] = field(default_factory=dict)
+    context: Mapping[str, str] = field(default_factory=lambda: EMPTY)
     # The grain activations this call passed through, outermost first ("Type/key"); a
     # call from a client has none. A grain-to-grain call's chain is its caller's chain
     # plus the caller.

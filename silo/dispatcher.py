@@ -64,7 +64,7 @@ from grainery.client.errors import (
 )
 from grainery.client.routing import GrainId
 from grainery.silo.activation import Activation, Phase, Redispatch
-from grainery.silo.call import CURRENT_CALL, GrainCall, cycle_of
+from grainery.silo.call import CURRENT_CALL, EMPTY, GrainCall, cycle_of
 from grainery.silo.cluster.locator import GrainLocator, Placement, Remote
 from grainery.silo.cluster.view import MembershipView
 from grainery.silo.failures import GRAIN_FAILURES
@@ -188,7 +188,8 @@ class Dispatcher:
             check_size("arguments", len(request.args_json) + len(request.kwargs_json),
                        self.limits.max_argument_bytes)
             args = decode_args(request.args_json, self.limits.max_nesting)
-            kwargs = decode_kwargs(request.kwargs_json, self.limits.max_nesting)
+            kwargs = (decode_kwargs(request.kwargs_json, self.limits.max_nesting)
+                      if request.kwargs_json else EMPTY)
             method.check_call(len(args), kwargs)
             if context:
                 check_context(context)
@@ -199,7 +200,7 @@ class Dispatcher:
             self._count(request.grain_type if known else "_unknown", "_invalid", error.kind)
             raise
         call = GrainCall(request.grain_type, request.grain_key, request.method, args, kwargs,
-                         hops=request.hops, context=dict(context) if context else {},
+                         hops=request.hops, context=dict(context) if context else EMPTY,
                          chain=chain)
         return grain_type, method, call
 

@@ -20,7 +20,7 @@ import inspect
 import logging
 import os
 import sys
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -56,7 +56,7 @@ class MethodSpec:
     read_only: bool = False  # @read_only: may interleave with other read-only calls
     one_way: bool = False  # @one_way: answered once admitted; runs later
 
-    def check_call(self, count: int, kwargs: dict[str, Any]) -> None:
+    def check_call(self, count: int, kwargs: Mapping[str, Any]) -> None:
         """Refuse, with a clear message, any call the signature would refuse with TypeError.
         Calls without keywords (the common case) skip ``Signature.bind``."""
         if not kwargs:
