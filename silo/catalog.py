@@ -23,14 +23,14 @@ from collections.abc import Callable, Iterator
 from itertools import chain
 from typing import Any
 
-from grainery.client.errors import ActivationFailedError, SiloUnavailableError
+from grainery.client.errors import SiloUnavailableError
 from grainery.client.grain_ref import GrainRef
 from grainery.client.routing import GrainId
 from grainery.silo.activation import Activation, ActivationContext, Phase, _Deactivate
 from grainery.silo.blocking import BlockingPool
 from grainery.silo.cluster.directory import Registration
 from grainery.silo.cluster.view import MembershipView
-from grainery.silo.failures import GRAIN_FAILURES
+from grainery.silo.failures import activation_failed
 from grainery.silo.metrics import SiloMetrics
 from grainery.silo.registry import GrainType
 from grainery.silo.storage.protocols import GrainDirectory, GrainStorage
@@ -134,12 +134,7 @@ class Catalog:
             # Cancellation, SystemExit and KeyboardInterrupt propagate; only grain errors wrap.
             if not isinstance(exc, Exception) or isinstance(exc, SiloUnavailableError):
                 raise
-            GRAIN_FAILURES.report(
-                grain_type.name, exc, f"activation of {grain} failed: {type(exc).__name__}: {exc}"
-            )
-            raise ActivationFailedError(
-                f"activation of {grain} failed: {type(exc).__name__}: {str(exc)[:500]}"
-            ) from None
+            raise activation_failed(grain_type.name, grain, exc) from None
         finally:
             activation.turns -= 1
             self._activating.discard(activation)

@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from grainery.client.errors import ActivationFailedError
+
 log = logging.getLogger("grainery.grains")
 
 WINDOW_SECONDS = 60.0
@@ -65,3 +67,15 @@ class FailureLog:
 # One per process: grain failures are reported by the dispatcher (calls) and the
 # catalog (activations).
 GRAIN_FAILURES = FailureLog()
+
+
+def activation_failed(grain_type: str, grain: object, exc: Exception) -> ActivationFailedError:
+    """The error the callers of a failed activation get (``on_activate`` raised, or the
+    state could not be used), logged once here with its traceback; nothing ran, so the next
+    call may simply try again (retry-safe)."""
+    GRAIN_FAILURES.report(
+        grain_type, exc, f"activation of {grain} failed: {type(exc).__name__}: {exc}"
+    )
+    return ActivationFailedError(
+        f"activation of {grain} failed: {type(exc).__name__}: {str(exc)[:500]}"
+    )

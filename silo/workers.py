@@ -29,7 +29,6 @@ import logging
 from collections.abc import Callable, Iterator
 
 from grainery.client.errors import (
-    ActivationFailedError,
     GrainError,
     OverloadedError,
     SiloUnavailableError,
@@ -41,7 +40,7 @@ from grainery.silo.activation import Activation, ActivationContext, Phase, _Deac
 from grainery.silo.blocking import BlockingPool
 from grainery.silo.call import CURRENT_CALL
 from grainery.silo.cluster.view import MembershipView
-from grainery.silo.failures import GRAIN_FAILURES
+from grainery.silo.failures import activation_failed
 from grainery.silo.grain import NO_STORED_STATE, StatelessWorkerStateError, refuse_state
 from grainery.silo.metrics import SiloMetrics
 from grainery.silo.registry import GrainRegistry, GrainType
@@ -238,12 +237,7 @@ class StatelessWorkers:
             # Cancellation, SystemExit and KeyboardInterrupt propagate; only grain errors wrap.
             if not isinstance(exc, Exception) or isinstance(exc, SiloUnavailableError):
                 raise
-            GRAIN_FAILURES.report(
-                grain_type.name, exc, f"activation of {grain} failed: {type(exc).__name__}: {exc}"
-            )
-            raise ActivationFailedError(
-                f"activation of {grain} failed: {type(exc).__name__}: {str(exc)[:500]}"
-            ) from None
+            raise activation_failed(grain_type.name, grain, exc) from None
         else:
             activation.phase = Phase.ACTIVE
             if self._pools.get(grain) is pool:  # not dropped by fencing meanwhile
