@@ -41,3 +41,13 @@ def eventually_sync(check: Callable[[], Any], timeout: float, what: str) -> Any:
             last = exc
         time.sleep(0.05)
     raise AssertionError(f"{what} did not happen within {timeout}s; last seen: {last!r}")
+
+
+async def until(condition: Callable[[], object], what: str = "the condition",
+                timeout: float = 5.0) -> None:
+    """:func:`eventually` for a plain (non-async) condition, as in-process tests have."""
+
+    async def check() -> bool:
+        return bool(condition())
+
+    await eventually(check, timeout, what)

@@ -24,7 +24,7 @@ from grainery.client.routing import GrainId
 from grainery.silo.dispatcher import DispatchLimits
 from grainery.silo.grain import Grain
 from grainery.silo.registry import GrainRegistry
-from tests.eventually import eventually
+from tests.eventually import until
 from tests.inprocess import InProcessCluster, InProcessSilo
 
 RAN: list[str] = []  # what grain code started, in order
@@ -72,11 +72,6 @@ async def build() -> AsyncIterator[Build]:
         cluster.close()
 
 
-async def until(condition: Callable[[], object], what: str) -> None:
-    async def check() -> bool:
-        return bool(condition())
-
-    await eventually(check, 5, what)
 
 
 async def hold(silo: InProcessSilo, key: str = "k") -> asyncio.Future[Any]:

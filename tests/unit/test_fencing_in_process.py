@@ -25,7 +25,7 @@ from grainery.silo.metrics import SiloMetrics
 from grainery.silo.registry import GrainRegistry, GrainType
 from grainery.silo.storage.redis_state import Fence, StoredState
 from grainery.silo.watchdog import LoopWatchdog, blocking_turn
-from tests.eventually import eventually
+from tests.eventually import until
 
 
 class Probe(Grain):
@@ -97,11 +97,6 @@ def silo() -> Silo:
     return Silo()
 
 
-async def until(condition: Any) -> None:
-    async def check() -> bool:
-        return bool(condition())
-
-    await eventually(check, 5, "the condition")
 
 
 async def test_an_activation_enters_the_table_when_the_silo_still_serves(silo: Silo) -> None:

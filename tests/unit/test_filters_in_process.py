@@ -28,7 +28,7 @@ from grainery.silo.filters import SiloFilters, load_filters
 from grainery.silo.grain import Grain
 from grainery.silo.registry import GrainRegistry
 from grainery.silo.startup_error import StartupError
-from tests.eventually import eventually
+from tests.eventually import until
 from tests.inprocess import InProcessCluster, InProcessSilo
 
 SEEN: list[tuple[str, str]] = []  # (filter tag, "Type/key.method"), in call order
@@ -341,13 +341,6 @@ async def test_a_grain_deactivating_while_a_filter_waits_reroutes_the_call(
     assert entered == ["Agent/r.where", "Agent/r.where"]
     assert silo.catalog.get(GrainId("Agent", "r")) is not old
 
-
-
-async def until(condition: Any, what: str) -> None:
-    async def check() -> bool:
-        return bool(condition())
-
-    await eventually(check, 5.0, what)
 
 
 async def test_a_grain_error_a_filter_raises_reaches_the_caller_as_it_is(

@@ -31,7 +31,7 @@ from grainery.silo.metrics import SiloMetrics
 from grainery.silo.registry import GrainRegistry
 from grainery.silo.storage.memory import MemoryGrainDirectory, MemoryGrainStorage, MemoryStore
 from grainery.silo.storage.redis_state import Fence
-from tests.eventually import eventually
+from tests.eventually import until
 
 LOG: list[str] = []  # "start NAME" / "end NAME" as grain code runs
 GATES: dict[str, asyncio.Event] = {}
@@ -169,11 +169,6 @@ def call(activation: Activation, method: str, *args: Any, chain: tuple[str, ...]
                                            deadline=deadline, chain=chain))
 
 
-async def until(condition: Callable[[], object], what: str) -> None:
-    async def check() -> bool:
-        return bool(condition())
-
-    await eventually(check, 5, what)
 
 
 async def gate_all(calls: list[asyncio.Future[Any]]) -> None:

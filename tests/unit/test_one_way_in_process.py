@@ -17,7 +17,7 @@ from grainery.client.errors import OverloadedError
 from grainery.silo.call import current_call
 from grainery.silo.grain import Grain
 from grainery.silo.registry import GrainRegistry
-from tests.eventually import eventually
+from tests.eventually import until
 from tests.inprocess import InProcessCluster, InProcessSilo
 
 RAN: list[str] = []
@@ -69,11 +69,6 @@ async def build() -> AsyncIterator[Build]:
         cluster.close()
 
 
-async def until(condition: Callable[[], object], what: str) -> None:
-    async def check() -> bool:
-        return bool(condition())
-
-    await eventually(check, 5, what)
 
 
 def failures(silo: InProcessSilo, method: str) -> float:

@@ -20,7 +20,7 @@ from grainery.silo.activation import Activation, Redispatch
 from grainery.silo.cluster.sweeper import DirectorySweeper
 from grainery.silo.grain import Grain
 from grainery.silo.registry import GrainRegistry, MethodSpec
-from tests.eventually import eventually
+from tests.eventually import until
 from tests.inprocess import InProcessCluster, InProcessSilo
 
 JOURNAL: list[tuple[str, str, str]] = []  # (event, silo id, key), in the order they happened
@@ -79,11 +79,6 @@ async def cluster() -> AsyncIterator[InProcessCluster]:
     built.close()
 
 
-async def until(condition: Callable[[], object], what: str) -> None:
-    async def check() -> bool:
-        return bool(condition())
-
-    await eventually(check, 5, what)
 
 
 def ring_owner(silo: InProcessSilo, key: str) -> str:

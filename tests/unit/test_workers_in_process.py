@@ -22,7 +22,7 @@ from grainery.client.routing import GrainId
 from grainery.silo.decorators import stateless_worker
 from grainery.silo.grain import Grain
 from grainery.silo.registry import GrainRegistry
-from tests.eventually import eventually
+from tests.eventually import until
 from tests.inprocess import InProcessCluster, InProcessSilo
 
 MAX_LOCAL = 3
@@ -112,11 +112,6 @@ async def build() -> AsyncIterator[Build]:
         cluster.close()
 
 
-async def until(condition: Callable[[], object], what: str) -> None:
-    async def check() -> bool:
-        return bool(condition())
-
-    await eventually(check, 5, what)
 
 
 def activations(silo: InProcessSilo, grain_type: str = "Tool") -> int:
