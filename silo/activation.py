@@ -71,7 +71,9 @@ from grainery.silo.storage.state_codec import EMPTY, decode_state, encode_state
 if TYPE_CHECKING:
     from grainery.client.grain_ref import GrainRef
     from grainery.silo.grain import Grain
+    from grainery.silo.metrics import SiloMetrics
     from grainery.silo.registry import GrainType, MethodSpec
+    from grainery.silo.timers import Timers
 
 log = logging.getLogger("grainery.activation")
 
@@ -170,6 +172,8 @@ class _Call:
     method: MethodSpec
     call: GrainCall
     mode: int = EXCLUSIVE
+    tick: bool = False  # a timer's tick (silo/timers.py): no call filter runs around it
+    activity: bool = True  # ending it counts as activity for the idle collector
 
 
 @dataclass(eq=False)
@@ -195,7 +199,9 @@ class Activation:
         "grain_type",
         "last_active",
         "max_queue",
+        "metrics",
         "phase",
+        "timers",
         "turns",
     )
 
@@ -206,6 +212,7 @@ class Activation:
         max_queue: int,
         on_deactivate: Callable[[Activation, _Deactivate], Any],
         may_start: Callable[[], bool] = lambda: True,
+        metrics: SiloMetrics | None = None,
     ) -> None:
         self._loop = asyncio.get_running_loop()  # cached: get_running_loop() costs a getpid()
         self.grain_id = grain_id
@@ -225,6 +232,8 @@ class Activation:
         self._pump: asyncio.Task[None] | None = None
         self._on_deactivate = on_deactivate
         self._may_start = may_start  # the silo's lease is trusted (checked at turn start)
+        self.metrics = metrics  # for the timers' tick counts (None in bare unit tests)
+        self.timers: Timers | None = None  # created by the grain's first register_timer
 
     async def wait_gone(self) -> None:
         """Wait until the activation has finished deactivating (or was abandoned)."""
@@ -236,6 +245,7 @@ class Activation:
 
     def mark_gone(self) -> None:
         self.phase = Phase.GONE
+        self._cancel_timers()
         if self._gone is not None:
             self._gone.set()
 
@@ -294,6 +304,7 @@ class Activation:
         if self.phase is not Phase.ACTIVE:
             return
         self.phase = Phase.DEACTIVATING
+        self._cancel_timers()  # ticks already queued run first; none is queued after this
         self._enqueue(_Deactivate(reason, unregister))
 
     def abandon(self) -> None:
@@ -307,6 +318,34 @@ class Activation:
                 ))
         self._queue = None
         self.mark_gone()
+
+    # ----- timers (silo/timers.py) -----------------------------------------
+    @property
+    def accepts_timers(self) -> bool:
+        """Timers may be registered from on_activate on, until deactivation begins."""
+        return self.phase is Phase.ACTIVE or self.phase is Phase.ACTIVATING
+
+    def tick(
+        self, method: MethodSpec, call: GrainCall, interleaved: bool, keep_alive: bool
+    ) -> asyncio.Future[Any] | None:
+        """Run or queue one timer tick as a turn (interleaved, or in turn order like a
+        call); None if the activation is not active. Not bounded by ``max_queue``: each
+        timer has at most one tick queued or running, and timers are bounded."""
+        if self.phase is not Phase.ACTIVE:
+            return None
+        future: asyncio.Future[Any] = self._loop.create_future()
+        item = _Call(future, method, call, INTERLEAVE if interleaved else EXCLUSIVE, True,
+                     keep_alive)
+        if interleaved and self._startable(item):
+            if self._admissible(item):
+                self._spawn_turn(item)
+        else:
+            self._enqueue(item)
+        return future
+
+    def _cancel_timers(self) -> None:
+        if self.timers is not None:
+            self.timers.cancel_all()
 
     # ----- scheduling -----------------------------------------------------
     def _startable(self, item: _Call) -> bool:
@@ -414,7 +453,7 @@ class Activation:
             if context.uncertain:
                 await self._reload_state(call)
             failures = context.write_failures
-            if self.grain._filters_calls:  # the grain's on_incoming_call, around the method
+            if self.grain._filters_calls and not call.tick:  # on_incoming_call, around it
                 result = await incoming_call(self.grain, call.call, partial(
                     call.method.func, self.grain, *call.call.args, **call.call.kwargs
                 ))
@@ -446,7 +485,8 @@ class Activation:
             self._exclusive = False
         elif call.mode == READ_ONLY:
             self._readers -= 1
-        self.last_active = time.monotonic()
+        if call.activity:
+            self.last_active = time.monotonic()
         if failed:
             self._restore_pending = True
         if self._restore_pending and not self.turns:

@@ -99,7 +99,7 @@ class Catalog:
         membership = self._membership
         activation = Activation(
             grain, grain_type, self.max_queue_per_grain, self._deactivation_turn,
-            self._serving,
+            self._serving, self._metrics,
         )
         fence = registration.fence
         self._activating.add(activation)
@@ -114,6 +114,7 @@ class Catalog:
             )
             instance._ctx = context
             instance._blocking = self._blocking
+            instance._activation = activation
             instance.state = registration.state.data
             activation.grain, activation.context = instance, context
             await instance.on_activate()

@@ -8,15 +8,16 @@ reachable from the wire (see :mod:`silo.registry`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from grainery.silo.call import CallContext, call_context
+from grainery.silo.timers import GrainTimer, Timers
 
 if TYPE_CHECKING:
     from grainery.client.filters import Call, Proceed
     from grainery.client.grain_ref import GrainRef
-    from grainery.silo.activation import ActivationContext
+    from grainery.silo.activation import Activation, ActivationContext
     from grainery.silo.blocking import BlockingPool
 
 T = TypeVar("T")
@@ -96,6 +97,7 @@ class Grain:
     # Instance attributes set by the runtime before on_activate.
     _ctx: ActivationContext
     _blocking: BlockingPool
+    _activation: Activation
     state: dict[str, Any]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -168,6 +170,28 @@ class Grain:
         Calling such code directly in a method blocks every grain on the silo.
         """
         return await self._blocking.run(fn, *args)
+
+    def register_timer(
+        self,
+        callback: Callable[[], Awaitable[Any]],
+        due: float,
+        period: float | None = None,
+        interleave: bool = False,
+        keep_alive: bool = False,
+    ) -> GrainTimer:
+        """Run ``callback`` (an async method of this grain, no arguments) ``due`` seconds
+        from now, then every ``period`` seconds (None: once), as a turn of this grain, in
+        turn order (``interleave=True``: interleaved, like an ``@interleave`` call).
+
+        In memory only: the timer dies with the activation. A tick still queued or running
+        when the next is due makes that next one skipped, not stacked. A tick that raises
+        is logged and counted; the timer keeps going. Ticks do not keep the grain from being
+        collected as idle unless ``keep_alive=True``. ``handle.cancel()`` stops it. Limits
+        and errors: silo/timers.py and the README's "Timers"."""
+        activation = self._activation
+        if activation.timers is None:
+            activation.timers = Timers(activation)
+        return activation.timers.register(self, callback, due, period, interleave, keep_alive)
 
     def deactivate_on_idle(self) -> None:
         """Ask the runtime to deactivate this grain once the current call ends."""

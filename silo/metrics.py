@@ -44,6 +44,11 @@ class SiloMetrics:
             "grainery_one_way_failures", "One-way calls that failed after they were answered "
             "(raised, or were never run)", ["grain_type", "method"], registry=r,
         )
+        self.timer_ticks = Counter(
+            "grainery_timer_ticks", "Grain timer ticks by outcome: ok, failed (raised) or "
+            "skipped (the previous tick had not finished, or it could not run)",
+            ["grain_type", "outcome"], registry=r,
+        )
         self.gateway_calls = Counter(
             "grainery_gateway_calls", "Calls received, by route: local (ran here) or forwarded",
             ["route"], registry=r,

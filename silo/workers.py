@@ -202,7 +202,8 @@ class StatelessWorkers:
 
     def _start(self, grain: GrainId, grain_type: GrainType, pool: WorkerPool) -> _Starting:
         activation = Activation(
-            grain, grain_type, self._max_queue, self._deactivation_turn, self._serving
+            grain, grain_type, self._max_queue, self._deactivation_turn, self._serving,
+            self._metrics,
         )
         # Its own task: on_activate is shared by every later call and outlives the deadline
         # of the call that started it.
@@ -225,6 +226,7 @@ class StatelessWorkers:
             )
             instance._ctx = context
             instance._blocking = self._blocking
+            instance._activation = activation
             activation.grain, activation.context = instance, context
             await instance.on_activate()
             if not self._membership.serving or self._membership.incarnation != incarnation:
