@@ -1,15 +1,32 @@
 """Grains for the timer tests through real silos (tests/integration/test_timers.py).
 
-Each tick adds one to ``state["ticks"]`` and writes it, so the store holds what ran;
-``on_deactivate`` writes the count it stopped at and why, so a test can prove no tick ran
-after the grain left (a later activation reports the stored state and starts no timer).
+Each tick INCRs ``timer-probe:{key}:ticks`` in the store, outside the grain's fenced state,
+so a tick that ran when it should not have (after deactivation) is recorded even though a
+state write from it would be refused; ``on_deactivate`` SETs ``timer-probe:{key}:stopped``
+to the count it left at and ``...:reason`` to why. The store's URL comes from
+``GRAINERY_TEST_STORE_URL`` (set by the test for the silos it starts).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import os
+
+import redis.asyncio as aioredis
 
 from grainery import Grain
+
+_store: aioredis.Redis | None = None
+
+
+def store() -> aioredis.Redis:
+    global _store
+    if _store is None:
+        _store = aioredis.Redis.from_url(os.environ["GRAINERY_TEST_STORE_URL"])
+    return _store
+
+
+def record(key: str, what: str) -> str:
+    return f"timer-probe:{key}:{what}"
 
 
 class TimerProbe(Grain):
@@ -17,19 +34,15 @@ class TimerProbe(Grain):
         self.register_timer(self._tick, due=0, period=period, keep_alive=keep_alive)
 
     async def _tick(self) -> None:
-        self.state["ticks"] = self.state.get("ticks", 0) + 1
-        await self.write_state()
+        await store().incr(record(self.key, "ticks"))
 
     async def leave(self) -> None:
         self.deactivate_on_idle()
 
-    async def report(self) -> dict[str, Any]:
-        return dict(self.state)
-
     async def on_deactivate(self, reason: str) -> None:
-        self.state["stopped_at"] = self.state.get("ticks", 0)
-        self.state["reason"] = reason
-        await self.write_state()
+        ticks = await store().get(record(self.key, "ticks"))
+        await store().set(record(self.key, "stopped"), int(ticks or 0))
+        await store().set(record(self.key, "reason"), reason)
 
 
 class IdleTimerProbe(TimerProbe):
