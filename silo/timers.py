@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from grainery.client.errors import DeadlineExceededError, SiloUnavailableError
+from grainery.silo.activation import Phase
 from grainery.silo.call import GrainCall
 from grainery.silo.failures import GRAIN_FAILURES
 
@@ -104,6 +105,11 @@ class GrainTimer:
         if self.cancelled:
             return
         loop = self._owner.loop
+        if self._owner.activation.phase is Phase.ACTIVATING:
+            # Registered in on_activate, which has not returned: the tick is not lost, it
+            # waits for the activation to be ready (checked again every MIN_PERIOD).
+            self._handle = loop.call_later(MIN_PERIOD, self._fire)
+            return
         if self.period is not None:
             now, due = loop.time(), self._next + self.period
             if due <= now:  # the loop was late: keep the phase, drop the missed instants

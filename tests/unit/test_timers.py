@@ -77,12 +77,25 @@ class SelfCancel(Ticker):
             self.handle.cancel()
 
 
+class StartsItself(Ticker):
+    """Registers a one-shot timer, due at once, while on_activate has not returned."""
+
+    async def on_activate(self) -> None:
+        timer = self.register_timer(self.tick, due=0)
+
+        def fired_and_deferred() -> bool:  # it came due, and waits for on_activate to end
+            handle = timer._handle
+            return handle is not None and handle.when() > timer._next
+
+        await until(fired_and_deferred, "the timer came due while activating", timeout=2)
+
+
 class Harness:
     def __init__(self) -> None:
         memory = MemoryStore()
         self.storage, self.directory = MemoryGrainStorage(memory), MemoryGrainDirectory(memory)
         self.registry = GrainRegistry()
-        for cls in (Ticker, SelfCancel):
+        for cls in (Ticker, SelfCancel, StartsItself):
             self.registry.register(cls)
         self.membership: InMemoryMembership = InMemoryCluster().join("s1")
         self.pool = BlockingPool(1)
@@ -164,6 +177,15 @@ async def test_a_one_shot_timer_ticks_once(harness: Harness) -> None:
     await until(lambda: count("tick a") == 1, "the tick")
     await witness_ticks(witness, 5)
     assert count("tick a") == 1 and timer.ticks == 1
+
+
+async def test_a_timer_due_during_on_activate_ticks_once_active(harness: Harness) -> None:
+    activation = await harness.activate("StartsItself", "a")
+    await until(lambda: count("tick a") == 1, "the tick registered in on_activate")
+    assert activation.timers is not None
+    timer = next(iter(activation.timers.live), None)
+    assert timer is None  # a one-shot timer is gone once fired
+    assert harness.ticks("skipped", "StartsItself") == 0
 
 
 async def test_fencing_cancels_timers(harness: Harness) -> None:
