@@ -19,12 +19,14 @@ from grainery.silo.blocking import BlockingPool
 from grainery.silo.call import GrainCall, current_call
 from grainery.silo.catalog import Catalog
 from grainery.silo.cluster.memory import InMemoryCluster, InMemoryMembership
+from grainery.silo.decorators import stateless_worker
 from grainery.silo.grain import Grain
 from grainery.silo.metrics import SiloMetrics
 from grainery.silo.registry import GrainRegistry
 from grainery.silo.storage.memory import MemoryGrainDirectory, MemoryGrainStorage, MemoryStore
 from grainery.silo.timers import MAX_TIMERS, MIN_PERIOD, GrainTimer
 from tests.eventually import until
+from tests.inprocess import InProcessCluster
 
 LOG: list[str] = []
 GATE: dict[str, asyncio.Event] = {}
@@ -325,3 +327,37 @@ async def test_bad_timer_arguments_are_refused(harness: Harness) -> None:
     activation.deactivate("idle")
     with pytest.raises(RuntimeError, match="deactivating"):
         grain.register_timer(grain.tick, due=0)
+
+
+# ----- stateless workers ----------------------------------------------------------
+@stateless_worker(max_local=2)
+class TickingWorker(Grain):
+    """Each activation has its own timers."""
+
+    async def start(self) -> None:
+        self.register_timer(self.tick, due=0, period=MIN_PERIOD)
+
+    async def tick(self) -> None:
+        LOG.append(f"worker tick {id(self)}")
+
+    async def on_deactivate(self, reason: str) -> None:
+        LOG.append(f"worker deactivate {id(self)}")
+
+
+async def test_a_stateless_worker_activation_has_its_own_timers(harness: Harness) -> None:
+    registry = GrainRegistry()
+    registry.register(TickingWorker)
+    cluster = InProcessCluster(registry)
+    try:
+        silo = cluster.add("a")
+        await silo.call("TickingWorker", "pool", "start")
+        await until(lambda: sum(e.startswith("worker tick") for e in LOG) >= 3, "worker ticks")
+        assert silo.catalog.deactivate_idle("idle") == 1
+        await until(lambda: any(e.startswith("worker deactivate") for e in LOG), "deactivated")
+        ticked = sum(e.startswith("worker tick") for e in LOG)
+        witness = grain_of(await harness.activate("Ticker", "w"))
+        witness.register_timer(witness.witness, due=0, period=MIN_PERIOD)
+        await witness_ticks(witness, 5)
+        assert sum(e.startswith("worker tick") for e in LOG) == ticked
+    finally:
+        cluster.close()
