@@ -29,6 +29,7 @@ from grainery.silo.failures import GRAIN_FAILURES
 if TYPE_CHECKING:
     from grainery.silo.activation import Activation
     from grainery.silo.grain import Grain
+    from grainery.silo.registry import MethodSpec
 
 MIN_PERIOD = 0.01  # seconds: a shorter period would be a busy loop, not a timer
 MAX_DUE = 366 * 24 * 3600.0  # seconds: beyond a year is a reminder's job, not a timer's
@@ -80,7 +81,7 @@ class GrainTimer:
         self._handle: asyncio.TimerHandle | None = None
         self._next = 0.0
         self._started = False  # the current tick's callback began (so its errors are its own)
-        self._spec: Any = None  # the MethodSpec the mailbox runs, built once
+        self._spec: MethodSpec | None = None  # what the mailbox runs, built once
 
     @property
     def name(self) -> str:
@@ -215,8 +216,9 @@ class Timers:
         future.add_done_callback(timer._outcome)
 
 
-def _tick_spec(timer: GrainTimer) -> Any:
-    """A MethodSpec whose function runs the timer's callback (the grain is already bound)."""
+def _tick_spec(timer: GrainTimer) -> MethodSpec:
+    """A MethodSpec whose function runs the timer's callback (the grain is already bound).
+    Imported here: the registry imports the grain module, which imports this one."""
     from grainery.silo.registry import MethodSpec
 
     async def run(_grain: Grain) -> Any:
