@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -145,15 +144,13 @@ def service(stack: Stack, silo_id: str, timing: MembershipTiming = LONG) -> Memb
 
 async def wait_for_state(watcher: MembershipService, silo_id: str, state: str,
                          timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    seen: object = None
-    while time.monotonic() < deadline:
+    async def reached() -> bool:
         snapshot = await watcher.refresh()
-        seen = [(m.silo_id, m.state) for m in snapshot.members]
         if any(m.silo_id == silo_id and m.state == state for m in snapshot.members):
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{silo_id} never became {state} in {watcher.silo_id}'s view; saw {seen}")
+            return True
+        raise AssertionError(f"saw {[(m.silo_id, m.state) for m in snapshot.members]}")
+
+    await eventually(reached, timeout, f"{silo_id} becoming {state} in {watcher.silo_id}'s view")
 
 
 async def test_join_see_each_other_and_leave(stack: Stack) -> None:
