@@ -55,16 +55,8 @@ def decode_args(args_json: str, max_nesting: int = DEFAULT_MAX_NESTING) -> list[
     """Parse ARGS_JSON into a list, rejecting anything but a JSON array."""
     if not args_json:
         return []
-    try:
-        value = orjson.loads(args_json)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidArgumentsError(f"args_json is not valid JSON: {exc}") from None
-    if not isinstance(value, list):
-        raise InvalidArgumentsError("args_json must be a JSON array of positional arguments")
-    # Depth can never exceed the number of brackets: skip the walk for ordinary arguments.
-    brackets = args_json.count("[") + args_json.count("{")
-    if brackets > max_nesting and nesting_depth(value) > max_nesting:
-        raise InvalidArgumentsError(f"args_json nests deeper than {max_nesting} levels")
+    value: list[Any] = _decode(args_json, "args_json", list, "a JSON array of positional "
+                               "arguments", max_nesting)
     return value
 
 
@@ -72,15 +64,23 @@ def decode_kwargs(kwargs_json: str, max_nesting: int = DEFAULT_MAX_NESTING) -> d
     """Parse KWARGS_JSON into a dict, rejecting anything but a JSON object."""
     if not kwargs_json:
         return {}
+    value: dict[str, Any] = _decode(kwargs_json, "kwargs_json", dict, "a JSON object of "
+                                    "keyword arguments", max_nesting)
+    return value
+
+
+def _decode(text: str, field: str, shape: type, described: str, max_nesting: int) -> Any:
+    """One JSON argument field: valid JSON, of the expected shape, nested within bounds."""
     try:
-        value = orjson.loads(kwargs_json)
+        value = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
-        raise InvalidArgumentsError(f"kwargs_json is not valid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise InvalidArgumentsError("kwargs_json must be a JSON object of keyword arguments")
-    brackets = kwargs_json.count("[") + kwargs_json.count("{")
+        raise InvalidArgumentsError(f"{field} is not valid JSON: {exc}") from None
+    if not isinstance(value, shape):
+        raise InvalidArgumentsError(f"{field} must be {described}")
+    # Depth can never exceed the number of brackets: skip the walk for ordinary arguments.
+    brackets = text.count("[") + text.count("{")
     if brackets > max_nesting and nesting_depth(value) > max_nesting:
-        raise InvalidArgumentsError(f"kwargs_json nests deeper than {max_nesting} levels")
+        raise InvalidArgumentsError(f"{field} nests deeper than {max_nesting} levels")
     return value
 
 

@@ -31,6 +31,7 @@ from grainery.silo.cluster.directory import DirectoryEntry, Registration
 from grainery.silo.cluster.locator import GrainLocator
 from grainery.silo.cluster.memory import InMemoryCluster, InMemoryMembership
 from grainery.silo.dispatcher import Dispatcher, DispatchLimits
+from grainery.silo.grain import Grain
 from grainery.silo.grain_calls import SiloGrainClient
 from grainery.silo.metrics import SiloMetrics
 from grainery.silo.registry import GrainRegistry
@@ -288,3 +289,24 @@ class InProcessCluster:
     def close(self) -> None:
         for silo in self.silos.values():
             silo.close()
+
+
+class ClusterFactory:
+    """Builds in-process clusters hosting ``grain_classes`` (``factory(limits=...)``), and
+    closes every one it built: the body of the per-test ``build`` fixtures."""
+
+    def __init__(self, *grain_classes: type[Grain]) -> None:
+        self._classes = grain_classes
+        self._built: list[InProcessCluster] = []
+
+    def __call__(self, **options: Any) -> InProcessCluster:
+        registry = GrainRegistry()
+        for cls in self._classes:
+            registry.register(cls)
+        cluster = InProcessCluster(registry, **options)
+        self._built.append(cluster)
+        return cluster
+
+    def close(self) -> None:
+        for cluster in self._built:
+            cluster.close()

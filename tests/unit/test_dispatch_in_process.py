@@ -23,9 +23,8 @@ from grainery.client.errors import (
 from grainery.client.routing import GrainId
 from grainery.silo.dispatcher import DispatchLimits
 from grainery.silo.grain import Grain
-from grainery.silo.registry import GrainRegistry
 from tests.eventually import until
-from tests.inprocess import InProcessCluster, InProcessSilo
+from tests.inprocess import ClusterFactory, InProcessCluster, InProcessSilo
 
 RAN: list[str] = []  # what grain code started, in order
 
@@ -58,18 +57,9 @@ Build = Callable[..., InProcessCluster]
 async def build() -> AsyncIterator[Build]:
     RAN.clear()
     Gate.turn = asyncio.Event()
-    built: list[InProcessCluster] = []
-
-    def make(**options: Any) -> InProcessCluster:
-        registry = GrainRegistry()
-        registry.register(Worker)
-        cluster = InProcessCluster(registry, **options)
-        built.append(cluster)
-        return cluster
-
+    make = ClusterFactory(Worker)
     yield make
-    for cluster in built:
-        cluster.close()
+    make.close()
 
 
 

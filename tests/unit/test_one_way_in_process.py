@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
-from typing import Any
 
 import pytest
 
@@ -16,9 +15,8 @@ from grainery import one_way
 from grainery.client.errors import OverloadedError
 from grainery.silo.call import current_call
 from grainery.silo.grain import Grain
-from grainery.silo.registry import GrainRegistry
 from tests.eventually import until
-from tests.inprocess import InProcessCluster, InProcessSilo
+from tests.inprocess import ClusterFactory, InProcessCluster, InProcessSilo
 
 RAN: list[str] = []
 
@@ -55,18 +53,9 @@ Build = Callable[..., InProcessCluster]
 async def build() -> AsyncIterator[Build]:
     RAN.clear()
     Gate.open = asyncio.Event()
-    built: list[InProcessCluster] = []
-
-    def make(**options: Any) -> InProcessCluster:
-        registry = GrainRegistry()
-        registry.register(Inbox)
-        cluster = InProcessCluster(registry, **options)
-        built.append(cluster)
-        return cluster
-
+    make = ClusterFactory(Inbox)
     yield make
-    for cluster in built:
-        cluster.close()
+    make.close()
 
 
 

@@ -21,9 +21,8 @@ from grainery.client.grain_client import GrainClient
 from grainery.client.routing import GrainId
 from grainery.silo.decorators import stateless_worker
 from grainery.silo.grain import Grain
-from grainery.silo.registry import GrainRegistry
 from tests.eventually import until
-from tests.inprocess import InProcessCluster, InProcessSilo
+from tests.inprocess import ClusterFactory, InProcessCluster, InProcessSilo
 
 MAX_LOCAL = 3
 SERIAL = itertools.count(1)
@@ -96,20 +95,10 @@ async def build() -> AsyncIterator[Build]:
     Track.gate = asyncio.Event()
     Track.running, Track.most = Counter(), Counter()
     Track.activated, Track.deactivated = [], []
-    built: list[InProcessCluster] = []
-
-    def make(**options: Any) -> InProcessCluster:
-        registry = GrainRegistry()
-        registry.register(Tool)
-        registry.register(Caller)
-        cluster = InProcessCluster(registry, **options)
-        built.append(cluster)
-        return cluster
-
+    make = ClusterFactory(Tool, Caller)
     yield make
     Track.gate.set()
-    for cluster in built:
-        cluster.close()
+    make.close()
 
 
 
