@@ -57,7 +57,8 @@ class CallStream:
 
     @staticmethod
     def accepts(request: pb.InvokeRequest) -> bool:
-        return request.ByteSize() <= MAX_STREAMED_REQUEST_BYTES
+        # A system call (silo to silo) carries the cluster's key in its metadata: unary only.
+        return not request.system and request.ByteSize() <= MAX_STREAMED_REQUEST_BYTES
 
     async def invoke(
         self, request: pb.InvokeRequest, timeout: float,

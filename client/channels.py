@@ -24,6 +24,8 @@ from grainery.client.tasks import spawn
 
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 TOKEN_METADATA_KEY = "authorization"
+# Carries the cluster's system key on silo-to-silo system calls (see silo/system_calls.py).
+SYSTEM_KEY_HEADER = "grainery-system-key"
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,8 @@ class ChannelPool:
         self._stubs: dict[str, SiloStubs] = {}
         self._closing: set[asyncio.Task[None]] = set()
         self._draining: set[SiloStubs] = set()  # evicted, waiting for their last call
+        # Set by a silo once it has read its cluster's key; a client pool never has one.
+        self.system_key: str | None = None
 
     def get(self, address: str) -> SiloStubs:
         stubs = self._stubs.get(address)
@@ -182,7 +186,8 @@ class ChannelPool:
         context: Mapping[str, str] | None = None, chain: tuple[str, ...] = (),
     ) -> pb.InvokeResponse:
         """One call to one silo, over its call stream or unary, carrying the request context
-        and call chain (``StreamCall`` fields, or metadata); raises GrainError."""
+        and call chain (``StreamCall`` fields, or metadata); raises GrainError. A system call
+        (``request.system``, silo to silo) goes unary with the cluster's ``system_key``."""
         # borrow(), inlined: this is every call's path, and a generator-based context
         # manager costs more than the rest of this method.
         stubs = self.get(address)
@@ -193,6 +198,8 @@ class ChannelPool:
             metadata = self.security.call_metadata()
             if context or chain:
                 metadata += call_metadata(context or {}, chain)
+            if request.system:
+                metadata += ((SYSTEM_KEY_HEADER, self.system_key or ""),)
             try:
                 response: pb.InvokeResponse = await stubs.gateway.Invoke(
                     request, timeout=timeout, metadata=metadata

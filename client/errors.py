@@ -110,7 +110,8 @@ class FilterError(GrainApplicationError):
 
 
 class PermissionDeniedError(GrainError):
-    """A call filter refused the call (it raised ``PermissionError``)."""
+    """A call filter refused the call (it raised ``PermissionError``), or a caller that is not
+    a silo of the cluster made a system call (a runtime hook)."""
 
     code, kind, retry_safe = grpc.StatusCode.PERMISSION_DENIED, "permission_denied", False
 

@@ -45,6 +45,8 @@ class GrainCall:
     # call from a client has none. A grain-to-grain call's chain is its caller's chain
     # plus the caller.
     chain: tuple[str, ...] = ()
+    # A runtime hook call (silo/hooks.py), made by the runtime, never by a client.
+    system: bool = False
 
     @property
     def activation(self) -> str:

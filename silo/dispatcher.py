@@ -57,6 +57,7 @@ from grainery.client.errors import (
     InnerCallError,
     InvalidArgumentsError,
     OverloadedError,
+    PermissionDeniedError,
     PlacementUnavailableError,
     SiloUnavailableError,
     StorageUnavailableError,
@@ -138,11 +139,14 @@ class Dispatcher:
     async def invoke(
         self, request: pb.InvokeRequest, timeout: float | None,
         context: Mapping[str, str] | None = None, chain: tuple[str, ...] = (),
+        system: bool = False,
     ) -> pb.InvokeResponse:
         """Run (or forward) one call; raises a GrainError on failure. ``timeout``: the
         seconds the caller will wait (None: the default), capped by ``max_timeout``;
-        ``context``/``chain``: the call's request context and call chain, as received."""
-        grain_type, method, call = self._validate(request, context, chain)
+        ``context``/``chain``: the call's request context and call chain, as received;
+        ``system``: the caller is this silo's runtime or a silo that proved it knows the
+        cluster's system key, so ``request.system`` (a runtime hook call) is allowed."""
+        grain_type, method, call = self._validate(request, context, chain, system)
         if call.chain:
             self._refuse_cycle(grain_type, method, call)
         if not self.admitting or not self._membership.serving:
@@ -177,11 +181,19 @@ class Dispatcher:
 
     def _validate(
         self, request: pb.InvokeRequest, context: Mapping[str, str] | None,
-        chain: tuple[str, ...],
+        chain: tuple[str, ...], system: bool = False,
     ) -> tuple[GrainType, MethodSpec, GrainCall]:
         try:
             grain_type = self._registry.get(request.grain_type)
-            method = grain_type.method(request.method)
+            if request.system:
+                if not system:
+                    raise PermissionDeniedError(
+                        "system calls (runtime hooks) are accepted only from the silos of "
+                        "this cluster"
+                    )
+                method = grain_type.hook(request.method)
+            else:
+                method = grain_type.method(request.method)
             if len(request.grain_key.encode()) > MAX_KEY_BYTES:
                 raise InvalidArgumentsError(f"grain key longer than {MAX_KEY_BYTES} bytes")
             # A grain-to-grain call on this silo never crossed gRPC's size check.
@@ -201,7 +213,7 @@ class Dispatcher:
             raise
         call = GrainCall(request.grain_type, request.grain_key, request.method, args, kwargs,
                          hops=request.hops, context=dict(context) if context else EMPTY,
-                         chain=chain)
+                         chain=chain, system=request.system)
         return grain_type, method, call
 
     def _refuse_cycle(self, grain_type: GrainType, method: MethodSpec, call: GrainCall) -> None:
@@ -457,7 +469,7 @@ class Dispatcher:
         forwarded = pb.InvokeRequest(
             grain_type=call.grain_type, grain_key=call.key, method=call.method,
             args_json=encode_args(call.args), kwargs_json=encode_kwargs(call.kwargs),
-            hops=call.hops + 1,
+            hops=call.hops + 1, system=call.system,
         )
         self._metrics.gateway_calls.labels("forwarded").inc()
         try:

@@ -5,7 +5,8 @@ is callable iff it is a public (no leading underscore) ``async def`` defined by
 the grain class or one of its bases other than :class:`Grain` and ``object`` (so
 methods of mixin classes count), and it is not one of
 ``Grain``'s own names. Nothing else (dunders, private methods, attributes,
-``Grain``'s hooks) is reachable.
+``Grain``'s hooks) is reachable. Runtime hooks (silo/hooks.py: ``receive_reminder``, ...)
+are kept in a table of their own that only system calls reach.
 
 Registration logs what it found (INFO) and warns about public functions it had to
 skip (a plain ``def``, an async generator), naming class and method: a method a user
@@ -21,7 +22,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Coroutine, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
@@ -34,6 +35,7 @@ from grainery.silo.decorators import (
     marked,
 )
 from grainery.silo.grain import RESERVED_NAMES, Grain
+from grainery.silo.hooks import HOOK_NAMES
 
 log = logging.getLogger("grainery.registry")
 
@@ -102,11 +104,19 @@ class GrainType:
     reentrant: bool = False  # every call may interleave at await points
     call_chain_reentrant: bool = False  # calls from its own call chain may come back in
     stateless_max_local: int | None = None  # @stateless_worker: local activations per silo
+    hooks: Mapping[str, MethodSpec] = field(default_factory=dict)  # runtime hooks it defines
 
     def method(self, name: str) -> MethodSpec:
         spec = self.methods.get(name)
         if spec is None:
             raise UnknownMethodError(f"grain type {self.name!r} has no callable method {name!r}")
+        return spec
+
+    def hook(self, name: str) -> MethodSpec:
+        """A runtime hook of the type (silo/hooks.py); only system calls reach these."""
+        spec = self.hooks.get(name)
+        if spec is None:
+            raise UnknownMethodError(f"grain type {self.name!r} has no hook {name!r}")
         return spec
 
 
@@ -137,6 +147,16 @@ def _method_spec(name: str, func: GrainMethod) -> MethodSpec:
 _BASE_MRO = frozenset(Grain.__mro__)
 
 
+def hook_methods(cls: type[Grain]) -> dict[str, MethodSpec]:
+    """The runtime hooks ``cls`` defines (an ``async def`` named in HOOK_NAMES)."""
+    hooks: dict[str, MethodSpec] = {}
+    for name in HOOK_NAMES:
+        func = getattr(cls, name, None)
+        if func is not None and inspect.iscoroutinefunction(func):
+            hooks[name] = _method_spec(name, func)
+    return hooks
+
+
 def callable_methods(cls: type[Grain]) -> dict[str, MethodSpec]:
     """The remote-callable methods of a grain class (see module docstring)."""
     return scan_methods(cls)[0]
@@ -150,7 +170,7 @@ def scan_methods(cls: type[Grain]) -> tuple[dict[str, MethodSpec], dict[str, str
         if klass in _BASE_MRO:
             continue  # Grain itself and what it inherits; mixins of the grain class count
         for name, value in vars(klass).items():
-            if name.startswith("_") or name in RESERVED_NAMES:
+            if name.startswith("_") or name in RESERVED_NAMES or name in HOOK_NAMES:
                 continue
             skipped.pop(name, None)
             if not inspect.iscoroutinefunction(value):
@@ -188,6 +208,7 @@ class GrainRegistry:
             reentrant=bool(cls.reentrant),
             call_chain_reentrant=bool(cls.allow_call_chain_reentrancy),
             stateless_max_local=getattr(cls, STATELESS_MAX_LOCAL, None),
+            hooks=hook_methods(cls),
         )
         self._types[name] = grain_type
         return grain_type

@@ -35,6 +35,7 @@ from grainery.silo.cluster.directory import RedisGrainDirectory
 from grainery.silo.cluster.locator import GrainLocator
 from grainery.silo.cluster.membership import MembershipService
 from grainery.silo.cluster.sweeper import DirectorySweeper
+from grainery.silo.cluster.system_key import cluster_system_key
 from grainery.silo.config import SiloConfig
 from grainery.silo.dispatcher import Dispatcher, DispatchLimits
 from grainery.silo.filters import SiloFilters, load_filters
@@ -47,6 +48,7 @@ from grainery.silo.storage.embedded import EmbeddedStore, running_store_url
 from grainery.silo.storage.keys import KeySpace
 from grainery.silo.storage.pool import StorePool
 from grainery.silo.storage.redis_state import RedisGrainStorage
+from grainery.silo.system_calls import SystemCalls
 from grainery.silo.watchdog import LoopWatchdog
 from grainery.silo.workers import worker_types
 
@@ -93,6 +95,7 @@ class Silo:
         redis_url = config.redis or (
             running_store_url(config.join) if config.join else await self._start_store()
         )
+        self.system_key: str | None = None
         self.server, port = create_server(config)
         self.silo_id = config.resolved_silo_id(port)
         self.address = config.resolved_advertise(port)
@@ -106,6 +109,9 @@ class Silo:
         )
         self.redis = aioredis.Redis(connection_pool=pool)
         self._wire(self._heartbeat_redis(redis_url))
+        # Before serving: a system call from another silo is checked against this key.
+        self.system_key = await cluster_system_key(self.redis, KeySpace(config.cluster))
+        self.peers.system_key = self.system_key
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.start()
         self.watchdog.start()
@@ -173,9 +179,10 @@ class Silo:
             self.registry, self.locator, self.membership, self.peers, self.metrics, limits,
             self.filters,
         )
+        self.system_calls = SystemCalls(self.dispatcher)
         self.health = health.aio.HealthServicer()
         add_services(
-            self.server, config, GatewayServicer(self.dispatcher),
+            self.server, config, GatewayServicer(self.dispatcher, lambda: self.system_key),
             DirectoryServicer(self.registry, self.directory, self.membership),
             ManagementServicer(self.catalog, self.dispatcher, self.membership), self.health,
         )

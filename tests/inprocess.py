@@ -37,6 +37,7 @@ from grainery.silo.metrics import SiloMetrics
 from grainery.silo.registry import GrainRegistry
 from grainery.silo.storage.memory import MemoryGrainDirectory, MemoryGrainStorage, MemoryStore
 from grainery.silo.storage.redis_state import Fence, StoredState
+from grainery.silo.system_calls import SystemCalls
 from grainery.silo.workers import worker_types
 
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
@@ -141,7 +142,10 @@ class InProcessPeers:
             raise refused
         wire = pb.InvokeRequest.FromString(request.SerializeToString())
         try:
-            response = await silo.dispatcher.invoke(wire, timeout, context, chain)
+            # In process every peer is a silo of the cluster: a system call is allowed.
+            response = await silo.dispatcher.invoke(
+                wire, timeout, context, chain, system=wire.system
+            )
         except GrainError as error:
             raise over_the_wire(error) from None
         return pb.InvokeResponse.FromString(response.SerializeToString())
@@ -188,6 +192,7 @@ class InProcessSilo:
         self.dispatcher = Dispatcher(
             cluster.registry, self.locator, self.membership, self.peers, self.metrics, limits
         )
+        self.system_calls = SystemCalls(self.dispatcher)
 
     def _grain_ref(self, grain_type: str, key: str) -> GrainRef:
         return self.grain_client.get_grain(grain_type, key)

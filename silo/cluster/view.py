@@ -18,6 +18,7 @@ class MembershipView(Protocol):
     silo_id: str
     address: str
     incarnation: str  # this silo's current incarnation; changes when it rejoins after fencing
+    state: str  # this silo's own membership state (joining, active, leaving, fenced, ...)
     snapshot: MembershipSnapshot
     ring: PlacementRing  # placement over the snapshot's active members
 

@@ -10,14 +10,16 @@ that gRPC reports when a connection breaks (no kind: a transport error).
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import NoReturn
 
 import grpc
 
 from grainery.client._proto.grainery.v1 import grainery_pb2 as pb
 from grainery.client._proto.grainery.v1 import grainery_pb2_grpc as pb_grpc
+from grainery.client.channels import SYSTEM_KEY_HEADER
 from grainery.client.context import parse_call_metadata
 from grainery.client.errors import GrainApplicationError, GrainError, error_metadata
 from grainery.client.routing import ACTIVE, FENCED, LEAVING, GrainId, MembershipSnapshot
@@ -58,9 +60,28 @@ def snapshot_to_proto(snapshot: MembershipSnapshot) -> pb.MembersResponse:
     )
 
 
+def system_key_of(metadata: object) -> str | None:
+    """The system key a caller sent (silo-to-silo system calls), if any."""
+    for key, value in metadata or ():  # type: ignore[attr-defined]
+        if key == SYSTEM_KEY_HEADER:
+            return str(value)
+    return None
+
+
 class GatewayServicer(pb_grpc.GatewayServicer):
-    def __init__(self, dispatcher: Dispatcher) -> None:
+    def __init__(self, dispatcher: Dispatcher, system_key: Callable[[], str | None]) -> None:
+        """``system_key``: the cluster's system key once the silo knows it (a system call
+        is refused while it does not)."""
         self._dispatcher = dispatcher
+        self._system_key = system_key
+
+    def _is_silo(self, context: grpc.aio.ServicerContext) -> bool:
+        """The caller proved it is a silo of this cluster (it sent the system key)."""
+        expected = self._system_key()
+        sent = system_key_of(context.invocation_metadata())
+        return bool(expected) and sent is not None and hmac.compare_digest(
+            sent.encode(), (expected or "").encode()
+        )
 
     async def Invoke(  # noqa: N802 - gRPC method name
         self, request: pb.InvokeRequest, context: grpc.aio.ServicerContext
@@ -70,7 +91,8 @@ class GatewayServicer(pb_grpc.GatewayServicer):
             # the metadata, so any gRPC client can set them.
             values, chain = parse_call_metadata(context.invocation_metadata() or ())
             return await self._dispatcher.invoke(
-                request, context.time_remaining(), values, chain
+                request, context.time_remaining(), values, chain,
+                system=request.system and self._is_silo(context),
             )
         except GrainError as error:
             await abort_with(context, error)

@@ -22,6 +22,8 @@ class KeySpace:
         self.members_channel = f"{PREFIX}:{{{cluster}}}:members:changed"
         # The set of incarnations that have (or had) an index of registered grains.
         self.indexed_incarnations = f"{PREFIX}:{{{cluster}}}:registrants"
+        # The secret silos prove they belong to the cluster with (system calls).
+        self.system_key = f"{PREFIX}:{{{cluster}}}:system-key"
 
     def registered_by(self, incarnation: str) -> str:
         """The set of grains (``type/key`` JSON pairs) one silo incarnation registered."""

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1agrainery/v1/grainery.proto\x12\x0bgrainery.v1\"\xd1\x01\n\nStreamCall\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12+\n\x07request\x18\x02 \x01(\x0b\x32\x1a.grainery.v1.InvokeRequest\x12\x0f\n\x07timeout\x18\x03 \x01(\x01\x12\x35\n\x07\x63ontext\x18\x04 \x03(\x0b\x32$.grainery.v1.StreamCall.ContextEntry\x12\r\n\x05\x63hain\x18\x05 \x03(\t\x1a.\n\x0c\x43ontextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"5\n\x0bInvokeFrame\x12&\n\x05\x63\x61lls\x18\x01 \x03(\x0b\x32\x17.grainery.v1.StreamCall\"\xb7\x01\n\x0cStreamResult\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12-\n\x08response\x18\x02 \x01(\x0b\x32\x1b.grainery.v1.InvokeResponse\x12\x13\n\x0bstatus_code\x18\x03 \x01(\x05\x12\x16\n\x0estatus_message\x18\x04 \x01(\t\x12\x12\n\nerror_kind\x18\x05 \x01(\t\x12\x12\n\nretry_safe\x18\x06 \x01(\x08\x12\x12\n\nerror_type\x18\x07 \x01(\t\"9\n\x0bResultFrame\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.grainery.v1.StreamResult\"|\n\rInvokeRequest\x12\x12\n\ngrain_type\x18\x01 \x01(\t\x12\x11\n\tgrain_key\x18\x02 \x01(\t\x12\x0e\n\x06method\x18\x03 \x01(\t\x12\x11\n\targs_json\x18\x04 \x01(\t\x12\x0c\n\x04hops\x18\x05 \x01(\r\x12\x13\n\x0bkwargs_json\x18\x06 \x01(\t\"}\n\x0eInvokeResponse\x12\x13\n\x0bresult_json\x18\x01 \x01(\t\x12\x0f\n\x07silo_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12\x1a\n\x12membership_version\x18\x04 \x01(\x04\x12\x18\n\x10stateless_worker\x18\x05 \x01(\x08\"6\n\rLocateRequest\x12\x12\n\ngrain_type\x18\x01 \x01(\t\x12\x11\n\tgrain_key\x18\x02 \x01(\t\"B\n\x0eLocateResponse\x12\x0f\n\x07silo_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x03 \x01(\x08\"\x10\n\x0eMembersRequest\"b\n\x06Member\x12\x0f\n\x07silo_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x12\n\nstarted_at\x18\x04 \x01(\x01\x12\x13\n\x0bincarnation\x18\x05 \x01(\t\"Y\n\x0fMembersResponse\x12$\n\x07members\x18\x01 \x03(\x0b\x32\x13.grainery.v1.Member\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x0f\n\x07\x63luster\x18\x03 \x01(\t\"\x12\n\x10SiloStatsRequest\"4\n\tTypeCount\x12\x12\n\ngrain_type\x18\x01 \x01(\t\x12\x13\n\x0b\x61\x63tivations\x18\x02 \x01(\x04\"\xb5\x01\n\x11SiloStatsResponse\x12\x0f\n\x07silo_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12+\n\x0b\x61\x63tivations\x18\x04 \x03(\x0b\x32\x16.grainery.v1.TypeCount\x12\x17\n\x0f\x63\x61lls_in_flight\x18\x05 \x01(\x04\x12\x1a\n\x12membership_version\x18\x06 \x01(\x04\x12\r\n\x05tasks\x18\x07 \x01(\x04\x32\x94\x01\n\x07Gateway\x12\x41\n\x06Invoke\x12\x1a.grainery.v1.InvokeRequest\x1a\x1b.grainery.v1.InvokeResponse\x12\x46\n\x0cInvokeStream\x12\x18.grainery.v1.InvokeFrame\x1a\x18.grainery.v1.ResultFrame(\x01\x30\x01\x32\x94\x01\n\tDirectory\x12\x41\n\x06Locate\x12\x1a.grainery.v1.LocateRequest\x1a\x1b.grainery.v1.LocateResponse\x12\x44\n\x07Members\x12\x1b.grainery.v1.MembersRequest\x1a\x1c.grainery.v1.MembersResponse2X\n\nManagement\x12J\n\tSiloStats\x12\x1d.grainery.v1.SiloStatsRequest\x1a\x1e.grainery.v1.SiloStatsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1agrainery/v1/grainery.proto\x12\x0bgrainery.v1\"\xd1\x01\n\nStreamCall\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12+\n\x07request\x18\x02 \x01(\x0b\x32\x1a.grainery.v1.InvokeRequest\x12\x0f\n\x07timeout\x18\x03 \x01(\x01\x12\x35\n\x07\x63ontext\x18\x04 \x03(\x0b\x32$.grainery.v1.StreamCall.ContextEntry\x12\r\n\x05\x63hain\x18\x05 \x03(\t\x1a.\n\x0c\x43ontextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"5\n\x0bInvokeFrame\x12&\n\x05\x63\x61lls\x18\x01 \x03(\x0b\x32\x17.grainery.v1.StreamCall\"\xb7\x01\n\x0cStreamResult\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12-\n\x08response\x18\x02 \x01(\x0b\x32\x1b.grainery.v1.InvokeResponse\x12\x13\n\x0bstatus_code\x18\x03 \x01(\x05\x12\x16\n\x0estatus_message\x18\x04 \x01(\t\x12\x12\n\nerror_kind\x18\x05 \x01(\t\x12\x12\n\nretry_safe\x18\x06 \x01(\x08\x12\x12\n\nerror_type\x18\x07 \x01(\t\"9\n\x0bResultFrame\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.grainery.v1.StreamResult\"\x8c\x01\n\rInvokeRequest\x12\x12\n\ngrain_type\x18\x01 \x01(\t\x12\x11\n\tgrain_key\x18\x02 \x01(\t\x12\x0e\n\x06method\x18\x03 \x01(\t\x12\x11\n\targs_json\x18\x04 \x01(\t\x12\x0c\n\x04hops\x18\x05 \x01(\r\x12\x13\n\x0bkwargs_json\x18\x06 \x01(\t\x12\x0e\n\x06system\x18\x07 \x01(\x08\"}\n\x0eInvokeResponse\x12\x13\n\x0bresult_json\x18\x01 \x01(\t\x12\x0f\n\x07silo_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12\x1a\n\x12membership_version\x18\x04 \x01(\x04\x12\x18\n\x10stateless_worker\x18\x05 \x01(\x08\"6\n\rLocateRequest\x12\x12\n\ngrain_type\x18\x01 \x01(\t\x12\x11\n\tgrain_key\x18\x02 \x01(\t\"B\n\x0eLocateResponse\x12\x0f\n\x07silo_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x03 \x01(\x08\"\x10\n\x0eMembersRequest\"b\n\x06Member\x12\x0f\n\x07silo_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x12\n\nstarted_at\x18\x04 \x01(\x01\x12\x13\n\x0bincarnation\x18\x05 \x01(\t\"Y\n\x0fMembersResponse\x12$\n\x07members\x18\x01 \x03(\x0b\x32\x13.grainery.v1.Member\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x0f\n\x07\x63luster\x18\x03 \x01(\t\"\x12\n\x10SiloStatsRequest\"4\n\tTypeCount\x12\x12\n\ngrain_type\x18\x01 \x01(\t\x12\x13\n\x0b\x61\x63tivations\x18\x02 \x01(\x04\"\xb5\x01\n\x11SiloStatsResponse\x12\x0f\n\x07silo_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12+\n\x0b\x61\x63tivations\x18\x04 \x03(\x0b\x32\x16.grainery.v1.TypeCount\x12\x17\n\x0f\x63\x61lls_in_flight\x18\x05 \x01(\x04\x12\x1a\n\x12membership_version\x18\x06 \x01(\x04\x12\r\n\x05tasks\x18\x07 \x01(\x04\x32\x94\x01\n\x07Gateway\x12\x41\n\x06Invoke\x12\x1a.grainery.v1.InvokeRequest\x1a\x1b.grainery.v1.InvokeResponse\x12\x46\n\x0cInvokeStream\x12\x18.grainery.v1.InvokeFrame\x1a\x18.grainery.v1.ResultFrame(\x01\x30\x01\x32\x94\x01\n\tDirectory\x12\x41\n\x06Locate\x12\x1a.grainery.v1.LocateRequest\x1a\x1b.grainery.v1.LocateResponse\x12\x44\n\x07Members\x12\x1b.grainery.v1.MembersRequest\x1a\x1c.grainery.v1.MembersResponse2X\n\nManagement\x12J\n\tSiloStats\x12\x1d.grainery.v1.SiloStatsRequest\x1a\x1e.grainery.v1.SiloStatsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,30 +43,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STREAMRESULT']._serialized_end=494
   _globals['_RESULTFRAME']._serialized_start=496
   _globals['_RESULTFRAME']._serialized_end=553
-  _globals['_INVOKEREQUEST']._serialized_start=555
-  _globals['_INVOKEREQUEST']._serialized_end=679
-  _globals['_INVOKERESPONSE']._serialized_start=681
-  _globals['_INVOKERESPONSE']._serialized_end=806
-  _globals['_LOCATEREQUEST']._serialized_start=808
-  _globals['_LOCATEREQUEST']._serialized_end=862
-  _globals['_LOCATERESPONSE']._serialized_start=864
-  _globals['_LOCATERESPONSE']._serialized_end=930
-  _globals['_MEMBERSREQUEST']._serialized_start=932
-  _globals['_MEMBERSREQUEST']._serialized_end=948
-  _globals['_MEMBER']._serialized_start=950
-  _globals['_MEMBER']._serialized_end=1048
-  _globals['_MEMBERSRESPONSE']._serialized_start=1050
-  _globals['_MEMBERSRESPONSE']._serialized_end=1139
-  _globals['_SILOSTATSREQUEST']._serialized_start=1141
-  _globals['_SILOSTATSREQUEST']._serialized_end=1159
-  _globals['_TYPECOUNT']._serialized_start=1161
-  _globals['_TYPECOUNT']._serialized_end=1213
-  _globals['_SILOSTATSRESPONSE']._serialized_start=1216
-  _globals['_SILOSTATSRESPONSE']._serialized_end=1397
-  _globals['_GATEWAY']._serialized_start=1400
-  _globals['_GATEWAY']._serialized_end=1548
-  _globals['_DIRECTORY']._serialized_start=1551
-  _globals['_DIRECTORY']._serialized_end=1699
-  _globals['_MANAGEMENT']._serialized_start=1701
-  _globals['_MANAGEMENT']._serialized_end=1789
+  _globals['_INVOKEREQUEST']._serialized_start=556
+  _globals['_INVOKEREQUEST']._serialized_end=696
+  _globals['_INVOKERESPONSE']._serialized_start=698
+  _globals['_INVOKERESPONSE']._serialized_end=823
+  _globals['_LOCATEREQUEST']._serialized_start=825
+  _globals['_LOCATEREQUEST']._serialized_end=879
+  _globals['_LOCATERESPONSE']._serialized_start=881
+  _globals['_LOCATERESPONSE']._serialized_end=947
+  _globals['_MEMBERSREQUEST']._serialized_start=949
+  _globals['_MEMBERSREQUEST']._serialized_end=965
+  _globals['_MEMBER']._serialized_start=967
+  _globals['_MEMBER']._serialized_end=1065
+  _globals['_MEMBERSRESPONSE']._serialized_start=1067
+  _globals['_MEMBERSRESPONSE']._serialized_end=1156
+  _globals['_SILOSTATSREQUEST']._serialized_start=1158
+  _globals['_SILOSTATSREQUEST']._serialized_end=1176
+  _globals['_TYPECOUNT']._serialized_start=1178
+  _globals['_TYPECOUNT']._serialized_end=1230
+  _globals['_SILOSTATSRESPONSE']._serialized_start=1233
+  _globals['_SILOSTATSRESPONSE']._serialized_end=1414
+  _globals['_GATEWAY']._serialized_start=1417
+  _globals['_GATEWAY']._serialized_end=1565
+  _globals['_DIRECTORY']._serialized_start=1568
+  _globals['_DIRECTORY']._serialized_end=1716
+  _globals['_MANAGEMENT']._serialized_start=1718
+  _globals['_MANAGEMENT']._serialized_end=1806
 # @@protoc_insertion_point(module_scope)

@@ -58,20 +58,22 @@ class ResultFrame(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[StreamResult, _Mapping]]] = ...) -> None: ...
 
 class InvokeRequest(_message.Message):
-    __slots__ = ("grain_type", "grain_key", "method", "args_json", "hops", "kwargs_json")
+    __slots__ = ("grain_type", "grain_key", "method", "args_json", "hops", "kwargs_json", "system")
     GRAIN_TYPE_FIELD_NUMBER: _ClassVar[int]
     GRAIN_KEY_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
     ARGS_JSON_FIELD_NUMBER: _ClassVar[int]
     HOPS_FIELD_NUMBER: _ClassVar[int]
     KWARGS_JSON_FIELD_NUMBER: _ClassVar[int]
+    SYSTEM_FIELD_NUMBER: _ClassVar[int]
     grain_type: str
     grain_key: str
     method: str
     args_json: str
     hops: int
     kwargs_json: str
-    def __init__(self, grain_type: _Optional[str] = ..., grain_key: _Optional[str] = ..., method: _Optional[str] = ..., args_json: _Optional[str] = ..., hops: _Optional[int] = ..., kwargs_json: _Optional[str] = ...) -> None: ...
+    system: bool
+    def __init__(self, grain_type: _Optional[str] = ..., grain_key: _Optional[str] = ..., method: _Optional[str] = ..., args_json: _Optional[str] = ..., hops: _Optional[int] = ..., kwargs_json: _Optional[str] = ..., system: bool = ...) -> None: ...
 
 class InvokeResponse(_message.Message):
     __slots__ = ("result_json", "silo_id", "address", "membership_version", "stateless_worker")
