@@ -35,6 +35,11 @@ class Back(Grain):
     async def where(self) -> str:
         return self.silo_id
 
+    async def step(self) -> str:
+        """What a feature (a reminder tick, a durable step) does inside a turn."""
+        with tracing.span("grainery.test.step", attributes={"n": 1}):
+            return self.silo_id
+
 
 Build = Callable[..., InProcessCluster]
 
@@ -190,3 +195,16 @@ async def test_a_failing_call_marks_its_spans_with_the_error_kind_only(build: Bu
     (server,) = from_sdk(exporter.get_finished_spans())
     assert server.attributes["grainery.error_kind"] == "unknown_method"
     assert server.attributes["rpc.grpc.status_code"] == 12  # UNIMPLEMENTED
+
+
+async def test_a_features_span_inside_a_turn_is_the_turns_child(build: Build) -> None:
+    cluster = build()
+    a = cluster.add("a")
+    exporter = instrument(cluster)
+    assert await a.call("Back", "k", "step") == "a"
+    spans = from_sdk(exporter.get_finished_spans())
+    (root,) = [s for s in spans if not s.parent_id]
+    assert tree(spans, root) == ("Back/step server@a", (
+        ("grainery.activate internal@a", ()),
+        ("grainery.turn internal@a", (("grainery.test.step internal@a", ()),)),
+    ))
