@@ -160,9 +160,10 @@ class Dispatcher:
         ``trace``: the caller's trace context read from the wire (None: a local call, whose
         trace is the current context). Returns the coroutine: with tracing off a call has
         no extra frame."""
-        if self.tracer is None:
+        tracer = self.tracer
+        if tracer is None or (trace is None and tracer.idle()):
             return self._invoke(request, timeout, context, chain, system, None)
-        return self._traced(self.tracer, request, timeout, context, chain, system, trace)
+        return self._traced(tracer, request, timeout, context, chain, system, trace)
 
     async def _traced(
         self, tracer: CallTracer, request: pb.InvokeRequest, timeout: float | None,

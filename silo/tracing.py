@@ -337,11 +337,9 @@ class TurnSpan:
         self.tracer = tracer
         self.span: Span | None = None
         if tracer.sampled(context):
-            self.span = tracer.start_internal(
-                "grainery.turn", tracer.attributes({
-                    "grainery.grain_type": call.grain_type, "rpc.method": call.method,
-                }), context,
-            )
+            # No attributes: its parent, the call's SERVER span, has them all (and each
+            # attribute costs a recorded call about a microsecond).
+            self.span = tracer.start_internal("grainery.turn", None, context)
             context = tracer.with_span(self.span, context)
         self.token = tracer.attach(context)
 
@@ -363,7 +361,7 @@ def clear_context() -> None:
     """Start a task that serves many calls (a grain's mailbox pump) with no trace of its
     own: it was created by one call and must not make later calls that call's children."""
     tracer = _TRACER
-    if tracer is not None:
+    if tracer is not None and tracer.current():  # (nothing to clear: the common case)
         from opentelemetry.context import Context
 
         tracer.attach(Context())

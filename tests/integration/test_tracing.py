@@ -86,12 +86,12 @@ async def test_a_forwarded_call_through_three_silos_is_one_trace(
                 ("Probe/relay server@B", (
                     ("grainery.activate internal@B", ()),
                     ("grainery.directory.register client@B", ()),
-                    ("grainery.turn internal@B", (
+                    ("grainery.turn internal", (
                         ("Recorder/add client@B", (
                             ("Recorder/add server@C", (
                                 ("grainery.activate internal@C", ()),
                                 ("grainery.directory.register client@C", ()),
-                                ("grainery.turn internal@C", (
+                                ("grainery.turn internal", (
                                     ("grainery.state.write client@C", ()),
                                 )),
                             )),

@@ -102,11 +102,11 @@ async def test_one_trace_through_a_forward_and_a_grain_to_grain_call(build: Buil
         ("grainery.forward client@a", (
             ("Front/relay server@b", (
                 ("grainery.activate internal@c", ()),  # the last tracer installed
-                ("grainery.turn internal@c", (
+                ("grainery.turn internal", (
                     ("Back/where client@b", (
                         ("Back/where server@c", (
                             ("grainery.activate internal@c", ()),
-                            ("grainery.turn internal@c", ()),
+                            ("grainery.turn internal", ()),
                         )),
                     )),
                 )),
@@ -206,5 +206,5 @@ async def test_a_features_span_inside_a_turn_is_the_turns_child(build: Build) ->
     (root,) = [s for s in spans if not s.parent_id]
     assert tree(spans, root) == ("Back/step server@a", (
         ("grainery.activate internal@a", ()),
-        ("grainery.turn internal@a", (("grainery.test.step internal@a", ()),)),
+        ("grainery.turn internal", (("grainery.test.step internal@a", ()),)),
     ))
