@@ -102,16 +102,15 @@ class CallTracer:
         self._client = trace.SpanKind.CLIENT
         self._server = trace.SpanKind.SERVER
         self._internal = trace.SpanKind.INTERNAL
-        base: dict[str, str] = {"rpc.system": "grpc"}
-        if silo_id is not None:
-            base["grainery.silo_id"] = silo_id
-        self._base = base
+        # On every span of this tracer (RPC spans add rpc.* on top).
+        self._base: dict[str, str] = {} if silo_id is None else {"grainery.silo_id": silo_id}
 
     # ----- attributes ------------------------------------------------------
     def call_attributes(self, request: pb.InvokeRequest) -> dict[str, Any]:
         """The RPC attributes of one grain call (plus key and arguments when enabled)."""
         attributes: dict[str, Any] = {
             **self._base,
+            "rpc.system": "grpc",
             "rpc.service": request.grain_type,
             "rpc.method": request.method,
             "grainery.grain_type": request.grain_type,

@@ -387,7 +387,7 @@ def _forward_attributes(
     tracer: CallTracer, call: GrainCall, address: str, silo_id: str
 ) -> dict[str, Any]:
     attributes = tracer.attributes({
-        "rpc.service": call.grain_type, "rpc.method": call.method,
+        "rpc.system": "grpc", "rpc.service": call.grain_type, "rpc.method": call.method,
         "grainery.grain_type": call.grain_type, "grainery.target_silo": silo_id,
         "server.address": address, "grainery.hops": call.hops + 1,
     })

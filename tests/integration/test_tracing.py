@@ -114,6 +114,9 @@ async def test_a_forwarded_call_through_three_silos_is_one_trace(
         "Recorder", "add"
     )
     assert server.attributes["grainery.grain_type"] == "Recorder"
+    assert server.attributes["grainery.silo_id"] == c.name
+    write = next(s for s in spans if s.name == "grainery.state.write")
+    assert write.attributes["db.system.name"] == "redis" and "rpc.system" not in write.attributes
     # Keys and argument values may be user data: not recorded unless enabled.
     assert not [s for s in spans if "grainery.grain_key" in s.attributes
                 or "grainery.args" in s.attributes]

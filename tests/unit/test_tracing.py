@@ -116,6 +116,6 @@ def test_the_span_api_is_a_no_op_when_off_and_nests_when_on() -> None:
         tracing.install(None)
     inner, outer_record = from_sdk(exporter.get_finished_spans())[:2]
     assert (outer_record.name, outer_record.kind) == ("grainery.test.outer", "producer")
-    assert outer_record.attributes == {"rpc.system": "grpc", "grainery.silo_id": "s1", "n": 1}
+    assert outer_record.attributes == {"grainery.silo_id": "s1", "n": 1}
     assert inner.parent_id == outer_record.span_id
     assert inner.attributes["error.type"] == "KeyError"
