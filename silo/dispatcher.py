@@ -357,9 +357,12 @@ class Dispatcher:
                 call, partial(self._queue_call, activation, method, call)
             )
         else:
-            pending = activation.call(method, call)  # raises Redispatch when going away
-            if call.trace is not None:
-                note_queued(call, activation.queued)
+            if call.trace is None:
+                pending = activation.call(method, call)  # raises Redispatch when going away
+            else:
+                queued = activation.queued
+                pending = activation.call(method, call)
+                note_queued(call, activation, queued)
             self._local_calls.inc()
             timer = self._loop.call_at(call.deadline, _expire, pending, activation, method)
         try:

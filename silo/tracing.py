@@ -16,8 +16,8 @@ The spans of a call (names and attributes are documented in the README, "Tracing
 ``Type/method`` SERVER on each silo it reaches (its dispatch), ``grainery.forward`` CLIENT
 when a silo passes it on to the grain's owner, ``grainery.activate`` when it activates the
 grain (with the directory and state spans inside), ``grainery.turn`` for the turn itself
-(the gap before it is the queueing; an event ``grainery.queued`` says how many calls were
-ahead), and ``Type/method`` CLIENT for each grain-to-grain call the turn makes.
+(the gap before it is the queueing; an event ``grainery.queued`` says what it waited
+behind), and ``Type/method`` CLIENT for each grain-to-grain call the turn makes.
 
 For other features (reminder ticks, stream deliveries, durable steps), one call::
 
@@ -58,6 +58,7 @@ if TYPE_CHECKING:
 
     from grainery.client._proto.grainery.v1 import grainery_pb2 as pb
     from grainery.client.routing import GrainId
+    from grainery.silo.activation import Activation
     from grainery.silo.call import GrainCall
 
 log = logging.getLogger("grainery.tracing")
@@ -316,16 +317,22 @@ def start_dispatch(
     return DispatchSpan(tracer, span, tracer.with_span(span, parent))
 
 
-def note_queued(call: GrainCall, ahead: int) -> None:
-    """The call joined its grain's queue behind ``ahead`` others: an event on its span."""
-    tracer = _TRACER
-    if tracer is None or call.trace is None or not ahead:
-        return
+def note_queued(call: GrainCall, activation: Activation, queued_before: int) -> None:
+    """Just after ``activation.call``: if the call had to wait (it joined the queue behind
+    queued calls or a running turn), an event ``grainery.queued`` on its span says behind
+    what (``grainery.queued_ahead``, ``grainery.turns_running``)."""
+    if call.trace is None or activation.queued <= queued_before:
+        return  # not traced, or started at once
+    running = activation.turns
+    if not queued_before and not running:
+        return  # first in line: the mailbox starts it next
     from opentelemetry import trace
 
     span = trace.get_current_span(call.trace)
     if span.is_recording():
-        span.add_event("grainery.queued", {"grainery.queue_length": ahead})
+        span.add_event("grainery.queued", {
+            "grainery.queued_ahead": queued_before, "grainery.turns_running": running,
+        })
 
 
 class TurnSpan:

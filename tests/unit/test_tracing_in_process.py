@@ -6,6 +6,7 @@ spans go to the SDK's in-memory exporter."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
@@ -22,6 +23,7 @@ from grainery.client.routing import GrainId
 from grainery.client.tracing import CallTracer
 from grainery.silo import tracing
 from grainery.silo.grain import Grain
+from tests.eventually import until
 from tests.inprocess import ClusterFactory, InProcessCluster, InProcessSilo
 from tests.spans import from_sdk, tree
 
@@ -32,8 +34,15 @@ class Front(Grain):
 
 
 class Back(Grain):
+    gate: asyncio.Event | None = None  # set by a test: hold() waits for it
+
     async def where(self) -> str:
         return self.silo_id
+
+    async def hold(self) -> str:
+        assert Back.gate is not None
+        await Back.gate.wait()
+        return "held"
 
     async def step(self) -> str:
         """What a feature (a reminder tick, a durable step) does inside a turn."""
@@ -208,3 +217,25 @@ async def test_a_features_span_inside_a_turn_is_the_turns_child(build: Build) ->
         ("grainery.activate internal@a", ()),
         ("grainery.turn internal", (("grainery.test.step internal@a", ()),)),
     ))
+
+
+async def test_a_call_queued_behind_another_says_so_on_its_span(build: Build) -> None:
+    cluster = build()
+    a = cluster.add("a")
+    exporter = instrument(cluster)
+    Back.gate = asyncio.Event()
+    busy = asyncio.ensure_future(a.call("Back", "q", "hold"))
+    await until(lambda: (g := a.catalog.get(GrainId("Back", "q"))) is not None and g.running,
+                "the holding turn started")
+    queued = asyncio.ensure_future(a.call("Back", "q", "where"))
+    await until(lambda: a.catalog.get(GrainId("Back", "q")).queued == 1,  # type: ignore[union-attr]
+                "the second call queued")
+    Back.gate.set()
+    assert await busy == "held" and await queued == "a"
+    spans = exporter.get_finished_spans()
+    where = next(s for s in spans if s.name == "Back/where")
+    hold = next(s for s in spans if s.name == "Back/hold")
+    assert [(e.name, dict(e.attributes or {})) for e in where.events] == [
+        ("grainery.queued", {"grainery.queued_ahead": 0, "grainery.turns_running": 1})
+    ]
+    assert not hold.events  # it started at once
