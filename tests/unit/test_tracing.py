@@ -119,3 +119,26 @@ def test_the_span_api_is_a_no_op_when_off_and_nests_when_on() -> None:
     assert outer_record.attributes == {"grainery.silo_id": "s1", "n": 1}
     assert inner.parent_id == outer_record.span_id
     assert inner.attributes["error.type"] == "KeyError"
+
+
+def test_the_python_clients_call_is_a_child_of_the_callers_span() -> None:
+    """The client's span is a child of the span around the call, also through
+    SyncGrainClient, whose loop runs on another thread (asyncio hands the calling thread's
+    context variables to the task it starts there); the silo's side is checked by
+    tests/integration/test_tracing.py."""
+    from grainery.client import GrainClient, SyncGrainClient
+    from grainery.client.errors import GrainError
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    app = provider.get_tracer("app")
+    with SyncGrainClient("127.0.0.1:1", tracer_provider=provider, timeout=0.3,
+                         refresh_interval=0) as client:
+        with app.start_as_current_span("request"), pytest.raises(GrainError):
+            client.get_grain("Counter", "k").add(1)  # nothing listens: it fails, traced
+    assert isinstance(GrainClient("127.0.0.1:1", tracer_provider=provider).tracer, CallTracer)
+    call, request = sorted(from_sdk(exporter.get_finished_spans()), key=lambda s: s.name)
+    assert (call.name, call.kind) == ("Counter/add", "client")
+    assert call.parent_id == request.span_id and call.trace_id == request.trace_id
+    assert call.attributes["error.type"] == "DeadlineExceededError"
