@@ -240,9 +240,14 @@ GrainOp = Callable[Concatenate[S, "GrainId", P], Coroutine[Any, Any, R]]
 
 def grain_span(name: str, grain: GrainId, kind: str = "client", store: bool = True) -> Any:
     """:func:`span` for an operation on one grain (its type; its key only when keys are
-    recorded); ``store``: a call to the state store (``db.system.name = redis``)."""
+    recorded); ``store``: a call to the state store (``db.system.name = redis``). Only
+    inside a sampled trace: such an operation outside any call (a deactivation after an
+    idle timeout, say) would otherwise be a trace of one span."""
     tracer = _TRACER
     if tracer is None:
+        return _NO_SPAN
+    parent = tracer.current()
+    if not (tracer.has_parent(parent) and tracer.sampled(parent)):
         return _NO_SPAN
     attributes: dict[str, Any] = {"grainery.grain_type": grain.grain_type}
     if store:

@@ -142,3 +142,32 @@ def test_the_python_clients_call_is_a_child_of_the_callers_span() -> None:
     assert (call.name, call.kind) == ("Counter/add", "client")
     assert call.parent_id == request.span_id and call.trace_id == request.trace_id
     assert call.attributes["error.type"] == "DeadlineExceededError"
+
+
+async def test_store_spans_are_made_only_inside_a_trace() -> None:
+    """A state or directory operation outside any call (an idle deactivation) is no trace
+    of its own; inside a call's trace it is a child."""
+    from grainery.client.routing import GrainId
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.install(CallTracer(provider, silo_id="s1"))
+
+    class Store:
+        @tracing.traced_grain_op("grainery.state.write")
+        async def write(self, grain: GrainId, payload: bytes) -> int:
+            return len(payload)
+
+    try:
+        assert await Store().write(GrainId("Counter", "k"), b"abc") == 3
+        assert exporter.get_finished_spans() == ()
+        with provider.get_tracer("t").start_as_current_span("call"):
+            assert await Store().write(GrainId("Counter", "k"), b"ab") == 2
+    finally:
+        tracing.install(None)
+    write, call = from_sdk(exporter.get_finished_spans())
+    assert (write.name, write.kind, write.parent_id) == ("grainery.state.write", "client",
+                                                         call.span_id)
+    assert write.attributes == {"grainery.silo_id": "s1", "grainery.grain_type": "Counter",
+                                "db.system.name": "redis"}
