@@ -148,3 +148,23 @@ def test_a_node_callers_traceparent_joins_its_trace(
 
     (entry,) = eventually_sync(joined, 10.0, "the silo's span under the Node caller's span")
     assert entry.silo == cluster.silos[0].name
+
+
+async def test_a_unary_python_call_carries_its_trace_in_the_metadata(
+    cluster: TestCluster, receiver: OtlpReceiver
+) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    a = cluster.silos[0]
+    async with GrainClient(a.address, gateway_only=True, streamed=False,
+                           tracer_provider=provider) as client:
+        await client.get_grain("Recorder", f"unary-{secrets.token_hex(4)}").ping()
+    (client_span,) = from_sdk(exporter.get_finished_spans())
+
+    async def served() -> list[SpanRecord]:
+        return [s for s in receiver.spans(client_span.trace_id)
+                if s.parent_id == client_span.span_id and s.kind == "server"]
+
+    (server,) = await eventually(served, 10.0, "the silo's span under the client's")
+    assert (server.name, server.silo) == ("Recorder/ping", a.name)
