@@ -43,6 +43,7 @@ from grainery.silo.grain_calls import SiloGrainClient
 from grainery.silo.metrics import SiloMetrics
 from grainery.silo.registry import GrainRegistry
 from grainery.silo.reminders.registry import Reminders
+from grainery.silo.reminders.rpc import ReminderRpcs
 from grainery.silo.reminders.service import ReminderService
 from grainery.silo.reminders.store import ReminderStore
 from grainery.silo.rpc.server import GRAINERY_SERVICES, add_services, create_server
@@ -198,7 +199,8 @@ class Silo:
         add_services(
             self.server, config, GatewayServicer(self.dispatcher, lambda: self.system_key),
             DirectoryServicer(self.registry, self.directory, self.membership),
-            ManagementServicer(self.catalog, self.dispatcher, self.membership), self.health,
+            ManagementServicer(self.catalog, self.dispatcher, self.membership,
+                               ReminderRpcs(self.reminders, self.registry)), self.health,
         )
         self.membership.on_change(self._on_membership_change)
         self.membership.on_fenced(self.catalog.abandon_all)

@@ -1,5 +1,6 @@
 """Grains for the reminder tests through real silos (tests/integration/test_reminders*.py).
 
+Activations and deactivations are counted in the same hash (``{key}#activations``, ...).
 Every tick is recorded twice: in the grain's state (the tick's scheduled time, per reminder
 name) and, outside the grain's fenced state, as ``HINCRBY reminder-probe:{ns} {key}/{name}@
 {scheduled ms} 1`` in the store, where ``ns`` is the part of the key before the first ``:``.
@@ -22,7 +23,11 @@ _store: aioredis.Redis | None = None
 def store() -> aioredis.Redis:
     global _store
     if _store is None:
-        _store = aioredis.Redis.from_url(os.environ["GRAINERY_TEST_STORE_URL"])
+        # Blocking: hundreds of ticks at once wait for a connection instead of failing.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            os.environ["GRAINERY_TEST_STORE_URL"], max_connections=32, timeout=20
+        )
+        _store = aioredis.Redis(connection_pool=pool)
     return _store
 
 
@@ -30,16 +35,22 @@ def record_key(namespace: str) -> str:
     return f"reminder-probe:{namespace}"
 
 
+def namespace_of(key: str) -> str:
+    return key.split(":", 1)[0]
+
+
 class ReminderProbe(Grain):
     async def on_activate(self) -> None:
-        self.state["activations"] = self.state.get("activations", 0) + 1
-        await self.write_state()
+        await store().hincrby(record_key(namespace_of(self.key)), f"{self.key}#activations", 1)
+
+    async def on_deactivate(self, reason: str) -> None:
+        await store().hincrby(record_key(namespace_of(self.key)), f"{self.key}#deactivations", 1)
 
     async def receive_reminder(self, name: str, tick: ReminderTick) -> None:
         assert isinstance(tick, ReminderTick)
         scheduled_ms = round(tick.scheduled * 1000)
-        namespace = self.key.split(":", 1)[0]
-        await store().hincrby(record_key(namespace), f"{self.key}/{name}@{scheduled_ms}", 1)
+        await store().hincrby(record_key(namespace_of(self.key)),
+                              f"{self.key}/{name}@{scheduled_ms}", 1)
         ticks: dict[str, list[int]] = self.state.setdefault("ticks", {})
         ticks.setdefault(name, []).append(scheduled_ms)
         self.state["served_by"] = self.silo_id
@@ -65,8 +76,7 @@ class ReminderProbe(Grain):
         return list(self.state.get("ticks", {}).get(name, []))
 
     async def info(self) -> dict[str, Any]:
-        return {"activations": self.state.get("activations", 0),
-                "served_by": self.state.get("served_by"),
+        return {"served_by": self.state.get("served_by"),
                 "period_seen": self.state.get("period_seen")}
 
     async def leave(self) -> None:
