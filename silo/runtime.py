@@ -314,6 +314,8 @@ class Silo:
         await self._close()
 
     async def _close(self) -> None:
+        if hasattr(self, "reminder_service"):
+            await self.reminder_service.stop(0.0)  # idempotent; after a failed start too
         self.watchdog.stop()
         self.blocking.close()
         for task in list(self._tasks):

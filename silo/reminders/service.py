@@ -102,7 +102,7 @@ class ReminderService:
     # ----- lifecycle ------------------------------------------------------
     def start(self) -> None:
         self._claiming = True
-        self.ownership.update()
+        self.membership_changed()
         self._loop_task = spawn(self._run(), name="grainery-reminders")
 
     def pause(self) -> None:
@@ -129,6 +129,8 @@ class ReminderService:
         """On every view change, fencing and rejoin: recompute the owned partitions, and
         release ticks that silos now known dead had claimed in them."""
         self.ownership.update()
+        if not self._claiming:
+            return  # stopping (or not started): nothing more to fire here
         if self.ownership.owned and (self._dead_check is None or self._dead_check.done()):
             self._dead_check = spawn(self._release_dead_claims(), name="grainery-reminder-dead")
 
@@ -149,12 +151,19 @@ class ReminderService:
 
     # ----- the loop -------------------------------------------------------
     async def _run(self) -> None:
+        failing = False
         while self._claiming:
             full = False
             try:
                 full = await self._poll()
+                if failing:
+                    log.info("reminder polls succeed again")
+                failing = False
             except RedisError as exc:
-                log.warning("reminder poll failed (%s); retrying in %.0fs", exc, STORE_RETRY)
+                if not failing:  # once per outage, not once per retry
+                    log.warning("reminder poll failed (%s); retrying every %.0fs until the "
+                                "store answers", exc, STORE_RETRY)
+                failing = True
                 await asyncio.sleep(STORE_RETRY)
             if full or not self._claiming:
                 continue
@@ -177,9 +186,13 @@ class ReminderService:
         claimed = await self.store.claim(
             mine, self.membership.incarnation, round(CLAIM_LEASE * 1000), limit
         )
+        per_partition: dict[int, int] = {}
         for tick in claimed:
+            per_partition[tick.partition] = per_partition.get(tick.partition, 0) + 1
             spawn(self._deliver(tick, self.membership.incarnation), owner=self._deliveries)
-        return len(claimed) >= limit * len(mine) and len(self._deliveries) < MAX_IN_FLIGHT
+        # A full batch in some partition: more may be due there; look again at once.
+        return max(per_partition.values(), default=0) >= limit \
+            and len(self._deliveries) < MAX_IN_FLIGHT
 
     async def _deliver(self, claimed: Claimed, incarnation: str) -> None:
         grain_type, key, name = parse_member(claimed.member)
