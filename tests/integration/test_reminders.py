@@ -27,8 +27,12 @@ from grainery.client._proto.grainery.v1 import grainery_pb2 as pb
 from grainery.client._proto.grainery.v1 import grainery_pb2_grpc as pb_grpc
 from grainery.client.routing import GrainId
 from grainery.silo.cluster.partitions import partition_of
-from grainery.silo.reminders.model import MAX_REMINDERS_PER_GRAIN, MAX_UNDELIVERABLE
-from grainery.silo.reminders.store import PARTITIONS
+from grainery.silo.reminders.model import (
+    MAX_REMINDERS_PER_GRAIN,
+    MAX_UNDELIVERABLE,
+    ReminderInfo,
+)
+from grainery.silo.reminders.store import PARTITIONS, ReminderStore
 from grainery.silo.testing import SiloProcess, TestCluster, TestStore
 from tests.eventually import eventually
 from tests.grains.reminder_probes import record_key
@@ -127,13 +131,15 @@ def samples(silos: list[SiloProcess], name: str) -> float:
 
 # ----- the API through one cluster ------------------------------------------------------------
 async def test_a_reminder_fires_while_its_grain_is_deactivated(
-    client: GrainClient, redis: aioredis.Redis,
+    client: GrainClient, cluster: TestCluster, redis: aioredis.Redis,
 ) -> None:
     key = f"{ns()}:sleeper"
     grain = client.get_grain("ReminderProbe", key)
     await grain.remind("wake", 0, 1)
-    # The undeliverable reminder of a grain without a hook, checked at the end of the module.
+    # Undeliverable reminders, checked later in the module: a grain without a hook, and one
+    # of a grain type no silo hosts (left in the store by an older deployment).
     await client.get_grain("NoHook", NO_HOOK_KEY).remind("lost", 0, 1)
+    await ReminderStore(redis, cluster.cluster).register("Vanished", "v", "old", 0, 1000)
     await wait_ticks(redis, key, "wake", 1)
     await grain.leave()
 
@@ -241,9 +247,17 @@ async def test_a_failing_hook_keeps_firing_and_an_undeliverable_reminder_is_disa
     lost = await eventually(disabled, 20, "the reminder without a hook disabled")
     assert lost["failures"] == MAX_UNDELIVERABLE and lost["next_due"] is None
     assert "UnknownMethodError" in str(lost["disabled"])
+
+    async def vanished() -> ReminderInfo | None:
+        [old] = await ReminderStore(redis, cluster.cluster).of_grain("Vanished", "v")
+        return old if old.disabled else None
+
+    old = await eventually(vanished, 20, "the reminder of an unhosted grain type disabled")
+    assert old.failures == MAX_UNDELIVERABLE and "UnknownGrainTypeError" in old.disabled
     outcomes = 'grainery_reminder_ticks_total{grain_type="%s",outcome="%s"}'
     assert samples(cluster.live, outcomes % ("NoHook", "undeliverable")) == MAX_UNDELIVERABLE
     assert samples(cluster.live, outcomes % ("NoHook", "disabled")) == 1
+    assert samples(cluster.live, outcomes % ("Vanished", "undeliverable")) == MAX_UNDELIVERABLE
     assert samples(cluster.live, outcomes % ("ReminderProbe", "failed")) >= 2
     assert samples(cluster.live, "grainery_reminder_lateness_seconds_count") > 0
     assert samples(cluster.live, "grainery_reminder_partitions") == PARTITIONS
