@@ -16,6 +16,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from grainery import Grain, ReminderTick
+from grainery.silo.reminders.runtime import RUNTIME_REMINDERS
 
 _store: aioredis.Redis | None = None
 
@@ -39,6 +40,16 @@ def namespace_of(key: str) -> str:
     return key.split(":", 1)[0]
 
 
+async def runtime_probe(grain: Grain, name: str, tick: ReminderTick) -> None:
+    """The handler of "$probe..." runtime reminders (as durable agents register theirs)."""
+    scheduled_ms = round(tick.scheduled * 1000)
+    await store().hincrby(record_key(namespace_of(grain.key)),
+                          f"{grain.key}/{name}@{scheduled_ms}", 1)
+
+
+RUNTIME_REMINDERS["$probe"] = runtime_probe
+
+
 class ReminderProbe(Grain):
     async def on_activate(self) -> None:
         await store().hincrby(record_key(namespace_of(self.key)), f"{self.key}#activations", 1)
@@ -47,7 +58,7 @@ class ReminderProbe(Grain):
         await store().hincrby(record_key(namespace_of(self.key)), f"{self.key}#deactivations", 1)
 
     async def receive_reminder(self, name: str, tick: ReminderTick) -> None:
-        assert isinstance(tick, ReminderTick)
+        assert isinstance(tick, ReminderTick) and not name.startswith("$")
         scheduled_ms = round(tick.scheduled * 1000)
         await store().hincrby(record_key(namespace_of(self.key)),
                               f"{self.key}/{name}@{scheduled_ms}", 1)
@@ -65,6 +76,9 @@ class ReminderProbe(Grain):
 
     async def remind(self, name: str, due: float, period: float) -> None:
         await self.register_reminder(name, due=due, period=period)
+
+    async def remind_runtime(self, name: str, due: float, period: float) -> None:
+        await self._register_runtime_reminder(name, due=due, period=period)
 
     async def forget(self, name: str) -> bool:
         return await self.unregister_reminder(name)

@@ -173,6 +173,24 @@ async def test_unregister_from_inside_its_tick_and_reregister_with_a_new_period(
     assert set(witnessed.values()) == {1}
 
 
+async def test_a_runtime_reminder_reaches_its_handler_and_is_listed_only_on_request(
+    client: GrainClient, cluster: TestCluster, redis: aioredis.Redis,
+) -> None:
+    key = f"{ns()}:runtime"
+    grain = client.get_grain("ReminderProbe", key)
+    await grain.remind_runtime("$probe:step-3", 0, 1)  # as durable agents register theirs
+    await grain.remind("user", 3600, 3600)
+    found = await wait_ticks(redis, key, "$probe:step-3", 2)  # via RUNTIME_REMINDERS["$probe"]
+    assert set(found.values()) == {1}
+    assert [r["name"] for r in await grain.reminders()] == ["user"]
+    assert [r["name"] for r in await grain.reminders(True)] == ["$probe:step-3", "user"]
+    listed = await run_cli("reminders", "--target", cluster.addresses[0], "ReminderProbe", key,
+                           "--all", "--json")
+    assert [r["name"] for r in json.loads(listed.stdout)] == ["$probe:step-3", "user"]
+    with pytest.raises(GrainApplicationError, match="reserved for the runtime"):
+        await grain.forget("$probe:step-3")  # grain code's own API cannot touch it
+
+
 async def test_bad_input_is_a_clear_error(client: GrainClient, cluster: TestCluster) -> None:
     grain = client.get_grain("ReminderProbe", f"{ns()}:bad")
     for name, due, period, message in [
