@@ -27,8 +27,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _seconds(value: float) -> str:
-    return f"{value:g}s" if value < 120 else f"{value / 60:g}m" if value < 7200 else \
-        f"{value / 3600:g}h"
+    """A period as people write it: 1h, 15m, 90s."""
+    if value >= 3600 and value % 3600 == 0:
+        return f"{value / 3600:g}h"
+    if value >= 60 and value % 60 == 0:
+        return f"{value / 60:g}m"
+    return f"{value:g}s"
 
 
 def render(grain_type: str, key: str, found: list[dict[str, Any]], now: float) -> list[str]:

@@ -237,7 +237,7 @@ async def test_management_rpcs_and_the_cli(client: GrainClient, cluster: TestClu
         lines = shown.stdout.splitlines()
         assert lines[0] == f"ReminderProbe/{key}: 1 reminder"
         assert lines[1].split() == ["NAME", "PERIOD", "NEXT", "DUE", "(UTC)", "STATUS"]
-        assert lines[2].split()[:2] == ["hourly", "60m"] and "due in" in lines[2]
+        assert lines[2].split()[:2] == ["hourly", "1h"] and "due in" in lines[2]
         as_json = await run_cli(*cli, "ReminderProbe", key, "--json")
         assert json.loads(as_json.stdout) == listed
         removed = await management.UnregisterReminder(pb.UnregisterReminderRequest(
