@@ -165,6 +165,10 @@ class ReminderService:
                                 "store answers", exc, STORE_RETRY)
                 failing = True
                 await asyncio.sleep(STORE_RETRY)
+            except Exception:  # noqa: BLE001 - a bug here must not stop this silo's reminders
+                log.exception("reminder poll failed unexpectedly; retrying in %.0fs",
+                              STORE_RETRY)
+                await asyncio.sleep(STORE_RETRY)
             if full or not self._claiming:
                 continue
             self._wake.clear()
