@@ -110,10 +110,9 @@ class Grain:
         if "abstract" not in cls.__dict__:
             cls.abstract = False
         cls._filters_calls = cls.on_incoming_call is not Grain.on_incoming_call
-        if "receive_reminder" in cls.__dict__:  # its tick arrives as JSON: give it a ReminderTick
-            cls.receive_reminder = reminders.decoding_tick(  # type: ignore[attr-defined]
-                cls.__dict__["receive_reminder"]
-            )
+        hook = getattr(cls, "receive_reminder", None)  # defined here or by a mixin
+        if hook is not None:  # its tick arrives as JSON: give it a ReminderTick
+            cls.receive_reminder = reminders.decoding_tick(hook)  # type: ignore[attr-defined]
 
     # ----- identity -------------------------------------------------------
     @property

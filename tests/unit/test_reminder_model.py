@@ -116,6 +116,28 @@ async def test_the_hook_receives_a_tick_value_decoded_from_json() -> None:
         ReminderTick.from_json([1, 2, 3])
 
 
+class Hooks:
+    """A mixin (not a Grain) that holds the hook."""
+
+    async def receive_reminder(self, name: str, tick: ReminderTick) -> float:
+        return tick.period
+
+
+class Mixed(Hooks, Grain):
+    pass
+
+
+class Sub(Ticked):
+    pass
+
+
+async def test_an_inherited_hook_also_receives_a_tick_value_and_is_wrapped_once() -> None:
+    wire = {"scheduled": 1.0, "actual": 2.0, "period": 7.0}
+    assert await Mixed().receive_reminder("r", wire) == 7.0  # type: ignore[arg-type]
+    assert await Sub().receive_reminder("r", wire) == ("r", 1.0)  # type: ignore[arg-type]
+    assert Sub.receive_reminder is Ticked.receive_reminder
+
+
 async def test_runtime_reminders_go_to_the_handler_registered_for_their_name() -> None:
     seen: list[tuple[str, float]] = []
 
