@@ -69,7 +69,7 @@ class ReminderProbe(Grain):
         if name.startswith("once"):  # unregisters itself from inside its own tick
             await self.unregister_reminder(name)
         elif name.startswith("switch") and tick.period < 2:  # re-registers with a new period
-            await self.register_reminder(name, due=2, period=2)
+            await self.register_reminder(name, due=1, period=2)
         elif name.startswith("boom"):
             raise RuntimeError("the hook failed on purpose")
         await self.write_state()
