@@ -70,7 +70,9 @@ from grainery.silo.storage.state_codec import EMPTY, decode_state, encode_state
 
 if TYPE_CHECKING:
     from grainery.client.grain_ref import GrainRef
+    from grainery.silo.durable.runtime import DurableRuntime
     from grainery.silo.grain import Grain
+    from grainery.silo.journal.store import RedisJournalStore
     from grainery.silo.metrics import SiloMetrics
     from grainery.silo.registry import GrainType, MethodSpec
     from grainery.silo.timers import Timers
@@ -99,6 +101,7 @@ class ActivationContext:
     fence: Fence
     etag: str
     grain_ref_factory: Callable[[str, str], GrainRef]
+    journal_store: RedisJournalStore | None = None  # None: no journal (in-process twins)
     deactivation_request: str | None = None  # reason, applied after the current turn
     persisted: bytes = EMPTY  # the state's JSON as last persisted (restored after a failure)
     write_failures: int = 0  # writes or clears that raised (a turn compares before/after)
@@ -194,6 +197,7 @@ class Activation:
         "_readers",
         "_restore_pending",
         "context",
+        "durable",
         "grain",
         "grain_id",
         "grain_type",
@@ -234,6 +238,7 @@ class Activation:
         self._may_start = may_start  # the silo's lease is trusted (checked at turn start)
         self.metrics = metrics  # for the timers' tick counts (None in bare unit tests)
         self.timers: Timers | None = None  # created by the grain's first register_timer
+        self.durable: DurableRuntime | None = None  # durable runs (silo/durable/runtime.py)
 
     async def wait_gone(self) -> None:
         """Wait until the activation has finished deactivating (or was abandoned)."""
@@ -246,6 +251,8 @@ class Activation:
     def mark_gone(self) -> None:
         self.phase = Phase.GONE
         self._cancel_timers()
+        if self.durable is not None:
+            self.durable.detach()
         if self._gone is not None:
             self._gone.set()
 
@@ -305,6 +312,8 @@ class Activation:
             return
         self.phase = Phase.DEACTIVATING
         self._cancel_timers()  # ticks already queued run first; none is queued after this
+        if self.durable is not None:
+            self.durable.leaving()  # a waiting durable run stops; the journal has it
         self._enqueue(_Deactivate(reason, unregister))
 
     def abandon(self) -> None:

@@ -15,4 +15,7 @@ from __future__ import annotations
 HOOK_NAMES: frozenset[str] = frozenset({
     "receive_reminder",  # reminders (silo/reminders/)
     "on_stream_event",  # streams (silo/streams/)
+    "on_durable_signal",  # durable agents (silo/durable/control.py)
+    "on_durable_cancel",
+    "on_durable_status",
 })
