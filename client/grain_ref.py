@@ -82,7 +82,7 @@ class GrainRef:
 
         return await durable.run_result(self._client, self.grain, run, timeout)
 
-    async def cancel(self, run: int = 0, reason: str = "") -> dict[str, Any]:
+    async def cancel_run(self, run: int = 0, reason: str = "") -> dict[str, Any]:
         """Cancel the grain's running durable run (RunCancelledError is raised in it at its
         next step, wait or sleep); returns its status."""
         from grainery.client import durable

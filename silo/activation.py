@@ -335,16 +335,19 @@ class Activation:
         return self.phase is Phase.ACTIVE or self.phase is Phase.ACTIVATING
 
     def tick(
-        self, method: MethodSpec, call: GrainCall, interleaved: bool, keep_alive: bool
+        self, method: MethodSpec, call: GrainCall, interleaved: bool, keep_alive: bool,
+        read_only: bool = False,
     ) -> asyncio.Future[Any] | None:
         """Run or queue one timer tick as a turn (interleaved, or in turn order like a
         call); None if the activation is not active. Not bounded by ``max_queue``: each
-        timer has at most one tick queued or running, and timers are bounded."""
+        timer has at most one tick queued or running, and timers are bounded.
+        ``read_only``: the turn of a durable run (silo/durable/gate.py), in turn order and
+        with read-only calls beside it, like a @read_only call."""
         if self.phase is not Phase.ACTIVE:
             return None
         future: asyncio.Future[Any] = self._loop.create_future()
-        item = _Call(future, method, call, INTERLEAVE if interleaved else EXCLUSIVE, True,
-                     keep_alive)
+        mode = INTERLEAVE if interleaved else READ_ONLY if read_only else EXCLUSIVE
+        item = _Call(future, method, call, mode, True, keep_alive)
         if interleaved and self._startable(item):
             if self._admissible(item):
                 self._spawn_turn(item)

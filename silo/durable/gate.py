@@ -1,12 +1,14 @@
-"""The turns a durable run takes: its code runs as turns of the grain, never beside one.
+"""The turns a durable run takes: its code never runs beside a call that writes.
 
 A run is an asyncio task of its own (it must outlive the call that started it, and it may
-have no caller at all after a failover). Between its waits it *holds a turn*: the gate hands
-the activation's mailbox a turn (:meth:`Activation.tick`, in turn order, like a call) whose
-body only says "granted" and then waits to be released. While the run holds it, no other
-non-interleaving turn of the grain runs, exactly as if the run's code were a method running;
-at a wait or a sleep the run releases it, so any call (read-only or not) runs while the run
-waits; before its code continues, it queues for a turn again.
+have no caller at all after a failover). While its code runs, steps included, it *holds a
+turn* of the grain: the gate hands the activation's mailbox a turn (:meth:`Activation.tick`,
+in turn order, like a call) whose body only says "granted" and then waits to be released.
+That turn is a *read-only* turn: ``@read_only`` calls (progress queries) run beside it, any
+other call waits for it, exactly as they would beside a ``@read_only`` method. (Grain code
+of a run does change ``self.state``; a query may see it halfway, never torn: one thread.)
+At a signal wait or a sleep the run releases the turn, so every call, writing ones too, is
+served while it waits; before its code continues it queues for a turn again.
 
 If the activation is leaving (deactivating, fenced) the gate refuses with :class:`Detached`,
 a BaseException: grain code cannot swallow it, the run stops where it is, and its next
@@ -68,7 +70,8 @@ class TurnGate:
                     granted.set_result(None)
                 await release
 
-            turn = self._activation.tick(self._turn_spec(hold), self.call(), False, True)
+            turn = self._activation.tick(self._turn_spec(hold), self.call(), False, True,
+                                          read_only=True)
             if turn is None:
                 raise Detached()
             done, _ = await asyncio.wait({granted, turn}, return_when=asyncio.FIRST_COMPLETED)

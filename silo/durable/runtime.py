@@ -11,9 +11,10 @@ Execution model (why it looks like this):
   depend on the caller: if the caller gives up (deadline, disconnect, its silo dies) the run
   goes on; ``ref.run_status()`` / ``ref.run_result()`` give its status and result later.
 - **The run is a task of the activation whose code takes turns** (silo/durable/gate.py): it
-  holds a turn of the grain while its code runs (steps included) and gives it up while it
-  waits for a signal or sleeps, so every call of the grain, read-only or not, is served at
-  those waits (the method is reentrant at its waits and only there).
+  holds a read-only turn of the grain while its code runs (steps included), so ``@read_only``
+  queries are answered meanwhile and writing calls wait; it gives the turn up while it waits
+  for a signal or sleeps, so every call of the grain, writing ones too, is served at those
+  waits (the method is reentrant at its waits and only there).
 - **Resume without a caller.** Every activation of a grain type with durable methods loads
   the journal's index; an unfinished run is started again at once and replays its records.
   The activation happens by itself after a failover through the ``$durable`` runtime reminder

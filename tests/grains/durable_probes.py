@@ -35,12 +35,25 @@ def probe(key: str, what: str) -> str:
 class Pipeline(Grain):
     """Five (or ``count``) steps; steps from index ``hold_from`` on wait for the gate."""
 
+    def __init__(self) -> None:
+        self.current = "idle"
+
     @durable
     async def run(self, count: int = 5, hold_from: int = 99) -> list[int]:
         results = []
         for i in range(count):
+            self.current = f"s{i}"
             results.append(await self.step(f"s{i}", self._effect, i, hold_from))
+        self.current = "done"
         return results
+
+    @read_only
+    async def progress(self) -> str:
+        return self.current
+
+    async def touch(self) -> str:
+        """A writing call: it waits while the run's code (its steps included) runs."""
+        return self.current
 
     async def _effect(self, i: int, hold_from: int) -> int:
         redis = store()

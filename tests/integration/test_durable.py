@@ -6,6 +6,7 @@ and chaos: tests/integration/test_durable_failover.py."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -88,6 +89,24 @@ async def test_steps_are_recorded_before_the_call_returns(
     assert await ref.journal(after=5) == entries[5:]
 
 
+async def test_queries_are_served_during_a_step_and_writing_calls_wait(
+    client: GrainClient, redis: aioredis.Redis
+) -> None:
+    key = unique("busy")
+    ref = client.get_grain("Pipeline", key)
+    run = asyncio.ensure_future(ref.run(5, 3))
+
+    async def holding() -> bool:
+        return bool(await redis.hexists(probe(key, "ran"), "s3"))
+
+    await eventually(holding, 20, "step s3 started")
+    assert await ref.progress() == "s3"  # @read_only: answered while the step runs
+    touch = asyncio.ensure_future(ref.touch())  # a writing call waits for the run's turn
+    await redis.set(probe(key, "gate"), 1)
+    assert await run == [0, 10, 20, 30, 40]
+    assert await touch == "done"  # it ran only once the run's code had finished
+
+
 async def test_parallel_steps_are_recorded_by_program_order(client: GrainClient) -> None:
     key = unique("fan")
     ref = client.get_grain("Pipeline", key)
@@ -117,8 +136,6 @@ async def test_a_signal_after_the_wait_and_queries_while_it_waits(
 ) -> None:
     key = unique("approve")
     ref = client.get_grain("Approval", key)
-    import asyncio
-
     order = asyncio.ensure_future(ref.order(500))
     await status_is(client, "Approval", key, "waiting")
     assert await ref.progress() == "awaiting approval"  # @read_only, served during the wait
@@ -154,8 +171,6 @@ async def test_a_signal_across_a_deactivation_resumes_the_run(
 ) -> None:
     key = unique("restart")
     ref = client.get_grain("Approval", key)
-    import asyncio
-
     order = asyncio.ensure_future(ref.order(500, 60.0))
     await status_is(client, "Approval", key, "waiting")
     await ref.leave()  # the grain deactivates while its run waits
@@ -179,11 +194,9 @@ async def test_cancellation_runs_the_compensation(
 ) -> None:
     key = unique("cancel")
     ref = client.get_grain("Approval", key)
-    import asyncio
-
     run = asyncio.ensure_future(ref.guarded())
     await status_is(client, "Approval", key, "waiting")
-    await ref.cancel(reason="customer changed their mind")
+    await ref.cancel_run(reason="customer changed their mind")
     with pytest.raises(GrainApplicationError) as raised:
         await run
     assert raised.value.error_type == "RunCancelledError"
@@ -200,8 +213,6 @@ async def test_a_code_change_between_runs_parks_the_run(
 ) -> None:
     key = unique("changed")
     ref = client.get_grain("Changing", key)
-    import asyncio
-
     run = asyncio.ensure_future(ref.plan())
     await status_is(client, "Changing", key, "waiting")
     await redis.set(probe(key, "version"), "2")  # the "code" of the next activation differs
