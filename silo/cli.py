@@ -105,6 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     health = command("health", "exit 0 when the silo is SERVING")
     _add_client_options(health)
+
+    from grainery.silo.durable import cli as durable_cli  # journal, signal, run-status, ...
+
+    durable_cli.add_commands(command, _add_client_options)
     return parser
 
 
@@ -310,6 +314,11 @@ def _main(argv: Sequence[str] | None) -> int:
     try:
         if options.command == "silo":
             return asyncio.run(run_silo(silo_config(options)))
+        from grainery.silo.durable import cli as durable_cli
+
+        if options.command in durable_cli.RUNNERS:
+            durable_runner = durable_cli.RUNNERS[options.command]
+            return asyncio.run(durable_runner(options, _security(options)))
         runner = {"call": run_call, "status": run_status, "health": run_health}[options.command]
         return asyncio.run(runner(options))
     except GrainError as error:

@@ -7,6 +7,8 @@ and chaos: tests/integration/test_durable_failover.py."""
 from __future__ import annotations
 
 import asyncio
+import json
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -257,3 +259,33 @@ async def test_retention_keeps_the_newest_entries(client: GrainClient) -> None:
     for i in range(8):
         assert await ref.note(f"n{i}") == i + 1
     assert await ref.notes() == [4, 5, 6, 7, 8]  # journal_max_entries = 5
+
+
+async def cli(cluster: TestCluster, *args: str) -> str:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "grainery", *args, "--target", cluster.addresses[0],
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    return out.decode()
+
+
+async def test_the_cli_signals_reads_the_journal_and_the_status(
+    client: GrainClient, cluster: TestCluster
+) -> None:
+    key = unique("cli")
+    order = asyncio.ensure_future(client.get_grain("Approval", key).order(500))
+    await status_is(client, "Approval", key, "waiting")
+    sent = json.loads(await cli(cluster, "signal", "Approval", key, "approve", '{"by": "cli"}'))
+    assert sent["signal"] == "approve"
+    assert await order == {"amount": 500, "decision": {"by": "cli"}}
+    lines = [json.loads(line) for line in (await cli(cluster, "journal", "Approval", key))
+             .splitlines()]
+    assert [e["kind"] for e in lines] == [
+        "$run", "$step", "$wait", "$signal", "$woke", "$step", "$end"]
+    assert lines[3]["seq"] == sent["seq"] and lines[3]["data"]["payload"] == {"by": "cli"}
+    status = json.loads(await cli(cluster, "run-status", "Approval", key))
+    assert status["status"] == "completed"
+    cancelled = json.loads(await cli(cluster, "cancel-run", "Approval", key))
+    assert cancelled["status"] == "completed"  # nothing running: the last run's status
