@@ -16,7 +16,15 @@ import grpc
 import orjson
 
 from grainery.client._proto.grainery.v1 import grainery_pb2 as pb
-from grainery.client.errors import GrainError, SiloUnavailableError, from_rpc_error
+from grainery.client.errors import (
+    DeadlineExceededError,
+    GrainError,
+    OverloadedError,
+    PlacementUnavailableError,
+    SiloUnavailableError,
+    TransportError,
+    from_rpc_error,
+)
 
 if TYPE_CHECKING:
     from grainery.client.channels import SiloStubs
@@ -25,7 +33,9 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-ATTEMPTS = 5
+ATTEMPTS = 8
+# Refusals that prove the request did not run (retry_safe), as GrainClient retries them.
+RETRYABLE = (SiloUnavailableError, OverloadedError, TransportError, PlacementUnavailableError)
 
 
 class RunFailedError(GrainError):
@@ -59,7 +69,7 @@ async def _control(
         except grpc.aio.AioRpcError as rpc_error:
             error = from_rpc_error(rpc_error)
             attempt += 1
-            if not (error.retry_safe and isinstance(error, SiloUnavailableError)) \
+            if not (error.retry_safe and isinstance(error, RETRYABLE)) \
                     or attempt >= ATTEMPTS or loop.time() >= deadline:
                 raise error from None
             client.router.forget(grain)
@@ -125,8 +135,6 @@ async def run_result(client: GrainClient, grain: GrainId, run: int = 0,
         if status.get("status") in ("failed", "cancelled", "parked", "none", "unknown"):
             raise RunFailedError(status)
         if loop.time() >= deadline:
-            from grainery.client.errors import DeadlineExceededError
-
             raise DeadlineExceededError(
                 f"run {status.get('run')} of {grain} still {status.get('status')} "
                 f"after {timeout}s"
