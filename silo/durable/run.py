@@ -189,6 +189,7 @@ class DurableRun:
         index, op_id = self._next(name)
         record = await self._enter(index, "step", op_id)
         if record is not None:
+            self.runtime.count_step("replayed")
             return self._outcome(op_id, record.entry)
         policy = retry or DEFAULT_RETRY
         self.steps_running += 1
@@ -210,6 +211,7 @@ class DurableRun:
         else:
             entry["error"] = value
         await self.runtime.record("$step", entry)
+        self.runtime.count_step("ok" if entry["ok"] else "failed")
         self.steps_done += 1
         return self._outcome(op_id, entry)
 

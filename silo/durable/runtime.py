@@ -153,6 +153,7 @@ class DurableRuntime:
             run.cancel_reason = str(reason)
         log.info("resuming run %d of %s.%s (%d ops recorded)", run_id, self.grain_id,
                  run.method, len(run.recorded))
+        self.count_run("resumed")
         self._begin(run)
 
     def leaving(self) -> None:
@@ -191,6 +192,19 @@ class DurableRuntime:
 
     def count_retry(self) -> None:
         self.retries += 1
+        metrics = self.activation.metrics
+        if metrics is not None:
+            metrics.durable_step_retries.labels(self.grain_id.grain_type).inc()
+
+    def count_step(self, outcome: str) -> None:
+        metrics = self.activation.metrics
+        if metrics is not None:
+            metrics.durable_steps.labels(self.grain_id.grain_type, outcome).inc()
+
+    def count_run(self, event: str) -> None:
+        metrics = self.activation.metrics
+        if metrics is not None:
+            metrics.durable_runs.labels(self.grain_id.grain_type, event).inc()
 
     # ----- starting and joining ------------------------------------------
     async def call(self, method: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
@@ -205,6 +219,7 @@ class DurableRuntime:
                     mark="run:", mark_value=method,
                 )
                 run = DurableRun(self, run_id, method, args, kwargs)
+                self.count_run("started")
                 self._begin(run)
             elif run.method != method or run.args != args or run.kwargs != kwargs:
                 raise DurableBusyError(
@@ -250,6 +265,7 @@ class DurableRuntime:
         finally:
             self.gate.release()
         run.status = outcome["status"]
+        self.count_run(run.status)
         self._ended[run.run_id] = outcome | {"run": run.run_id, "method": run.method}
         self.run = None
         if not run.done.done():
@@ -285,6 +301,10 @@ class DurableRuntime:
             woke = self._take(signal)
         handle = None
         if woke is None:
+            if run.wake is not None:
+                raise RuntimeError(
+                    f"run {run.run_id} already waits ({run.waiting_for or 'sleep'}): a run "
+                    f"waits for one signal or sleep at a time (not inside asyncio.gather)")
             wake: asyncio.Future[dict[str, Any]] = loop.create_future()
             run.wake, run.waiting_for = wake, signal
             run.status = "waiting" if signal is not None else "sleeping"

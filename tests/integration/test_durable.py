@@ -119,10 +119,13 @@ async def test_parallel_steps_are_recorded_by_program_order(client: GrainClient)
 
 
 async def test_a_flaky_tool_is_retried_then_its_final_error_recorded(
-    client: GrainClient
+    client: GrainClient, cluster: TestCluster
 ) -> None:
     ok, failing = unique("flaky"), unique("flaky")
+    retries = 'grainery_durable_step_retries_total{grain_type="Flaky"}'
+    before = cluster.silos[0].scrape().get(retries, 0.0)
     assert await client.get_grain("Flaky", ok).call_tool(2, 3) == "ok after 3"
+    assert cluster.silos[0].scrape()[retries] == before + 2
     with pytest.raises(GrainApplicationError) as raised:
         await client.get_grain("Flaky", failing).call_tool(5, 2)
     assert raised.value.error_type == "StepFailedError"
@@ -166,6 +169,21 @@ async def test_a_wait_times_out(client: GrainClient) -> None:
     woke = [e["data"] for e in await client.get_grain("Approval", key).journal()
             if e["kind"] == "$woke"]
     assert woke[0]["timed_out"] is True
+
+
+async def test_a_durable_sleep_is_recorded_and_serves_calls_meanwhile(
+    client: GrainClient
+) -> None:
+    key = unique("sleep")
+    ref = client.get_grain("Approval", key)
+    snooze = asyncio.ensure_future(ref.snooze(0.5))
+    await status_is(client, "Approval", key, "sleeping")
+    assert await ref.touch() == 1  # a writing call, served while the run sleeps
+    assert await snooze == "awake"
+    journal = await ref.journal()
+    wait = next(e for e in journal if e["kind"] == "$wait")["data"]
+    assert wait["signal"] is None and wait["until"] * 1000 >= journal[0]["time_ms"] + 500
+    assert [e["kind"] for e in journal] == ["$run", "$wait", "$woke", "$step", "$end"]
 
 
 async def test_a_signal_across_a_deactivation_resumes_the_run(
