@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-ATTEMPTS = 8
 # Refusals that prove the request did not run (retry_safe), as GrainClient retries them.
 RETRYABLE = (SiloUnavailableError, OverloadedError, TransportError, PlacementUnavailableError)
 
@@ -70,10 +69,10 @@ async def _control(
             error = from_rpc_error(rpc_error)
             attempt += 1
             if not (error.retry_safe and isinstance(error, RETRYABLE)) \
-                    or attempt >= ATTEMPTS or loop.time() >= deadline:
+                    or loop.time() >= deadline:
                 raise error from None
             client.router.forget(grain)
-            await asyncio.sleep(min(0.05 * 2 ** attempt, 1.0))
+            await asyncio.sleep(min(0.05 * 2 ** min(attempt, 5), 1.0))
             await client.refresh_membership(avoid=address)
 
 
