@@ -23,6 +23,7 @@ from typing import Any
 from grainery import Grain, GrainClient, RetryPolicy, durable, read_only
 
 PRICES = {"widget": 5, "gadget": 20, "gizmo": 12}
+INITIAL_STOCK = 10_000  # per SKU
 APPROVAL_THRESHOLD = 1000  # order value above which a human must approve
 BLOCKED_SUPPLIERS = {"shady-co"}
 TRANSPORT_RETRY = RetryPolicy(max_attempts=5, initial=0.05, backoff=2.0, max_interval=0.5,
@@ -34,7 +35,7 @@ class Inventory(Grain):
     reserve or release with the same key is a no-op (an idempotent effect)."""
 
     async def on_activate(self) -> None:
-        self.state.setdefault("stock", 1000)
+        self.state.setdefault("stock", INITIAL_STOCK)
         self.state.setdefault("reservations", {})
 
     async def reserve(self, key: str, quantity: int) -> dict[str, Any]:
@@ -165,7 +166,7 @@ ORDERS = [
 ]
 EXPECTED = {"order-1": "confirmed", "order-2": "confirmed", "order-3": "rejected",
             "order-4": "confirmed", "order-5": "confirmed", "order-6": "confirmed"}
-EXPECTED_STOCK = {"widget": 940, "gadget": 640, "gizmo": 850}
+EXPECTED_STOCK = {"widget": 9940, "gadget": 9640, "gizmo": 9850}
 
 
 def start_orders(client: GrainClient) -> list[asyncio.Future[Any]]:

@@ -17,6 +17,7 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
+from examples.supply_chain import INITIAL_STOCK
 from grainery.silo.testing import SiloProcess, TestCluster, TestStore
 from tests.eventually import eventually
 from tests.grains.durable_probes import probe
@@ -157,7 +158,7 @@ async def chaos(cluster: TestCluster, redis: aioredis.Redis, count: int, kills: 
         assert sorted(k.split("/")[1] for k in mine) == confirmed
         assert all(q == by_id[k.split("/")[1]]["quantity"] for k, q in mine.items())
         stock = await client.get_grain("Inventory", "gadget").stock()
-        assert stock + sum(held.values()) == 1000
+        assert stock + sum(held.values()) == INITIAL_STOCK
     resumed = sum(silo.scrape().get(
         'grainery_durable_runs_total{event="resumed",grain_type="OrderAgent"}', 0.0)
         for silo in cluster.live)
