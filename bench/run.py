@@ -36,10 +36,12 @@ MODULES = [
     "bench.ray_actors",
     "bench.warm",
     "bench.pipeline",
+    "bench.tracing",
     "bench.cold",
     "bench.routing",
     "bench.memory",
     "bench.failover",
+    "bench.reminders",
     "bench.durable",
 ]
 
@@ -136,6 +138,15 @@ CHECKS = [
     Check("grain-to-grain (silo 1 -> silo 2) / direct client call, calls/s @64",
           Ref("pipeline", "grain-to-grain", 64, "calls_per_s"),
           Ref("pipeline", "direct-client-call", 64, "calls_per_s"), ">=", None),
+    Check("tracing on, sampled out (ratio 0) / off, calls/s @64",
+          Ref("tracing", "sampling-0", 64, "calls_per_s"),
+          Ref("tracing", "off", 64, "calls_per_s"), ">=", 0.95),
+    Check("tracing on, ratio 0, client tracing too / off, calls/s @64",
+          Ref("tracing", "sampling-0-traced-client", 64, "calls_per_s"),
+          Ref("tracing", "off", 64, "calls_per_s"), ">=", None),
+    Check("tracing on, every call recorded (ratio 1) / off, calls/s @64",
+          Ref("tracing", "sampling-1", 64, "calls_per_s"),
+          Ref("tracing", "off", 64, "calls_per_s"), ">=", None),
     Check("durable no-op steps/s, one silo @64 agents",
           Ref("durable", "noop-steps", 64, "steps_per_s"), None, ">=", 2000.0),
     Check("durable step / write_state, per op (p50, 1 in flight)",
@@ -146,6 +157,13 @@ CHECKS = [
           Ref("durable", "plain-5-calls", 1, "p50_ms"), "<=", None),
     Check("failover: seconds until every grain answers",
           Ref("failover", "kill-9-one-of-3", 16, "recovery_s"), None, "<=", 5.0),
+    Check("reminders: register rate, reminders/s",
+          Ref("reminders", "register", 64, "reminders_per_s"), None, ">=", 5000.0),
+    Check("reminders: lateness p99 at ~1,000 firings/s, ms",
+          Ref("reminders", "firing", None, "lateness_p99_ms"), None, "<=", 1000.0),
+    Check("reminders: idle Redis cmds/s, all reminders registered / none",
+          Ref("reminders", "idle-all-reminders", None, "redis_cmds_per_s"),
+          Ref("reminders", "idle-0-reminders", None, "redis_cmds_per_s"), "<=", None),
 ]  # fmt: skip
 
 

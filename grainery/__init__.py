@@ -46,6 +46,7 @@ from grainery.silo.durable.errors import (
 )
 from grainery.silo.durable.retry import RetryPolicy
 from grainery.silo.grain import Grain, StatelessWorkerStateError
+from grainery.silo.reminders.model import ReminderInfo, ReminderTick
 
 try:
     __version__ = version("grainery")
@@ -72,6 +73,8 @@ __all__ = [
     "OverloadedError",
     "PermissionDeniedError",
     "PlacementUnavailableError",
+    "ReminderInfo",
+    "ReminderTick",
     "RetryPolicy",
     "RunCancelledError",
     "RunFailedError",

@@ -44,6 +44,10 @@ from grainery.silo.grain_calls import SiloGrainClient
 from grainery.silo.journal.store import RedisJournalStore
 from grainery.silo.metrics import SiloMetrics
 from grainery.silo.registry import GrainRegistry
+from grainery.silo.reminders.registry import Reminders
+from grainery.silo.reminders.rpc import ReminderRpcs
+from grainery.silo.reminders.service import ReminderService
+from grainery.silo.reminders.store import ReminderStore
 from grainery.silo.rpc.server import GRAINERY_SERVICES, add_services, create_server
 from grainery.silo.rpc.servicers import DirectoryServicer, GatewayServicer, ManagementServicer
 from grainery.silo.storage.embedded import EmbeddedStore, running_store_url
@@ -51,6 +55,8 @@ from grainery.silo.storage.keys import KeySpace
 from grainery.silo.storage.pool import StorePool
 from grainery.silo.storage.redis_state import RedisGrainStorage
 from grainery.silo.system_calls import SystemCalls
+from grainery.silo.tracing import SiloTracing, check_available
+from grainery.silo.tracing import configure as configure_tracing
 from grainery.silo.watchdog import LoopWatchdog
 from grainery.silo.workers import worker_types
 
@@ -83,12 +89,14 @@ class Silo:
         self._rebalancing: asyncio.Task[int] | None = None
         self.watchdog = LoopWatchdog()
         self.blocking = BlockingPool()
+        self.tracing: SiloTracing | None = None
 
     # ----- start ----------------------------------------------------------
     async def start(self) -> None:
         config = self.config
         # First: a bad --filter is a one-line start-up error before anything is started.
         self.filters = SiloFilters(load_filters(config.filter, self._given_filters))
+        check_available(config.tracing())  # --otlp-endpoint without grainery[tracing]
         if not self.registry.names():
             self.registry.load_modules(config.grains)
         if not self.registry.names():
@@ -122,6 +130,7 @@ class Silo:
         self._spawn(self.catalog.run_idle_collector(self._idle_interval()))
         sweeper = DirectorySweeper(self.directory, self.membership, 5 * config.heartbeat_interval)
         self._spawn(sweeper.run())
+        self.reminder_service.start()
         self.metrics.count_tasks(asyncio.get_running_loop())
         if config.metrics_port is not None:
             self.metrics.serve(config.metrics_host, config.metrics_port)
@@ -150,6 +159,8 @@ class Silo:
     def _wire(self, heartbeat_redis: redis.Redis) -> None:
         config = self.config
         keys = KeySpace(config.cluster)
+        self.tracing = configure_tracing(config.tracing(), self.silo_id, config.cluster)
+        tracer = self.tracing.tracer if self.tracing is not None else None
         self.storage = RedisGrainStorage(self.redis, keys, self.metrics)
         self.directory = RedisGrainDirectory(self.redis, keys, self.metrics)
         self.journal = RedisJournalStore(self.redis, keys)  # durable agents (silo/journal/)
@@ -166,7 +177,7 @@ class Silo:
         self.peers = ChannelPool(self.security, config.max_message_bytes)
         self.grain_client = SiloGrainClient(
             self.address, self._invoke_local, self.membership.refresh, self.security,
-            config.max_message_bytes, local_workers=worker_types(self.registry),
+            config.max_message_bytes, local_workers=worker_types(self.registry), tracer=tracer,
         )
         self.catalog = Catalog(
             self.silo_id, self.membership, self.storage, self.directory,
@@ -180,14 +191,25 @@ class Silo:
         )
         self.dispatcher = Dispatcher(
             self.registry, self.locator, self.membership, self.peers, self.metrics, limits,
-            self.filters,
+            self.filters, tracer,
         )
         self.system_calls = SystemCalls(self.dispatcher)
+        # Reminders: the API grains and RPCs use, and the service firing owned partitions.
+        reminder_store = ReminderStore(self.redis, config.cluster)
+        self.reminders = Reminders(reminder_store, self.metrics)
+        self.catalog.reminders = self.reminders
+        self.reminder_service = ReminderService(
+            reminder_store, self.membership, self.system_calls, self.metrics
+        )
+        self.membership.on_change(self.reminder_service.membership_changed)
+        self.membership.on_fenced(self.reminder_service.membership_changed)
+        self.membership.on_rejoined(self.reminder_service.membership_changed)
         self.health = health.aio.HealthServicer()
         add_services(
             self.server, config, GatewayServicer(self.dispatcher, lambda: self.system_key),
             DirectoryServicer(self.registry, self.directory, self.membership),
             ManagementServicer(self.catalog, self.dispatcher, self.membership,
+                               ReminderRpcs(self.reminders, self.registry),
                                DurableControl(self.registry, self.journal, self.system_calls)),
             self.health,
         )
@@ -263,12 +285,14 @@ class Silo:
         deadline = time.monotonic() + self.config.drain_timeout
         log.info("silo %s draining", self.silo_id)
         self.dispatcher.admitting = False
+        self.reminder_service.pause()  # claim nothing more; ticks in flight finish below
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.membership.set_leaving()
         self.catalog.accepting = False
         await self._drain_calls(deadline)
         log.info("calls drained; deactivating %d grains", len(self.catalog))
         await self.catalog.deactivate_all("shutdown", max(1.0, deadline - time.monotonic()))
+        await self.reminder_service.stop(max(0.0, deadline - time.monotonic()))
         log.info("grains deactivated; leaving the membership")
         await self.membership.stop()
         await self._close()
@@ -301,6 +325,8 @@ class Silo:
         await self._close()
 
     async def _close(self) -> None:
+        if hasattr(self, "reminder_service"):
+            await self.reminder_service.stop(0.0)  # idempotent; after a failed start too
         self.watchdog.stop()
         self.blocking.close()
         for task in list(self._tasks):
@@ -315,3 +341,5 @@ class Silo:
             await self.redis.aclose()
         if self.store is not None:
             await self.store.stop()
+        if self.tracing is not None:  # last: spans of the drain are exported too
+            await asyncio.to_thread(self.tracing.shutdown)

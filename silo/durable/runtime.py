@@ -18,8 +18,8 @@ Execution model (why it looks like this):
 - **Resume without a caller.** Every activation of a grain type with durable methods loads
   the journal's index; an unfinished run is started again at once and replays its records.
   The activation happens by itself after a failover through the ``$durable`` runtime reminder
-  registered while a run is unfinished (once reminders are on main), or with the next call,
-  signal or status query of the grain.
+  kept while a run is unfinished (silo/durable/wake.py), or with the next call, signal or
+  status query of the grain.
 - **Leaving.** A deactivation waits for a run that is executing (its turn), and stops a run
   that waits (its progress is in the journal; the next activation replays it). Fencing stops
   it wherever it is: it could not record anything any more.
@@ -40,6 +40,7 @@ from grainery.client.errors import (
 )
 from grainery.client.tasks import spawn
 from grainery.silo.call import CURRENT_CALL, call_context
+from grainery.silo.durable import wake
 from grainery.silo.durable.decorator import durable_methods
 from grainery.silo.durable.errors import (
     DurableBusyError,
@@ -214,6 +215,7 @@ class DurableRuntime:
         async with self._start_lock:
             run = self.run
             if run is None:
+                await wake.keep(self.grain)  # before the run exists: never one without it
                 run_id = await self.journal.record(
                     "$run", {"method": method, "args": args, "kwargs": kwargs},
                     mark="run:", mark_value=method,
@@ -264,9 +266,11 @@ class DurableRuntime:
             return
         finally:
             self.gate.release()
+        # Ended (its $end is stored): status queries from here on get the outcome.
+        self._ended[run.run_id] = outcome | {"run": run.run_id, "method": run.method}
         run.status = outcome["status"]
         self.count_run(run.status)
-        self._ended[run.run_id] = outcome | {"run": run.run_id, "method": run.method}
+        await wake.drop(self.grain)  # while self.run is set: no new run's reminder is dropped
         self.run = None
         if not run.done.done():
             run.done.set_result(self._ended[run.run_id])
@@ -378,6 +382,8 @@ class DurableRuntime:
         await self.ready()
         run = self.run
         if run is not None and (not run_id or run.run_id == run_id):
+            if run.run_id in self._ended:
+                return self._ended[run.run_id]
             if wait > 0:
                 try:
                     await asyncio.wait_for(asyncio.shield(run.done), wait)

@@ -30,6 +30,7 @@ from grainery.silo.cluster.membership import MembershipService
 from grainery.silo.dispatcher import Dispatcher
 from grainery.silo.durable.control import DurableControl, serve
 from grainery.silo.registry import GrainRegistry
+from grainery.silo.reminders.rpc import ReminderRpcs
 
 log = logging.getLogger("grainery.rpc")
 
@@ -88,12 +89,16 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         self, request: pb.InvokeRequest, context: grpc.aio.ServicerContext
     ) -> pb.InvokeResponse:
         try:
-            # Request context (grainery-ctx-<name>) and call chain (grainery-chain) ride in
-            # the metadata, so any gRPC client can set them.
-            values, chain = parse_call_metadata(context.invocation_metadata() or ())
+            # Request context (grainery-ctx-<name>), call chain (grainery-chain) and trace
+            # context (traceparent, tracestate) ride in the metadata, so any gRPC client can
+            # set them.
+            metadata = context.invocation_metadata() or ()
+            values, chain = parse_call_metadata(metadata)
+            tracer = self._dispatcher.tracer
             return await self._dispatcher.invoke(
                 request, context.time_remaining(), values, chain,
                 system=request.system and self._is_silo(context),
+                trace=None if tracer is None else tracer.extract_metadata(metadata),
             )
         except GrainError as error:
             await abort_with(context, error)
@@ -162,8 +167,11 @@ class StreamSession:
         try:
             timeout = call.timeout if call.timeout > 0 else None
             chain = tuple(call.chain) if call.chain else ()  # tuple() of an empty one: 0.5 µs
+            tracer = self._dispatcher.tracer
+            trace = (tracer.extract(call.trace_context)
+                     if tracer is not None and call.trace_context else None)
             result.response.CopyFrom(await self._dispatcher.invoke(
-                call.request, timeout, call.context, chain
+                call.request, timeout, call.context, chain, trace=trace
             ))
         except GrainError as error:
             result.status_code = error.code.value[0]
@@ -246,11 +254,13 @@ class DirectoryServicer(pb_grpc.DirectoryServicer):
 class ManagementServicer(pb_grpc.ManagementServicer):
     def __init__(
         self, catalog: Catalog, dispatcher: Dispatcher, membership: MembershipService,
+        reminders: ReminderRpcs | None = None,
         durable: DurableControl | None = None,
     ) -> None:
         self._catalog = catalog
         self._dispatcher = dispatcher
         self._membership = membership
+        self._reminders = reminders
         self._durable = durable  # durable agents: Journal, Signal, RunStatus, CancelRun
 
     def _durable_control(self) -> DurableControl:
@@ -300,3 +310,39 @@ class ManagementServicer(pb_grpc.ManagementServicer):
             membership_version=self._membership.snapshot.version,
             tasks=len(asyncio.all_tasks()),
         )
+
+    # ----- reminders (silo/reminders/rpc.py) ----------------------------------
+    def _reminder_rpcs(self) -> ReminderRpcs:
+        if self._reminders is None:
+            raise GrainError("this silo has no reminder service")
+        return self._reminders
+
+    async def ListReminders(  # noqa: N802
+        self, request: pb.ListRemindersRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListRemindersResponse:
+        try:
+            return await self._reminder_rpcs().list(request)
+        except GrainError as error:
+            await abort_with(context, error)
+        except Exception:  # noqa: BLE001
+            await abort_internal(context, "ListReminders")
+
+    async def RegisterReminder(  # noqa: N802
+        self, request: pb.RegisterReminderRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RegisterReminderResponse:
+        try:
+            return await self._reminder_rpcs().register(request)
+        except GrainError as error:
+            await abort_with(context, error)
+        except Exception:  # noqa: BLE001
+            await abort_internal(context, "RegisterReminder")
+
+    async def UnregisterReminder(  # noqa: N802
+        self, request: pb.UnregisterReminderRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UnregisterReminderResponse:
+        try:
+            return await self._reminder_rpcs().unregister(request)
+        except GrainError as error:
+            await abort_with(context, error)
+        except Exception:  # noqa: BLE001
+            await abort_internal(context, "UnregisterReminder")

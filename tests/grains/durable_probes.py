@@ -131,6 +131,10 @@ class Approval(Grain):
     async def progress(self) -> str:
         return self.progress_note
 
+    @read_only
+    async def where(self) -> str:
+        return self.silo_id
+
     async def touch(self) -> int:
         """A plain (writing) call: served while the run waits."""
         self.state["touched"] = self.state.get("touched", 0) + 1

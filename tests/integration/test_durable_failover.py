@@ -91,6 +91,38 @@ async def test_a_run_killed_after_step_3_resumes_elsewhere_by_itself(
         await restart(cluster, victim)
 
 
+async def test_a_sleep_survives_kill_9_and_ends_by_itself(
+    cluster: TestCluster, redis: aioredis.Redis
+) -> None:
+    key = unique("sleeper")
+    async with cluster.client() as client:
+        ref = client.get_grain("Approval", key)
+        caller = asyncio.ensure_future(ref.snooze(2.0))
+
+        async def sleeping() -> bool:
+            return (await ref.run_status()).get("status") == "sleeping"
+
+        await eventually(sleeping, 20, f"Approval/{key} sleeping")
+        victim = silo_named(cluster, await ref.where())
+        victim.kill()
+        with pytest.raises(Exception):  # noqa: B017 - the caller's call died with its silo
+            await caller
+
+    # Nobody calls the grain: the $durable reminder activates it elsewhere, the sleep ends.
+    async def woke() -> dict[bytes, bytes] | None:
+        ledger: dict[bytes, bytes] = await redis.hgetall(probe(key, "ledger"))
+        return ledger or None
+
+    try:
+        ledger = await eventually(woke, 40, "the sleep ended on another silo")
+        assert list(ledger.values()) == [b"1"]
+        async with cluster.client() as client:
+            kinds = [e["kind"] for e in await client.get_grain("Approval", key).journal()]
+        assert kinds == ["$run", "$wait", "$woke", "$step", "$end"]
+    finally:
+        await restart(cluster, victim)
+
+
 def orders(count: int, tag: str) -> list[dict[str, Any]]:
     """Supply-chain orders; every third needs an approval, every fifth is from a blocked
     supplier (its plan compensates)."""
