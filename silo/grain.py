@@ -324,8 +324,14 @@ def _check_seconds(what: str, seconds: object) -> None:
         raise ValueError(f"{what} must be a number of seconds in [0, one year], not {seconds!r}")
 
 
+# The durable-agent API came after grains had methods of these names (a ``sleep`` method is
+# common): a subclass's own method of such a name stays callable from the wire, and shadows
+# the API on that class (its durable methods then cannot use that part of it).
+DURABLE_API_NAMES: frozenset[str] = frozenset({"step", "step_key", "sleep", "wait_signal",
+                                               "journal"})
+
 # Names of the base class's own members: never callable from the wire, even if a
 # subclass overrides them.
-RESERVED_NAMES: frozenset[str] = frozenset(
+RESERVED_NAMES: frozenset[str] = (frozenset(
     name for klass in Grain.__mro__ for name in vars(klass)
-) | {"grain_type", "key", "silo_id", "state"}
+) - DURABLE_API_NAMES) | {"grain_type", "key", "silo_id", "state"}

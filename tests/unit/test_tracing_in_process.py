@@ -44,7 +44,7 @@ class Back(Grain):
         await Back.gate.wait()
         return "held"
 
-    async def feature(self) -> str:  # not "step": Grain.step is the durable-step API
+    async def step(self) -> str:
         """What a feature (a reminder tick, a durable step) does inside a turn."""
         with tracing.span("grainery.test.step", attributes={"n": 1}):
             return self.silo_id
@@ -210,10 +210,10 @@ async def test_a_features_span_inside_a_turn_is_the_turns_child(build: Build) ->
     cluster = build()
     a = cluster.add("a")
     exporter = instrument(cluster)
-    assert await a.call("Back", "k", "feature") == "a"
+    assert await a.call("Back", "k", "step") == "a"
     spans = from_sdk(exporter.get_finished_spans())
     (root,) = [s for s in spans if not s.parent_id]
-    assert tree(spans, root) == ("Back/feature server@a", (
+    assert tree(spans, root) == ("Back/step server@a", (
         ("grainery.activate internal@a", ()),
         ("grainery.turn internal", (("grainery.test.step internal@a", ()),)),
     ))
