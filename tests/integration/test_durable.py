@@ -307,3 +307,23 @@ async def test_the_cli_signals_reads_the_journal_and_the_status(
     assert status["status"] == "completed"
     cancelled = json.loads(await cli(cluster, "cancel-run", "Approval", key))
     assert cancelled["status"] == "completed"  # nothing running: the last run's status
+
+
+async def test_the_cli_follows_a_journal(client: GrainClient, cluster: TestCluster) -> None:
+    key = unique("follow")
+    ref = client.get_grain("Audit", key)
+    await ref.note("before")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "grainery", "journal", "Audit", key, "--follow",
+        "--target", cluster.addresses[0], stdout=asyncio.subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    try:
+        first = json.loads(await asyncio.wait_for(process.stdout.readline(), 20))
+        assert (first["seq"], first["data"]) == (1, {"text": "before"})
+        await ref.note("after")  # appended while the CLI follows
+        second = json.loads(await asyncio.wait_for(process.stdout.readline(), 20))
+        assert (second["seq"], second["data"]) == (2, {"text": "after"})
+    finally:
+        process.terminate()
+        await process.wait()
