@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from grainery.silo import tracing
 from grainery.silo.durable.errors import NonDeterminismError, RunCancelledError, StepFailedError
 from grainery.silo.durable.gate import Detached
 from grainery.silo.durable.retry import DEFAULT_RETRY, RetryPolicy
@@ -197,7 +198,10 @@ class DurableRun:
         self.last_step = op_id
         try:
             await self.runtime.gate.acquire()
-            ok, value, attempts = await self._attempts(name, fn, args, policy)
+            with tracing.span("grainery.durable.step", attributes={
+                "grainery.step": op_id, "grainery.run": self.run_id,
+            }):
+                ok, value, attempts = await self._attempts(name, fn, args, policy)
         finally:
             STEP_KEY.reset(token)
             self.steps_running -= 1

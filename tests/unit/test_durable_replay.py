@@ -166,3 +166,29 @@ async def test_cancellation_is_raised_at_the_same_op_on_replay() -> None:
     await run.step("release", again.fn("release"), (1,), None)
     assert again.ran == {} and replay.entries == []
     assert effects.ran == {"reserve": 1, "release": 1}
+
+
+async def test_a_live_step_is_a_span_and_a_replayed_one_is_not() -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from grainery.client.tracing import CallTracer
+    from grainery.silo import tracing
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.install(CallTracer(provider, silo_id="s", roots=True))
+    try:
+        runtime, effects = FakeRuntime(), Effects()
+        await new_run(runtime).step("charge", effects.fn("charge"), (1,), None)
+        await new_run(FakeRuntime(), runtime.entries).step(
+            "charge", effects.fn("charge"), (1,), None)
+    finally:
+        tracing.install(None)
+    spans = exporter.get_finished_spans()
+    assert [s.name for s in spans] == ["grainery.durable.step"]
+    assert spans[0].attributes is not None
+    assert spans[0].attributes["grainery.step"] == "charge#0"
+    assert spans[0].attributes["grainery.run"] == 1
