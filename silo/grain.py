@@ -227,6 +227,10 @@ class Grain:
         own ``$`` reminders only with ``include_runtime=True``."""
         return await reminders.listing(self, include_runtime)
 
+    # Interleaved (durable agents): a runtime tick must not queue as a writer behind a
+    # durable run's long step, holding back the @read_only queries behind it; a handler that
+    # needs the grain's turn takes it itself (silo/durable/gate.py).
+    @interleave
     async def on_runtime_reminder(self, name: str, tick: ReminderTick) -> None:
         """Runtime hook: a ``$`` reminder fired; runs the handler registered for its name in
         ``silo.reminders.runtime.RUNTIME_REMINDERS``. Not for grain code to override."""

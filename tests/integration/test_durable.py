@@ -109,6 +109,33 @@ async def test_queries_are_served_during_a_step_and_writing_calls_wait(
     assert await touch == "done"  # it ran only once the run's code had finished
 
 
+async def test_a_wake_up_tick_during_a_long_step_does_not_hold_queries_back(
+    client: GrainClient, cluster: TestCluster, redis: aioredis.Redis
+) -> None:
+    from grainery.client.reminders import list_reminders
+
+    key = unique("long")
+    ref = client.get_grain("Pipeline", key)
+    run = asyncio.ensure_future(ref.run(5, 3))
+
+    first_due: list[float] = []
+
+    async def ticked() -> bool:
+        # The $durable reminder's first tick has been handled while step s3 still runs.
+        found = await list_reminders(client.pool, cluster.addresses[0], (), "Pipeline", key,
+                                     True, 5.0)
+        due = next(r for r in found if r["name"] == "$durable")
+        if not first_due:
+            first_due.append(due["next_due"])
+        return not due["delivering"] and due["next_due"] > first_due[0]
+
+    await eventually(ticked, 20, "a $durable tick handled during step s3")
+    assert not run.done()
+    assert await ref.progress(timeout=5.0) == "s3"  # not queued behind the tick
+    await redis.set(probe(key, "gate"), 1)
+    assert await run == [0, 10, 20, 30, 40]
+
+
 async def test_parallel_steps_are_recorded_by_program_order(client: GrainClient) -> None:
     key = unique("fan")
     ref = client.get_grain("Pipeline", key)
