@@ -354,3 +354,32 @@ async def test_the_cli_follows_a_journal(client: GrainClient, cluster: TestClust
     finally:
         process.terminate()
         await process.wait()
+
+
+async def test_bad_control_requests_get_clear_errors(cluster: TestCluster) -> None:
+    import grpc
+
+    from grainery.client._proto.grainery.v1 import grainery_pb2 as pb
+    from grainery.client.channels import ChannelPool, ClientSecurity
+
+    pool = ChannelPool(ClientSecurity(), 4 * 1024 * 1024)
+    management = pool.get(cluster.addresses[0]).management
+    try:
+        cases = [
+            (management.Signal(pb.SignalRequest(grain_type="Approval", grain_key="k",
+                                                name="go", payload_json="{nope"), timeout=10),
+             grpc.StatusCode.INVALID_ARGUMENT, "payload_json is not valid JSON"),
+            (management.Signal(pb.SignalRequest(grain_type="Nope", grain_key="k", name="go"),
+                               timeout=10), grpc.StatusCode.NOT_FOUND, "unknown grain type"),
+            (management.Signal(pb.SignalRequest(grain_type="Audit", grain_key="k", name="go"),
+                               timeout=10), grpc.StatusCode.UNKNOWN, "has no @durable methods"),
+            (management.Journal(pb.JournalRequest(grain_type="Audit", grain_key=""),
+                                timeout=10), grpc.StatusCode.INVALID_ARGUMENT, "grain_key"),
+        ]
+        for call, code, words in cases:
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await call
+            assert raised.value.code() == code and words in (raised.value.details() or "")
+    finally:
+        await pool.close()
+    assert all(silo.alive for silo in cluster.silos)
