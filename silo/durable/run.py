@@ -38,7 +38,7 @@ from grainery.silo import tracing
 from grainery.silo.durable.errors import NonDeterminismError, RunCancelledError, StepFailedError
 from grainery.silo.durable.gate import Detached
 from grainery.silo.durable.retry import DEFAULT_RETRY, RetryPolicy
-from grainery.silo.journal.store import JournalEntry
+from grainery.silo.journal.store import MAX_ENTRY_BYTES, JournalEntry
 
 if TYPE_CHECKING:
     from grainery.silo.durable.runtime import DurableRuntime
@@ -61,11 +61,16 @@ def error_record(exc: BaseException) -> dict[str, str]:
 
 
 def round_trip(value: Any) -> Any:
-    """What a recorded value reads back as: the same live and on replay."""
+    """What a recorded value reads back as: the same live and on replay. TypeError if it is
+    not JSON, ValueError if it is larger than a journal entry may be."""
     try:
-        return orjson.loads(orjson.dumps(value))
+        text = orjson.dumps(value)
     except TypeError as exc:
-        raise TypeError(f"a durable step's result must be JSON-serialisable: {exc}") from None
+        raise TypeError(f"a durable value must be JSON-serialisable: {exc}") from None
+    if len(text) > MAX_ENTRY_BYTES:
+        raise ValueError(f"a durable value is {len(text)} bytes of JSON; a journal entry "
+                         f"holds at most {MAX_ENTRY_BYTES}")
+    return orjson.loads(text)
 
 
 def _awaits(fn: Callable[..., Any]) -> bool:
@@ -210,7 +215,7 @@ class DurableRun:
         if ok:
             try:
                 entry["result"] = round_trip(value)
-            except TypeError as exc:
+            except (TypeError, ValueError) as exc:
                 entry.update(ok=False, error=error_record(exc))
         else:
             entry["error"] = value

@@ -87,12 +87,20 @@ def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+MAX_ENTRY_BYTES = 1024 * 1024  # an entry's JSON data: a journal is an audit trail, not a store
+
+
 def encode_data(data: Any) -> str:
-    """Journal data is JSON; what JSON cannot hold is a TypeError naming the problem."""
+    """Journal data is JSON of at most MAX_ENTRY_BYTES; anything else is a TypeError (not
+    JSON) or ValueError (too large) naming the problem."""
     try:
-        return orjson.dumps(data).decode()
+        text = orjson.dumps(data)
     except TypeError as exc:
         raise TypeError(f"journal data must be JSON-serialisable: {exc}") from None
+    if len(text) > MAX_ENTRY_BYTES:
+        raise ValueError(f"journal data is {len(text)} bytes of JSON; the limit is "
+                         f"{MAX_ENTRY_BYTES}")
+    return text.decode()
 
 
 class RedisJournalStore:

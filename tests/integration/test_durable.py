@@ -304,6 +304,10 @@ async def test_retention_keeps_the_newest_entries(client: GrainClient) -> None:
     for i in range(8):
         assert await ref.note(f"n{i}") == i + 1
     assert await ref.notes() == [4, 5, 6, 7, 8]  # journal_max_entries = 5
+    with pytest.raises(GrainApplicationError) as raised:
+        await ref.note("x" * (1024 * 1024 + 1))
+    assert raised.value.error_type == "ValueError" and "limit" in raised.value.message
+    assert await ref.notes() == [4, 5, 6, 7, 8]
 
 
 async def cli(cluster: TestCluster, *args: str) -> str:

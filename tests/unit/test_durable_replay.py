@@ -192,3 +192,22 @@ async def test_a_live_step_is_a_span_and_a_replayed_one_is_not() -> None:
     assert spans[0].attributes is not None
     assert spans[0].attributes["grainery.step"] == "charge#0"
     assert spans[0].attributes["grainery.run"] == 1
+
+
+async def test_a_result_too_large_or_not_json_is_recorded_as_the_steps_failure() -> None:
+    from grainery.silo.journal.store import MAX_ENTRY_BYTES
+
+    runtime = FakeRuntime()
+
+    async def huge() -> str:
+        return "x" * (MAX_ENTRY_BYTES + 1)
+
+    async def opaque() -> object:
+        return object()
+
+    run = new_run(runtime)
+    with pytest.raises(StepFailedError, match="ValueError: a durable value is"):
+        await run.step("huge", huge, (), None)
+    with pytest.raises(StepFailedError, match="TypeError: a durable value must be JSON"):
+        await run.step("opaque", opaque, (), None)
+    assert [e.data["ok"] for e in runtime.entries] == [False, False]
