@@ -387,3 +387,17 @@ async def test_bad_control_requests_get_clear_errors(cluster: TestCluster) -> No
     finally:
         await pool.close()
     assert all(silo.alive for silo in cluster.silos)
+
+
+async def test_the_cli_cancels_a_waiting_run(client: GrainClient, cluster: TestCluster) -> None:
+    key = unique("cli-cancel")
+    ref = client.get_grain("Approval", key)
+    run = asyncio.ensure_future(ref.guarded())
+    await status_is(client, "Approval", key, "waiting")
+    answer = json.loads(await cli(cluster, "cancel-run", "Approval", key, "--reason", "ops"))
+    assert answer["cancel_requested"] is True and answer["method"] == "guarded"
+    with pytest.raises(GrainApplicationError) as raised:
+        await run
+    assert raised.value.error_type == "RunCancelledError"
+    cancel = next(e for e in await ref.journal() if e["kind"] == "$cancel")
+    assert cancel["data"]["reason"] == "ops"
