@@ -58,6 +58,7 @@ class Pipeline(Grain):
     async def _effect(self, i: int, hold_from: int) -> int:
         redis = store()
         await redis.hincrby(probe(self.key, "ran"), f"s{i}", 1)
+        await redis.rpush(probe(self.key, f"keys:s{i}"), self.step_key)  # per start
         await redis.hset(probe(self.key, "where"), f"s{i}", self.silo_id)
         if i >= hold_from:
             # A gate in another process (the test's): polled, no event can cross to here.

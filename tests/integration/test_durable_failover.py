@@ -79,6 +79,8 @@ async def test_a_run_killed_after_step_3_resumes_elsewhere_by_itself(
         assert sorted(int(v) for v in ledger.values()) == [1] * 5  # each effect once
         ran = {k.decode(): int(v) for k, v in (await redis.hgetall(probe(key, "ran"))).items()}
         assert ran == {"s0": 1, "s1": 1, "s2": 1, "s3": 2, "s4": 1}  # steps 1-3 not re-run
+        keys = await redis.lrange(probe(key, "keys:s3"), 0, -1)
+        assert len(keys) == 2 and keys[0] == keys[1]  # step 4's key, the same on both silos
         where = {k.decode(): v.decode()
                  for k, v in (await redis.hgetall(probe(key, "where"))).items()}
         assert where["s3"] != victim.name and where["s4"] != victim.name
