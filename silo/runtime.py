@@ -38,8 +38,10 @@ from grainery.silo.cluster.sweeper import DirectorySweeper
 from grainery.silo.cluster.system_key import cluster_system_key
 from grainery.silo.config import SiloConfig
 from grainery.silo.dispatcher import Dispatcher, DispatchLimits
+from grainery.silo.durable.control import DurableControl
 from grainery.silo.filters import SiloFilters, load_filters
 from grainery.silo.grain_calls import SiloGrainClient
+from grainery.silo.journal.store import RedisJournalStore
 from grainery.silo.metrics import SiloMetrics
 from grainery.silo.registry import GrainRegistry
 from grainery.silo.reminders.registry import Reminders
@@ -161,6 +163,7 @@ class Silo:
         tracer = self.tracing.tracer if self.tracing is not None else None
         self.storage = RedisGrainStorage(self.redis, keys, self.metrics)
         self.directory = RedisGrainDirectory(self.redis, keys, self.metrics)
+        self.journal = RedisJournalStore(self.redis, keys)  # durable agents (silo/journal/)
         self.membership = MembershipService(
             self.redis, keys, self.silo_id, self.address, config.timing(), self.metrics,
             heartbeat_redis,
@@ -179,7 +182,7 @@ class Silo:
         self.catalog = Catalog(
             self.silo_id, self.membership, self.storage, self.directory,
             self.metrics, self._grain_ref, config.idle_timeout, config.max_queue_per_grain,
-            self.blocking,
+            self.blocking, self.journal,
         )
         self.locator = GrainLocator(self.catalog, self.directory, self.membership)
         limits = DispatchLimits(
@@ -206,7 +209,9 @@ class Silo:
             self.server, config, GatewayServicer(self.dispatcher, lambda: self.system_key),
             DirectoryServicer(self.registry, self.directory, self.membership),
             ManagementServicer(self.catalog, self.dispatcher, self.membership,
-                               ReminderRpcs(self.reminders, self.registry)), self.health,
+                               ReminderRpcs(self.reminders, self.registry),
+                               DurableControl(self.registry, self.journal, self.system_calls)),
+            self.health,
         )
         self.membership.on_change(self._on_membership_change)
         self.membership.on_fenced(self.catalog.abandon_all)
