@@ -47,6 +47,7 @@ from grainery.client.routing import (
     MembershipSnapshot,
     Router,
 )
+from grainery.client.streams import ClientStream
 from grainery.client.tasks import spawn
 
 log = logging.getLogger("grainery.client")
@@ -155,6 +156,10 @@ class GrainClient:
 
     def get_grain(self, grain_type: str, key: str) -> GrainRef:
         return GrainRef(self, GrainId(grain_type, str(key)))
+
+    def get_stream(self, namespace: str, key: str) -> ClientStream:
+        """The stream ``(namespace, key)``: ``publish(event)``, ``subscribe(from_token)``."""
+        return ClientStream(self, namespace, str(key))
 
     def invoke(
         self,

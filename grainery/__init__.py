@@ -37,6 +37,7 @@ from grainery.client import (
 )
 from grainery.silo.decorators import interleave, one_way, read_only, stateless_worker
 from grainery.silo.grain import Grain, StatelessWorkerStateError
+from grainery.silo.streams.subscriptions import implicit_subscription
 
 try:
     __version__ = version("grainery")
@@ -72,6 +73,7 @@ __all__ = [
     "UnknownGrainTypeError",
     "UnknownMethodError",
     "__version__",
+    "implicit_subscription",
     "interleave",
     "one_way",
     "read_only",

@@ -23,6 +23,7 @@ from grainery.client.grain_client import GrainClient, snapshot_from_proto
 from grainery.client.routing import PlacementRing
 from grainery.silo.config import SILO_OPTIONS, SiloConfig, env_defaults
 from grainery.silo.startup_error import StartupError
+from grainery.silo.streams import cli as streams_cli
 
 DEFAULT_TARGET = "127.0.0.1:7070"
 
@@ -105,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     health = command("health", "exit 0 when the silo is SERVING")
     _add_client_options(health)
+    streams_cli.add_commands(command, _add_client_options)  # publish, subscribe
     return parser
 
 
@@ -310,6 +312,10 @@ def _main(argv: Sequence[str] | None) -> int:
     try:
         if options.command == "silo":
             return asyncio.run(run_silo(silo_config(options)))
+        if options.command in ("publish", "subscribe"):
+            stream_runner = (streams_cli.run_publish if options.command == "publish"
+                             else streams_cli.run_subscribe)
+            return asyncio.run(stream_runner(options, _security(options)))
         runner = {"call": run_call, "status": run_status, "health": run_health}[options.command]
         return asyncio.run(runner(options))
     except GrainError as error:

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from grainery.silo.call import CallContext, call_context
+from grainery.silo.streams import grain_api as streams
 from grainery.silo.timers import GrainTimer, Timers
 
 if TYPE_CHECKING:
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from grainery.client.grain_ref import GrainRef
     from grainery.silo.activation import Activation, ActivationContext
     from grainery.silo.blocking import BlockingPool
+    from grainery.silo.streams.grain_api import GrainStream
 
 T = TypeVar("T")
 
@@ -192,6 +194,21 @@ class Grain:
         if activation.timers is None:
             activation.timers = Timers(activation)
         return activation.timers.register(self, callback, due, period, interleave, keep_alive)
+
+    # ----- streams (silo/streams/) ----------------------------------------
+    def get_stream(self, namespace: str, key: str) -> GrainStream:
+        """The stream ``(namespace, key)``: ``token = await stream.publish(event)``."""
+        return streams.get_stream(self, namespace, key)
+
+    async def subscribe(self, namespace: str, key: str) -> bool:
+        """Subscribe this grain to the stream's events published from now on; they reach
+        ``on_stream_event(namespace, key, event, token)`` (at-least-once, in order). Stored in
+        Redis: it outlives this activation and silo restarts. False if already subscribed."""
+        return await streams.subscribe(self, namespace, key)
+
+    async def unsubscribe(self, namespace: str, key: str) -> bool:
+        """End the explicit subscription (False if there was none)."""
+        return await streams.unsubscribe(self, namespace, key)
 
     def deactivate_on_idle(self) -> None:
         """Ask the runtime to deactivate this grain once the current call ends."""

@@ -48,6 +48,9 @@ from grainery.silo.storage.embedded import EmbeddedStore, running_store_url
 from grainery.silo.storage.keys import KeySpace
 from grainery.silo.storage.pool import StorePool
 from grainery.silo.storage.redis_state import RedisGrainStorage
+from grainery.silo.streams.grain_api import register_service, unregister_service
+from grainery.silo.streams.service import StreamService, StreamSettings
+from grainery.silo.streams.servicer import StreamsServicer
 from grainery.silo.system_calls import SystemCalls
 from grainery.silo.watchdog import LoopWatchdog
 from grainery.silo.workers import worker_types
@@ -117,6 +120,8 @@ class Silo:
         self.watchdog.start()
         await self.membership.start()
         self._on_membership_change(self.membership.snapshot)
+        register_service(self.silo_id, self.streams)
+        self.streams.start()
         self._spawn(self.catalog.run_idle_collector(self._idle_interval()))
         sweeper = DirectorySweeper(self.directory, self.membership, 5 * config.heartbeat_interval)
         self._spawn(sweeper.run())
@@ -180,11 +185,24 @@ class Silo:
             self.filters,
         )
         self.system_calls = SystemCalls(self.dispatcher)
+        # Streams (silo/streams/): the pump follows the ring's partitions.
+        self.streams = StreamService(
+            self.redis, config.cluster,
+            [(name, self.registry.get(name).cls) for name in self.registry.names()],
+            self.membership, self.system_calls.call, self.metrics,
+            StreamSettings(config.stream_maxlen, config.stream_max_age, config.stream_attempts,
+                           config.lease_duration),
+        )
+        self.streams_servicer = StreamsServicer(self.streams)
+        for follow in (self.membership.on_change, self.membership.on_fenced,
+                       self.membership.on_rejoined):
+            follow(self.streams.partitions_changed)
         self.health = health.aio.HealthServicer()
         add_services(
             self.server, config, GatewayServicer(self.dispatcher, lambda: self.system_key),
             DirectoryServicer(self.registry, self.directory, self.membership),
             ManagementServicer(self.catalog, self.dispatcher, self.membership), self.health,
+            self.streams_servicer,
         )
         self.membership.on_change(self._on_membership_change)
         self.membership.on_fenced(self.catalog.abandon_all)
@@ -260,6 +278,7 @@ class Silo:
         self.dispatcher.admitting = False
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.membership.set_leaving()
+        await self.streams.stop()  # hands its partitions' leases over at once
         self.catalog.accepting = False
         await self._drain_calls(deadline)
         log.info("calls drained; deactivating %d grains", len(self.catalog))
@@ -297,6 +316,10 @@ class Silo:
 
     async def _close(self) -> None:
         self.watchdog.stop()
+        if hasattr(self, "streams"):
+            unregister_service(self.silo_id, self.streams)
+            await self.streams.stop()
+            await self.streams_servicer.close()
         self.blocking.close()
         for task in list(self._tasks):
             task.cancel()

@@ -164,3 +164,37 @@ class SiloStatsResponse(_message.Message):
     membership_version: int
     tasks: int
     def __init__(self, silo_id: _Optional[str] = ..., address: _Optional[str] = ..., state: _Optional[str] = ..., activations: _Optional[_Iterable[_Union[TypeCount, _Mapping]]] = ..., calls_in_flight: _Optional[int] = ..., membership_version: _Optional[int] = ..., tasks: _Optional[int] = ...) -> None: ...
+
+class PublishRequest(_message.Message):
+    __slots__ = ("namespace", "key", "event_json")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    EVENT_JSON_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    key: str
+    event_json: str
+    def __init__(self, namespace: _Optional[str] = ..., key: _Optional[str] = ..., event_json: _Optional[str] = ...) -> None: ...
+
+class PublishResponse(_message.Message):
+    __slots__ = ("token",)
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    token: str
+    def __init__(self, token: _Optional[str] = ...) -> None: ...
+
+class SubscribeRequest(_message.Message):
+    __slots__ = ("namespace", "key", "from_token")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    FROM_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    key: str
+    from_token: str
+    def __init__(self, namespace: _Optional[str] = ..., key: _Optional[str] = ..., from_token: _Optional[str] = ...) -> None: ...
+
+class StreamEvent(_message.Message):
+    __slots__ = ("token", "event_json")
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    EVENT_JSON_FIELD_NUMBER: _ClassVar[int]
+    token: str
+    event_json: str
+    def __init__(self, token: _Optional[str] = ..., event_json: _Optional[str] = ...) -> None: ...

@@ -1,0 +1,173 @@
+"""One subscription's delivery: each event, in order, to the subscriber's ``on_stream_event``.
+
+At-least-once: the position moves (fenced by the partition's lease) only after the hook
+returned, so a crash anywhere before that delivers the event again; never skips one. A
+hook that raises is retried with back-off, ``attempts`` times in all; then the event is
+dead-lettered (metric, log, a record in Redis) and skipped, so one bad event cannot stop the
+subscription forever. Failures of the cluster rather than the hook (a silo unreachable, a
+deadline, overload) are retried without limit, for as long as this silo pumps the
+partition: they say nothing about the event. Each subscription runs on its own task, so a
+slow or failing subscriber never holds up another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from grainery.client.errors import (
+    GrainApplicationError,
+    GrainError,
+    InvalidArgumentsError,
+    UnknownGrainTypeError,
+    UnknownMethodError,
+)
+from grainery.silo.streams.feed import StreamFeed
+from grainery.silo.streams.names import StreamId, token_millis
+from grainery.silo.streams.store import Entry, StreamStore
+from grainery.silo.streams.subscriptions import HOOK, Subscriber
+
+log = logging.getLogger("grainery.streams")
+
+BATCH = 128
+# Errors that are about the subscriber (its hook raised, it has no hook, no such type):
+# retried `attempts` times, then dead-lettered.
+SUBSCRIBER_FAULTS = (GrainApplicationError, UnknownGrainTypeError, UnknownMethodError,
+                     InvalidArgumentsError)
+
+HookCall = Callable[[str, str, str, list[Any], float], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class DeliveryPolicy:
+    attempts: int = 5  # hook failures before an event is dead-lettered
+    backoff: float = 0.05  # seconds before the first retry, doubling
+    max_backoff: float = 2.0
+    timeout: float = 30.0  # per hook call
+
+
+class StreamMetricsSink(Protocol):
+    """What delivery reports (silo/metrics.py owns the Prometheus objects)."""
+
+    def delivered(self, namespace: str, lag: float) -> None:
+        ...
+
+    def redelivered(self, namespace: str) -> None:
+        ...
+
+    def dead_lettered(self, namespace: str) -> None:
+        ...
+
+
+class LeaseLost(Exception):
+    """The partition's lease is no longer this silo's: stop without moving anything."""
+
+
+class Subscription:
+    """Delivers ``feed.stream``'s events to ``subscriber`` from ``position`` on."""
+
+    def __init__(
+        self, feed: StreamFeed, subscriber: Subscriber, position: str, store: StreamStore,
+        call: HookCall, holds: Callable[[], bool], incarnation: str, policy: DeliveryPolicy,
+        metrics: StreamMetricsSink,
+    ) -> None:
+        self.feed = feed
+        self.subscriber = subscriber
+        self.position = position
+        self._store = store
+        self._call = call
+        self._holds = holds
+        self._incarnation = incarnation
+        self._policy = policy
+        self._metrics = metrics
+        self._wake = asyncio.Event()
+
+    @property
+    def stream(self) -> StreamId:
+        return self.feed.stream
+
+    async def run(self) -> bool:
+        """Deliver until the subscription is gone (True) or this silo's hold on the
+        partition lapses (False: the pump resumes it if the lease is renewed)."""
+        self.feed.listen(self._wake)
+        try:
+            while self._holds():
+                self._wake.clear()  # before looking: a feed after this wakes the wait below
+                batch = self.feed.after(self.position, BATCH)
+                if batch is None:
+                    batch = await self._store.range_after(self.stream, self.position, BATCH)
+                if not batch:
+                    await self._wait()
+                    continue
+                for entry in batch:
+                    if not await self._deliver(entry):
+                        return True
+            return False
+        except LeaseLost:
+            log.info("stream %s: lease lapsed, %s paused at %s", self.stream, self.subscriber,
+                     self.position)
+            return False
+        finally:
+            self.feed.unlisten(self._wake)
+
+    async def _wait(self) -> None:
+        # Bounded: a missed wake-up (the pump's reader reconnecting) costs a second at most.
+        try:
+            await asyncio.wait_for(self._wake.wait(), 1.0)
+        except asyncio.TimeoutError:
+            pass
+
+    async def _deliver(self, entry: Entry) -> bool:
+        """Run the hook for one event until it returns (or is dead-lettered), then move the
+        position; False when the subscription is gone."""
+        token, event_json = entry
+        stream, subscriber, policy = self.stream, self.subscriber, self._policy
+        args = [stream.namespace, stream.key, json.loads(event_json), token]
+        failures = 0
+        attempt = 0
+        while True:
+            if not self._holds():
+                raise LeaseLost
+            if attempt:
+                self._metrics.redelivered(stream.namespace)
+            attempt += 1
+            try:
+                await self._call(subscriber.grain_type, subscriber.key, HOOK, args,
+                                 policy.timeout)
+                self._metrics.delivered(stream.namespace,
+                                        max(0.0, time.time() - token_millis(token) / 1000))
+                break
+            except SUBSCRIBER_FAULTS as error:
+                failures += 1
+                if failures >= policy.attempts:
+                    await self._dead_letter(token, event_json, error)
+                    break
+                delay = policy.backoff * 2 ** (failures - 1)
+            except GrainError as error:  # the cluster, not the hook: keep trying
+                log.debug("stream %s -> %s: %s, retrying", stream, subscriber, error)
+                delay = policy.backoff * 2 ** min(attempt, 6)
+            await asyncio.sleep(min(delay, policy.max_backoff))
+        return await self._advance(token)
+
+    async def _dead_letter(self, token: str, event_json: str, error: GrainError) -> None:
+        stream, subscriber = self.stream, self.subscriber
+        text = f"{type(error).__name__}: {error.message}"
+        log.warning("stream %s: %s failed on event %s %d times (%s); dead-lettered and "
+                    "skipped", stream, subscriber, token, self._policy.attempts, text)
+        await self._store.dead_letter(stream, str(subscriber), token, event_json, text)
+        self._metrics.dead_lettered(stream.namespace)
+
+    async def _advance(self, token: str) -> bool:
+        moved = await self._store.advance(
+            self.stream, self.subscriber.field, token, self._incarnation,
+            self.subscriber.explicit,
+        )
+        if moved < 0:
+            raise LeaseLost
+        self.position = token
+        return moved > 0

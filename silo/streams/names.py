@@ -1,0 +1,162 @@
+"""What a stream, an event and a token may be, and where each lives in Redis.
+
+One place checks the bounds every entry point (grain API, gRPC, CLI) shares, so a bad
+namespace, key or event gets the same clear INVALID_ARGUMENT from each, before it touches
+the store. Tokens are the store's stream entry ids (``"<ms>-<seq>"``): increasing per
+stream, comparable as integer pairs.
+
+Key layout: every key of the streams in one partition shares a Redis Cluster hash tag
+(``{<cluster>:streams:<partition>}``), so one Lua script can check the partition's lease and
+move a position atomically.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from grainery.client.errors import InvalidArgumentsError
+from grainery.silo.cluster.partitions import partition_of
+
+MAX_NAMESPACE_CHARS = 128
+MAX_KEY_CHARS = 512
+MAX_EVENT_BYTES = 64 * 1024
+PARTITIONS = 32  # fixed for a cluster: every silo must agree on a stream's partition
+PREFIX = "grainery"
+
+
+@dataclass(frozen=True)
+class StreamId:
+    namespace: str
+    key: str
+
+    @property
+    def name(self) -> str:
+        """The stream's name in indexes and key names: unambiguous whatever the strings hold."""
+        return json.dumps([self.namespace, self.key], separators=(",", ":"))
+
+    @classmethod
+    def from_name(cls, name: str) -> StreamId:
+        namespace, key = json.loads(name)
+        return cls(str(namespace), str(key))
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.key}"
+
+
+def check_stream(namespace: object, key: object) -> StreamId:
+    """A valid stream id, or InvalidArgumentsError saying what is wrong."""
+    for what, value, limit in (("namespace", namespace, MAX_NAMESPACE_CHARS),
+                               ("key", key, MAX_KEY_CHARS)):
+        if not isinstance(value, str):
+            raise InvalidArgumentsError(f"a stream {what} is a string, not {type(value).__name__}")
+        if not value:
+            raise InvalidArgumentsError(f"a stream {what} must not be empty")
+        if len(value) > limit:
+            raise InvalidArgumentsError(
+                f"stream {what} too long: {len(value)} characters (at most {limit})"
+            )
+    return StreamId(str(namespace), str(key))
+
+
+def check_event_json(event_json: str) -> str:
+    """``event_json`` if it is one JSON value within MAX_EVENT_BYTES."""
+    size = len(event_json.encode())
+    if size > MAX_EVENT_BYTES:
+        raise InvalidArgumentsError(
+            f"stream event too large: {size} bytes of JSON (at most {MAX_EVENT_BYTES})"
+        )
+    if not event_json.strip():
+        raise InvalidArgumentsError("a stream event must be a JSON value, got nothing")
+    try:
+        json.loads(event_json)
+    except ValueError as exc:
+        raise InvalidArgumentsError(f"stream event is not valid JSON: {exc}") from None
+    return event_json
+
+
+def encode_event(event: Any) -> str:
+    """A Python value as event JSON (refused, like call arguments, if JSON cannot hold it)."""
+    try:
+        text = json.dumps(event, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgumentsError(f"stream event is not JSON-serialisable: {exc}") from None
+    return check_event_json(text)
+
+
+def token_order(token: str) -> tuple[int, int]:
+    """A token as a comparable pair; ValueError if it is not ``<ms>-<seq>`` (or ``<ms>``)."""
+    ms, _, seq = token.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def check_token(token: str) -> str:
+    """A resume point a caller sent: a token, "0" (the oldest retained) or "" (now)."""
+    if token in ("", "0"):
+        return token
+    try:
+        ms, seq = token_order(token)
+    except ValueError:
+        raise InvalidArgumentsError(f"not a stream token: {token[:64]!r} "
+                                    f"(tokens look like 1700000000000-0)") from None
+    if ms < 0 or seq < 0:
+        raise InvalidArgumentsError(f"not a stream token: {token[:64]!r}")
+    return f"{ms}-{seq}"
+
+
+def token_millis(token: str) -> int:
+    """When the store accepted the event (its clock, milliseconds since the epoch)."""
+    return token_order(token)[0]
+
+
+class StreamKeys:
+    """Key names of one cluster's streams."""
+
+    def __init__(self, cluster: str, partitions: int = PARTITIONS) -> None:
+        self.cluster = cluster
+        self.partitions = partitions
+
+    def partition(self, stream: StreamId) -> int:
+        return partition_of(stream.name, self.partitions)
+
+    def _tag(self, partition: int) -> str:
+        return f"{PREFIX}:{{{self.cluster}:streams:{partition}}}"
+
+    def events(self, stream: StreamId) -> str:
+        """The Redis stream holding the events."""
+        return f"{self._tag(self.partition(stream))}:events:{stream.name}"
+
+    def subscribers(self, stream: StreamId) -> str:
+        """Hash: explicit subscriber (``["Type","key"]``) -> "1"."""
+        return f"{self._tag(self.partition(stream))}:subscribers:{stream.name}"
+
+    def positions(self, stream: StreamId) -> str:
+        """Hash: subscriber -> token of the last event its hook returned for."""
+        return f"{self._tag(self.partition(stream))}:positions:{stream.name}"
+
+    def index(self, partition: int) -> str:
+        """Set of the names of the partition's streams (published to or subscribed to)."""
+        return f"{self._tag(partition)}:index"
+
+    def bell(self, partition: int) -> str:
+        """A short Redis stream of "this stream changed" notes (new stream, subscriptions),
+        read by the pump of the partition alongside the events."""
+        return f"{self._tag(partition)}:bell"
+
+    def lease(self, partition: int) -> str:
+        """Which silo incarnation pumps the partition (SET NX PX, renewed)."""
+        return f"{self._tag(partition)}:lease"
+
+    def dead_letters(self, namespace: str) -> str:
+        """A capped Redis stream of the events a subscriber's hook kept failing on."""
+        return f"{PREFIX}:{{{self.cluster}}}:streams:dead-letters:{namespace}"
+
+
+def subscriber_field(grain_type: str, key: str) -> str:
+    return json.dumps([grain_type, key], separators=(",", ":"))
+
+
+def parse_subscriber(field: str | bytes) -> tuple[str, str]:
+    grain_type, key = json.loads(field)
+    return str(grain_type), str(key)
