@@ -1,0 +1,111 @@
+"""Streams under faults (issue 12): kill -9 of the silo that delivers a stream, mid-flow,
+loses nothing (at-least-once, in order, duplicates only around the crash, so a handler that
+drops tokens it has seen ends with exactly the published sequence); subscriptions survive a
+full restart of the cluster."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from grainery.client import GrainClient
+from grainery.silo.streams.names import StreamId, StreamKeys
+from grainery.silo.testing import SiloProcess, TestCluster, TestStore
+from tests.eventually import eventually
+from tests.integration.helpers import running_cluster, stop_all
+from tests.integration.stream_helpers import GRAINS, deduped, received, unique, wait_received
+
+# A shorter membership lease than the default (4 s): the crash is noticed sooner.
+TIMING = ["--heartbeat-interval", "0.5", "--lease-duration", "3"]
+EVENTS = 600
+KILL_AFTER = 100  # delivered to the explicit subscriber before the kill
+
+
+@pytest.fixture(scope="module")
+def cluster(store: TestStore) -> Iterator[TestCluster]:
+    env = {"GRAINERY_TEST_STORE_URL": store.url}
+    with running_cluster(TestCluster(store, GRAINS, size=2, env=env, extra_args=TIMING)) as c:
+        yield c
+
+
+@pytest.fixture
+async def redis(store: TestStore) -> AsyncIterator[aioredis.Redis]:
+    connection = aioredis.Redis.from_url(store.url)
+    yield connection
+    await connection.aclose()
+
+
+async def pumping_silo(redis: aioredis.Redis, cluster: TestCluster,
+                       stream: StreamId) -> SiloProcess:
+    """The silo holding the lease of the stream's partition (its incarnation is
+    ``<silo id>:<random>``)."""
+    keys = StreamKeys(cluster.cluster)
+
+    async def holder() -> bytes:
+        value: bytes = await redis.get(keys.lease(keys.partition(stream)))
+        return value
+
+    incarnation = await eventually(holder, 20, f"a silo holding {stream}'s partition")
+    name = incarnation.decode().split(":")[0]
+    return next(s for s in cluster.silos if s.name == name)
+
+
+async def test_kill_9_of_the_delivering_silo_mid_flow_loses_nothing(
+    cluster: TestCluster, redis: aioredis.Redis,
+) -> None:
+    await cluster.wait_for_stable_membership(2)
+    key, follower = unique("crash"), unique("f")
+    stream = StreamId("orders", key)
+    victim = await pumping_silo(redis, cluster, stream)
+    survivor = next(s for s in cluster.silos if s is not victim)
+    # Publish through the survivor only, so publishing never fails while the victim dies.
+    async with GrainClient(survivor.address, gateway_only=True) as client:
+        assert await client.get_grain("Follower", follower).follow("orders", key)
+        published: list[str] = []
+
+        async def publish() -> None:
+            for n in range(EVENTS):
+                published.append(await client.get_stream("orders", key).publish({"n": n}))
+
+        publishing = asyncio.create_task(publish())
+
+        async def flowing() -> bool:
+            return len(await received(redis, f"Follower/{follower}", "orders", key)) >= KILL_AFTER
+
+        await eventually(flowing, 20, f"{KILL_AFTER} deliveries before the kill")
+        victim.kill()
+        await asyncio.wait_for(publishing, 60)
+        assert len(published) == EVENTS
+    expected = [(token, {"n": n}) for n, token in enumerate(published)]
+    for subscriber in (f"OrderWatcher/{key}", f"Follower/{follower}"):
+        got = await wait_received(redis, subscriber, "orders", key, published, timeout=60)
+        assert deduped(got) == expected, f"{subscriber}: out of order or missing events"
+        duplicates = len(got) - len(expected)
+        assert duplicates <= 5, f"{subscriber}: {duplicates} duplicates (only the crash's)"
+    cluster.restart_silo(victim)
+
+
+async def test_subscriptions_survive_a_full_restart_of_the_cluster(
+    cluster: TestCluster, redis: aioredis.Redis,
+) -> None:
+    await cluster.wait_for_stable_membership(2)
+    key, follower = unique("restart"), unique("f")
+    async with cluster.client() as client:
+        assert await client.get_grain("Follower", follower).follow("orders", key)
+        before = [await client.get_stream("orders", key).publish({"n": n}) for n in range(3)]
+    await wait_received(redis, f"Follower/{follower}", "orders", key, before)
+    stop_all(cluster.silos)
+    for silo in cluster.silos:
+        silo.launch()
+    for silo in cluster.silos:
+        silo.wait_serving(20)
+    await cluster.wait_for_stable_membership(2)
+    async with cluster.client() as client:
+        after = [await client.get_stream("orders", key).publish({"n": n}) for n in range(3, 6)]
+    tokens = before + after
+    for subscriber in (f"OrderWatcher/{key}", f"Follower/{follower}"):
+        got = await wait_received(redis, subscriber, "orders", key, tokens)
+        assert deduped(got) == [(token, {"n": n}) for n, token in enumerate(tokens)]
