@@ -40,6 +40,7 @@ MODULES = [
     "bench.routing",
     "bench.memory",
     "bench.failover",
+    "bench.streams",
 ]
 
 Key = tuple[str, str, int | None]  # (benchmark, case, in_flight)
@@ -135,6 +136,19 @@ CHECKS = [
     Check("grain-to-grain (silo 1 -> silo 2) / direct client call, calls/s @64",
           Ref("pipeline", "grain-to-grain", 64, "calls_per_s"),
           Ref("pipeline", "direct-client-call", 64, "calls_per_s"), ">=", None),
+    Check("streams 1 silo / bare Redis XADD+XREAD, events/s",
+          Ref("streams", "streams-1silo", 64, "events_per_s"),
+          Ref("streams", "bare-redis", 64, "events_per_s"), ">=", 0.5),
+    Check("streams 3 silos / bare Redis XADD+XREAD, events/s",
+          Ref("streams", "streams-3silos", 64, "events_per_s"),
+          Ref("streams", "bare-redis", 64, "events_per_s"), ">=", None),
+    Check("streams 1 silo, publish-to-hook p99 ms @1000 events/s",
+          Ref("streams", "streams-1silo", 1000, "p99_ms"), None, "<=", 20.0),
+    Check("streams 3 silos, publish-to-hook p99 ms @1000 events/s",
+          Ref("streams", "streams-3silos", 1000, "p99_ms"), None, "<=", 20.0),
+    Check("streams 1 silo / bare Redis, p99 @1000 events/s",
+          Ref("streams", "streams-1silo", 1000, "p99_ms"),
+          Ref("streams", "bare-redis", 1000, "p99_ms"), "<=", None),
     Check("failover: seconds until every grain answers",
           Ref("failover", "kill-9-one-of-3", 16, "recovery_s"), None, "<=", 5.0),
 ]  # fmt: skip

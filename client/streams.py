@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import weakref
 from collections.abc import AsyncGenerator, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,19 @@ from grainery.client.errors import (
 if TYPE_CHECKING:
     from grainery.client.grain_client import GrainClient
     from grainery.client.sync import SyncGrainClient
+
+_STUBS: weakref.WeakKeyDictionary[grpc.aio.Channel, pb_grpc.StreamsStub] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _stub(channel: grpc.aio.Channel) -> pb_grpc.StreamsStub:
+    """One Streams stub per channel (making one costs more than a small publish)."""
+    stub = _STUBS.get(channel)
+    if stub is None:
+        stub = _STUBS[channel] = pb_grpc.StreamsStub(channel)
+    return stub
+
 
 # A subscription gives up after this many failed reconnections in a row.
 MAX_RECONNECTS = 20
@@ -66,7 +80,7 @@ class ClientStream:
         deadline = timeout if timeout is not None else client.default_timeout
         with client.pool.borrow(self._address()) as stubs:
             try:
-                reply: pb.PublishResponse = await pb_grpc.StreamsStub(stubs.channel).Publish(
+                reply: pb.PublishResponse = await _stub(stubs.channel).Publish(
                     request, timeout=deadline, metadata=client.security.call_metadata()
                 )
             except grpc.aio.AioRpcError as error:
@@ -89,7 +103,7 @@ class ClientStream:
             address = self._address()
             try:
                 with client.pool.borrow(address) as stubs:
-                    call = pb_grpc.StreamsStub(stubs.channel).Subscribe(
+                    call = _stub(stubs.channel).Subscribe(
                         request, metadata=client.security.call_metadata()
                     )
                     try:

@@ -13,6 +13,7 @@ slow or failing subscriber never holds up another.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -35,6 +36,10 @@ from grainery.silo.streams.subscriptions import HOOK, Subscriber
 log = logging.getLogger("grainery.streams")
 
 BATCH = 128
+# The position is stored after each batch and at least every ADVANCE_EVERY events: a crash
+# redelivers at most that many events per subscription, and a busy stream does not pay a
+# position write per event.
+ADVANCE_EVERY = 32
 # Errors that are about the subscriber (its hook raised, it has no hook, no such type):
 # retried `attempts` times, then dead-lettered.
 SUBSCRIBER_FAULTS = (GrainApplicationError, UnknownGrainTypeError, UnknownMethodError,
@@ -86,6 +91,11 @@ class Subscription:
         self._policy = policy
         self._metrics = metrics
         self._wake = asyncio.Event()
+        self._done = position  # the last event whose hook returned (or was dead-lettered)
+
+    def resume_at(self, position: str) -> None:
+        """Continue from a stored position (after a store error interrupted a batch)."""
+        self.position = self._done = position
 
     @property
     def stream(self) -> StreamId:
@@ -104,9 +114,17 @@ class Subscription:
                 if not batch:
                     await self._wait()
                     continue
-                for entry in batch:
-                    if not await self._deliver(entry):
-                        return True
+                try:
+                    for n, entry in enumerate(batch, 1):
+                        await self._deliver(entry)
+                        if n % ADVANCE_EVERY == 0 and not await self._advance():
+                            return True
+                except BaseException:
+                    with contextlib.suppress(Exception):  # the interruption is what matters
+                        await self._advance()  # store what was delivered before it
+                    raise
+                if not await self._advance():
+                    return True  # unsubscribed
             return False
         except LeaseLost:
             log.info("stream %s: lease lapsed, %s paused at %s", self.stream, self.subscriber,
@@ -122,9 +140,8 @@ class Subscription:
         except asyncio.TimeoutError:
             pass
 
-    async def _deliver(self, entry: Entry) -> bool:
-        """Run the hook for one event until it returns (or is dead-lettered), then move the
-        position; False when the subscription is gone."""
+    async def _deliver(self, entry: Entry) -> None:
+        """Run the hook for one event until it returns (or is dead-lettered)."""
         token, event_json = entry
         stream, subscriber, policy = self.stream, self.subscriber, self._policy
         args = [stream.namespace, stream.key, json.loads(event_json), token]
@@ -152,7 +169,7 @@ class Subscription:
                 log.debug("stream %s -> %s: %s, retrying", stream, subscriber, error)
                 delay = policy.backoff * 2 ** min(attempt, 6)
             await asyncio.sleep(min(delay, policy.max_backoff))
-        return await self._advance(token)
+        self._done = token
 
     async def _dead_letter(self, token: str, event_json: str, error: GrainError) -> None:
         stream, subscriber = self.stream, self.subscriber
@@ -162,12 +179,16 @@ class Subscription:
         await self._store.dead_letter(stream, str(subscriber), token, event_json, text)
         self._metrics.dead_lettered(stream.namespace)
 
-    async def _advance(self, token: str) -> bool:
+    async def _advance(self) -> bool:
+        """Store the position of the last event whose hook returned (once per batch: a crash
+        redelivers at most the batch in flight); False when the subscription is gone."""
+        if self._done == self.position:
+            return True
         moved = await self._store.advance(
-            self.stream, self.subscriber.field, token, self._incarnation,
+            self.stream, self.subscriber.field, self._done, self._incarnation,
             self.subscriber.explicit,
         )
         if moved < 0:
             raise LeaseLost
-        self.position = token
+        self.position = self._done
         return moved > 0

@@ -37,6 +37,7 @@ log = logging.getLogger("grainery.streams")
 
 READ_BLOCK_MS = 250  # also how long a newly held partition waits to join the read
 READ_COUNT = 512
+TAKE_RETRY = 0.2  # seconds between tries for a lease the previous holder still has
 
 
 @dataclass
@@ -123,7 +124,7 @@ class StreamPump:
                     break
             except RedisError as exc:
                 log.warning("streams: could not take partition %d: %s", partition, exc)
-            await asyncio.sleep(self._lease_ms / 4000)
+            await asyncio.sleep(TAKE_RETRY)
         if partition not in self._held:
             return
         streams = await self._store.streams_of(partition)
@@ -220,7 +221,7 @@ class StreamPump:
                     position = stored.get(subscription.subscriber.field)
                     if position is None and subscription.subscriber.explicit:
                         return
-                    subscription.position = position or "0-0"
+                    subscription.resume_at(position or "0-0")
         except RedisError:
             log.exception("stream %s -> %s stopped", subscription.stream,
                           subscription.subscriber)
