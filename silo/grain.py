@@ -210,6 +210,12 @@ class Grain:
         """End the explicit subscription (False if there was none)."""
         return await streams.unsubscribe(self, namespace, key)
 
+    async def _deliver_stream_events(self, namespace: str, key: str,
+                                     events: list[list[str]]) -> int:
+        """Runtime hook: the pump delivers several events of a stream in one turn (see
+        silo/streams/grain_api.py); not callable from the wire."""
+        return await streams.deliver_events(self, namespace, key, events)
+
     def deactivate_on_idle(self) -> None:
         """Ask the runtime to deactivate this grain once the current call ends."""
         self._ctx.request_deactivation("requested")

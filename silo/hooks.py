@@ -15,4 +15,5 @@ from __future__ import annotations
 HOOK_NAMES: frozenset[str] = frozenset({
     "receive_reminder",  # reminders (silo/reminders/)
     "on_stream_event",  # streams (silo/streams/)
+    "_deliver_stream_events",  # streams: a batch of on_stream_event in one turn (Grain's own)
 })

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from grainery.client.errors import (
+    DeadlineExceededError,
     GrainApplicationError,
     GrainError,
     InvalidArgumentsError,
@@ -29,17 +29,20 @@ from grainery.client.errors import (
     UnknownMethodError,
 )
 from grainery.silo.streams.feed import StreamFeed
+from grainery.silo.streams.grain_api import BATCH_HOOK, interrupted_at
 from grainery.silo.streams.names import StreamId, token_millis
 from grainery.silo.streams.store import Entry, StreamStore
-from grainery.silo.streams.subscriptions import HOOK, Subscriber
+from grainery.silo.streams.subscriptions import Subscriber
 
 log = logging.getLogger("grainery.streams")
 
-BATCH = 128
-# The position is stored after each batch and at least every ADVANCE_EVERY events: a crash
-# redelivers at most that many events per subscription, and a busy stream does not pay a
-# position write per event.
-ADVANCE_EVERY = 32
+BATCH = 128  # events read at a time
+# Events per delivery call (one system call, one turn of the subscriber), and their JSON's
+# bound. The position is stored after each call: a crash redelivers at most one call's
+# events per subscription, and a busy stream does not pay a position write per event.
+DELIVERY_BATCH = 32
+DELIVERY_BYTES = 512 * 1024
+ADVANCE_EVERY = DELIVERY_BATCH
 # Errors that are about the subscriber (its hook raised, it has no hook, no such type):
 # retried `attempts` times, then dead-lettered.
 SUBSCRIBER_FAULTS = (GrainApplicationError, UnknownGrainTypeError, UnknownMethodError,
@@ -92,6 +95,9 @@ class Subscription:
         self._metrics = metrics
         self._wake = asyncio.Event()
         self._done = position  # the last event whose hook returned (or was dead-lettered)
+        self._size = DELIVERY_BATCH  # events per delivery call
+        self._attempt = 0  # delivery calls since the last event was handled
+        self._failures = 0  # hook failures of the first event not handled yet
 
     def resume_at(self, position: str) -> None:
         """Continue from a stored position (after a store error interrupted a batch)."""
@@ -115,16 +121,14 @@ class Subscription:
                     await self._wait()
                     continue
                 try:
-                    for n, entry in enumerate(batch, 1):
-                        await self._deliver(entry)
-                        if n % ADVANCE_EVERY == 0 and not await self._advance():
-                            return True
+                    while batch:
+                        batch = await self._deliver(batch)
+                        if not await self._advance():
+                            return True  # unsubscribed
                 except BaseException:
                     with contextlib.suppress(Exception):  # the interruption is what matters
                         await self._advance()  # store what was delivered before it
                     raise
-                if not await self._advance():
-                    return True  # unsubscribed
             return False
         except LeaseLost:
             log.info("stream %s: lease lapsed, %s paused at %s", self.stream, self.subscriber,
@@ -140,40 +144,67 @@ class Subscription:
         except asyncio.TimeoutError:
             pass
 
-    async def _deliver(self, entry: Entry) -> None:
-        """Run the hook for one event until it returns (or is dead-lettered)."""
-        token, event_json = entry
-        stream, subscriber, policy = self.stream, self.subscriber, self._policy
-        args = [stream.namespace, stream.key, json.loads(event_json), token]
-        failures = 0
-        attempt = 0
-        while True:
-            if not self._holds():
-                raise LeaseLost
-            if attempt:
-                self._metrics.redelivered(stream.namespace)
-            attempt += 1
-            try:
-                await self._call(subscriber.grain_type, subscriber.key, HOOK, args,
-                                 policy.timeout)
-                self._metrics.delivered(stream.namespace,
-                                        max(0.0, time.time() - token_millis(token) / 1000))
-                break
-            except SUBSCRIBER_FAULTS as error:
-                failures += 1
-                if failures >= policy.attempts:
-                    await self._dead_letter(token, event_json, error)
-                    break
-                delay = policy.backoff * 2 ** (failures - 1)
-            except GrainError as error:  # the cluster, not the hook: keep trying
-                log.debug("stream %s -> %s: %s, retrying", stream, subscriber, error)
-                delay = policy.backoff * 2 ** min(attempt, 6)
-            await asyncio.sleep(min(delay, policy.max_backoff))
-        self._done = token
+    def _slice(self, entries: list[Entry]) -> list[Entry]:
+        """The events of the next delivery call: in order, at most ``self._size`` of them and
+        DELIVERY_BYTES of JSON (always at least one)."""
+        size = 0
+        for n, (_, event_json) in enumerate(entries[:self._size]):
+            size += len(event_json)
+            if n and size > DELIVERY_BYTES:
+                return entries[:n]
+        return entries[:self._size]
 
-    async def _dead_letter(self, token: str, event_json: str, error: GrainError) -> None:
+    async def _deliver(self, entries: list[Entry]) -> list[Entry]:
+        """One delivery call of the first events of ``entries`` (the grain runs its
+        ``on_stream_event`` for each, in order, in one turn); returns the events left. A
+        hook that raised is retried from the event that raised, after a back-off; after
+        ``attempts`` failures of that event it is dead-lettered and skipped."""
+        stream, subscriber, policy = self.stream, self.subscriber, self._policy
+        chunk = self._slice(entries)
+        self._attempt += 1
+        if self._attempt > 1:
+            self._metrics.redelivered(stream.namespace)
+        if not self._holds():
+            raise LeaseLost
+        try:
+            await self._call(subscriber.grain_type, subscriber.key, BATCH_HOOK,
+                             [stream.namespace, stream.key, [list(e) for e in chunk]],
+                             policy.timeout)
+            self._handled(chunk)
+            return entries[len(chunk):]
+        except SUBSCRIBER_FAULTS as error:
+            done, cause = interrupted_at(error)
+            self._handled(chunk[:done])
+            entries = entries[done:]
+            self._failures = 1 if done else self._failures + 1
+            if self._failures >= policy.attempts:
+                await self._dead_letter(entries[0], cause)
+                self._done = entries[0][0]
+                self._failures = self._attempt = 0
+                return entries[1:]
+            delay = policy.backoff * 2 ** (self._failures - 1)
+        except GrainError as error:  # the cluster, not the hook: keep trying
+            log.debug("stream %s -> %s: %s, retrying", stream, subscriber, error)
+            if isinstance(error, DeadlineExceededError):
+                self._size = 1  # a slow hook: one event per call until one succeeds
+            delay = policy.backoff * 2 ** min(self._attempt, 6)
+        await asyncio.sleep(min(delay, policy.max_backoff))
+        return entries
+
+    def _handled(self, entries: list[Entry]) -> None:
+        """Their hooks returned: count them (and their lag); the position may move past."""
+        if not entries:
+            return
+        now, namespace = time.time(), self.stream.namespace
+        for token, _ in entries:
+            self._metrics.delivered(namespace, max(0.0, now - token_millis(token) / 1000))
+        self._done = entries[-1][0]
+        self._failures = self._attempt = 0
+        self._size = DELIVERY_BATCH
+
+    async def _dead_letter(self, entry: Entry, text: str) -> None:
+        token, event_json = entry
         stream, subscriber = self.stream, self.subscriber
-        text = f"{type(error).__name__}: {error.message}"
         log.warning("stream %s: %s failed on event %s %d times (%s); dead-lettered and "
                     "skipped", stream, subscriber, token, self._policy.attempts, text)
         await self._store.dead_letter(stream, str(subscriber), token, event_json, text)

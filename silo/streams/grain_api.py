@@ -9,8 +9,10 @@ wiring for streams.
 from __future__ import annotations
 
 import inspect
+import json
 from typing import TYPE_CHECKING, Any
 
+from grainery.client.errors import GrainApplicationError, GrainError
 from grainery.silo.streams.names import StreamId, check_stream, encode_event
 from grainery.silo.streams.subscriptions import HOOK
 
@@ -19,6 +21,8 @@ if TYPE_CHECKING:
     from grainery.silo.streams.service import StreamService
 
 _SERVICES: dict[str, StreamService] = {}
+# The runtime hook (silo/hooks.py) the pump calls with a batch of a stream's events.
+BATCH_HOOK = "_deliver_stream_events"
 
 
 def register_service(silo_id: str, service: StreamService) -> None:
@@ -78,3 +82,36 @@ async def unsubscribe(grain: Grain, namespace: str, key: str) -> bool:
     """End ``grain``'s explicit subscription; False if there was none."""
     stream = check_stream(namespace, key)
     return await service_of(grain).unsubscribe(grain.grain_type, grain.key, stream)
+
+
+class StreamBatchInterrupted(Exception):
+    """A hook raised in the middle of a delivery: the turn fails (so ``self.state`` is as
+    after any failed turn), and the message tells the pump how many events before it were
+    handled: ``"<done> <ExceptionType>: <message>"``."""
+
+    def __init__(self, done: int, error: BaseException) -> None:
+        super().__init__(f"{done} {type(error).__name__}: {str(error)[:900]}")
+
+
+async def deliver_events(grain: Grain, namespace: str, key: str,
+                         events: list[list[str]]) -> int:
+    """Run ``on_stream_event`` for each ``[token, event JSON]``, in order, in this turn."""
+    hook = getattr(grain, HOOK, None)
+    if hook is None:
+        raise TypeError(f"{type(grain).__qualname__} has no {HOOK}: it cannot take events")
+    for done, (token, event_json) in enumerate(events):
+        try:
+            await hook(namespace, key, json.loads(event_json), token)
+        except Exception as error:
+            raise StreamBatchInterrupted(done, error) from error
+    return len(events)
+
+
+def interrupted_at(error: GrainError) -> tuple[int, str]:
+    """From a failed delivery call: how many events were handled before the failure, and
+    the failure as ``"ExceptionType: message"``."""
+    if isinstance(error, GrainApplicationError) and error.error_type == "StreamBatchInterrupted":
+        count, _, cause = error.message.partition(": ")[2].partition(" ")
+        if count.isdigit():
+            return int(count), cause
+    return 0, f"{type(error).__name__}: {error.message}"

@@ -63,9 +63,22 @@ class Broken(Follower):
         raise RuntimeError(f"cannot handle {token}")
 
 
+class Picky(Follower):
+    """Refuses (raises on) every event that says ``{"bad": true}``; records the others."""
+
+    async def on_stream_event(self, namespace: str, key: str, event: Any, token: str) -> None:
+        if isinstance(event, dict) and event.get("bad"):
+            raise ValueError(f"refusing {token}")
+        await super().on_stream_event(namespace, key, event, token)
+
+
 class Publisher(Grain):
     async def publish(self, namespace: str, key: str, event: Any) -> str:
         return await self.get_stream(namespace, key).publish(event)
+
+    async def publish_events(self, namespace: str, key: str, events: list[Any]) -> list[str]:
+        stream = self.get_stream(namespace, key)
+        return [await stream.publish(event) for event in events]
 
     async def publish_many(self, namespace: str, key: str, start: int, count: int) -> list[str]:
         """Events ``{"n": start}`` .. ``{"n": start + count - 1}``, in order."""

@@ -129,6 +129,26 @@ async def test_a_hook_that_always_raises_is_dead_lettered_and_blocks_no_one(
     await eventually(counted, 10, "grainery_stream_events_dead_lettered_total counting them")
 
 
+async def test_a_hook_failing_mid_batch_skips_only_its_event(
+    client: GrainClient, redis: aioredis.Redis, cluster: TestCluster,
+) -> None:
+    """Events are delivered several per turn: one that keeps failing is dead-lettered alone;
+    the events before it are not delivered again, those after it are delivered, in order."""
+    key, picky = unique("mixed"), unique("picky")
+    assert await client.get_grain("Picky", picky).follow("alerts", key)
+    events = [{"n": 0}, {"n": 1}, {"n": 2, "bad": True}, {"n": 3}, {"n": 4}]
+    tokens = await client.get_grain("Publisher", unique("pub")).publish_events(
+        "alerts", key, events)
+    good = [tokens[i] for i in (0, 1, 3, 4)]
+    got = await wait_received(redis, f"Picky/{picky}", "alerts", key, good)
+    assert got == [(tokens[i], events[i]) for i in (0, 1, 3, 4)]
+    letters = [fields for _, fields in
+               await redis.xrange(StreamKeys(cluster.cluster).dead_letters("alerts"))
+               if fields[b"subscriber"] == f"Picky/{picky}".encode()]
+    assert [letter[b"token"].decode() for letter in letters] == [tokens[2]]
+    assert letters[0][b"error"].startswith(b"ValueError: refusing")
+
+
 async def test_an_explicit_subscription_outlives_its_activation_and_can_end(
     client: GrainClient, redis: aioredis.Redis,
 ) -> None:
