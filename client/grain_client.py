@@ -47,7 +47,7 @@ from grainery.client.routing import (
     MembershipSnapshot,
     Router,
 )
-from grainery.client.streams import ClientStream
+from grainery.client.streams import ClientStream, PublishBatcher
 from grainery.client.tasks import spawn
 
 log = logging.getLogger("grainery.client")
@@ -123,6 +123,8 @@ class GrainClient:
         # Outgoing call filters (client/filters.py), run around each call before routing;
         # None when there are none, so an unfiltered call pays nothing for them.
         self.filters = named(filters) or None
+        # Concurrent stream publishes of this client share calls (client/streams.py).
+        self.publisher = PublishBatcher(self)
 
     async def __aenter__(self) -> GrainClient:
         await self.connect()

@@ -1,9 +1,9 @@
 """What a stream, an event and a token may be, and where each lives in Redis.
 
-One place checks the bounds every entry point (grain API, gRPC, CLI) shares, so a bad
-namespace, key or event gets the same clear INVALID_ARGUMENT from each, before it touches
-the store. Tokens are the store's stream entry ids (``"<ms>-<seq>"``): increasing per
-stream, comparable as integer pairs.
+The bounds every entry point (grain API, gRPC, CLI, the Python client before it sends)
+shares live in client/streams.py, so a bad namespace, key or event gets the same clear
+INVALID_ARGUMENT from each, before it touches the store. Tokens are the store's stream
+entry ids (``"<ms>-<seq>"``): increasing per stream, comparable as integer pairs.
 
 Key layout: every key of the streams in one partition shares a Redis Cluster hash tag
 (``{<cluster>:streams:<partition>}``), so one Lua script can check the partition's lease and
@@ -17,11 +17,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from grainery.client.errors import InvalidArgumentsError
+from grainery.client.streams import (
+    MAX_EVENT_BYTES,
+    MAX_KEY_CHARS,
+    MAX_NAMESPACE_CHARS,
+    check_event_json,
+    check_stream_names,
+    event_to_json,
+)
 from grainery.silo.cluster.partitions import partition_of
 
-MAX_NAMESPACE_CHARS = 128
-MAX_KEY_CHARS = 512
-MAX_EVENT_BYTES = 64 * 1024
 PARTITIONS = 32  # fixed for a cluster: every silo must agree on a stream's partition
 PREFIX = "grainery"
 
@@ -47,42 +52,13 @@ class StreamId:
 
 def check_stream(namespace: object, key: object) -> StreamId:
     """A valid stream id, or InvalidArgumentsError saying what is wrong."""
-    for what, value, limit in (("namespace", namespace, MAX_NAMESPACE_CHARS),
-                               ("key", key, MAX_KEY_CHARS)):
-        if not isinstance(value, str):
-            raise InvalidArgumentsError(f"a stream {what} is a string, not {type(value).__name__}")
-        if not value:
-            raise InvalidArgumentsError(f"a stream {what} must not be empty")
-        if len(value) > limit:
-            raise InvalidArgumentsError(
-                f"stream {what} too long: {len(value)} characters (at most {limit})"
-            )
+    check_stream_names(namespace, key)
     return StreamId(str(namespace), str(key))
-
-
-def check_event_json(event_json: str) -> str:
-    """``event_json`` if it is one JSON value within MAX_EVENT_BYTES."""
-    size = len(event_json.encode())
-    if size > MAX_EVENT_BYTES:
-        raise InvalidArgumentsError(
-            f"stream event too large: {size} bytes of JSON (at most {MAX_EVENT_BYTES})"
-        )
-    if not event_json.strip():
-        raise InvalidArgumentsError("a stream event must be a JSON value, got nothing")
-    try:
-        json.loads(event_json)
-    except ValueError as exc:
-        raise InvalidArgumentsError(f"stream event is not valid JSON: {exc}") from None
-    return event_json
 
 
 def encode_event(event: Any) -> str:
     """A Python value as event JSON (refused, like call arguments, if JSON cannot hold it)."""
-    try:
-        text = json.dumps(event, separators=(",", ":"), allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise InvalidArgumentsError(f"stream event is not JSON-serialisable: {exc}") from None
-    return check_event_json(text)
+    return check_event_json(event_to_json(event))
 
 
 def token_order(token: str) -> tuple[int, int]:
@@ -160,3 +136,10 @@ def subscriber_field(grain_type: str, key: str) -> str:
 def parse_subscriber(field: str | bytes) -> tuple[str, str]:
     grain_type, key = json.loads(field)
     return str(grain_type), str(key)
+
+
+__all__ = [
+    "MAX_EVENT_BYTES", "MAX_KEY_CHARS", "MAX_NAMESPACE_CHARS", "PARTITIONS", "StreamId",
+    "StreamKeys", "check_event_json", "check_stream", "check_token", "encode_event",
+    "parse_subscriber", "subscriber_field", "token_millis", "token_order",
+]

@@ -19,7 +19,13 @@ from redis.exceptions import RedisError
 
 from grainery.client._proto.grainery.v1 import grainery_pb2 as pb
 from grainery.client._proto.grainery.v1 import grainery_pb2_grpc as pb_grpc
-from grainery.client.errors import GrainError, OverloadedError, StorageUnavailableError
+from grainery.client.errors import (
+    GrainError,
+    InvalidArgumentsError,
+    OverloadedError,
+    StorageUnavailableError,
+)
+from grainery.client.streams import MAX_PUBLISH_BATCH
 from grainery.silo.rpc.servicers import abort_internal, abort_with
 from grainery.silo.streams.names import check_event_json, check_stream, check_token
 from grainery.silo.streams.service import StreamService, _side_connection
@@ -55,6 +61,29 @@ class StreamsServicer(pb_grpc.StreamsServicer):
             await abort_with(context, StorageUnavailableError(f"stream store unavailable: {exc}"))
         except Exception:  # noqa: BLE001 - never leak internals to the caller
             await abort_internal(context, "Streams.Publish")
+
+    async def PublishBatch(  # noqa: N802
+        self, request: pb.PublishBatchRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PublishBatchResponse:
+        try:
+            if len(request.events) > MAX_PUBLISH_BATCH:
+                raise InvalidArgumentsError(f"{len(request.events)} events in one PublishBatch "
+                                            f"(at most {MAX_PUBLISH_BATCH})")
+            events = []
+            for index, event in enumerate(request.events):
+                try:
+                    events.append((check_stream(event.namespace, event.key),
+                                   check_event_json(event.event_json)))
+                except InvalidArgumentsError as error:
+                    raise InvalidArgumentsError(f"event {index}: {error.message}") from None
+            tokens = await self._service.publish_many(events) if events else []
+            return pb.PublishBatchResponse(tokens=tokens)
+        except GrainError as error:
+            await abort_with(context, error)
+        except RedisError as exc:
+            await abort_with(context, StorageUnavailableError(f"stream store unavailable: {exc}"))
+        except Exception:  # noqa: BLE001
+            await abort_internal(context, "Streams.PublishBatch")
 
     async def Subscribe(  # noqa: N802
         self, request: pb.SubscribeRequest, context: grpc.aio.ServicerContext

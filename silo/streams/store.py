@@ -114,6 +114,19 @@ class StreamStore:
         )
         return _text(token)
 
+    async def publish_many(self, events: list[tuple[StreamId, str]]) -> list[str]:
+        """Append several events in one round trip (a pipeline, in order); their tokens."""
+        keys = self.keys
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for stream, event_json in events:
+                partition = keys.partition(stream)
+                await self._publish(
+                    keys=[keys.events(stream), keys.index(partition), keys.bell(partition)],
+                    args=[self.maxlen, stream.name, event_json, BELL_MAXLEN], client=pipe,
+                )
+            tokens = await pipe.execute()
+        return [_text(token) for token in tokens]
+
     async def range_after(self, stream: StreamId, after: str, count: int) -> list[Entry]:
         """Up to ``count`` events with tokens after ``after`` ("0-0": from the oldest)."""
         raw: Any = await self.redis.xrange(self.keys.events(stream), f"({after}", "+",

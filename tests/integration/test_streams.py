@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 from grainery.client import GrainClient, InvalidArgumentsError
 from grainery.client._proto.grainery.v1 import grainery_pb2 as pb
 from grainery.client._proto.grainery.v1 import grainery_pb2_grpc as pb_grpc
-from grainery.silo.streams.names import MAX_EVENT_BYTES, MAX_KEY_CHARS, StreamKeys
+from grainery.silo.streams.names import MAX_EVENT_BYTES, MAX_KEY_CHARS, StreamId, StreamKeys
 from grainery.silo.testing import TestCluster, TestStore
 from tests.eventually import eventually
 from tests.integration.helpers import running_cluster
@@ -165,6 +165,22 @@ async def test_an_explicit_subscription_outlives_its_activation_and_can_end(
     assert not await follower.unfollow("orders", key)
 
 
+async def test_concurrent_client_publishes_are_all_delivered_in_token_order(
+    client: GrainClient, redis: aioredis.Redis,
+) -> None:
+    """A client's concurrent publishes travel together (PublishBatch): each gets its own
+    token, and the subscriber sees them all, in token order."""
+    key = unique("burst")
+    stream = client.get_stream("orders", key)
+    tokens = await asyncio.gather(*(stream.publish({"i": i}) for i in range(300)))
+    assert len(set(tokens)) == 300
+    got = await wait_received(redis, f"OrderWatcher/{key}", "orders", key, list(tokens))
+    order = sorted(tokens, key=lambda t: tuple(map(int, t.split("-"))))
+    assert [token for token, _ in got] == order
+    by_token = dict(zip(tokens, range(300), strict=True))
+    assert all(event == {"i": by_token[token]} for token, event in got)
+
+
 async def test_the_python_client_subscribes_and_resumes_from_a_token(
     client: GrainClient,
 ) -> None:
@@ -236,7 +252,7 @@ def test_the_cli_publishes_and_subscribes(cluster: TestCluster) -> None:
 
 
 async def test_bad_input_is_refused_with_invalid_argument(
-    client: GrainClient, cluster: TestCluster,
+    client: GrainClient, cluster: TestCluster, redis: aioredis.Redis,
 ) -> None:
     cases = [
         ("orders", "k", "{oops", "not valid JSON"),
@@ -259,6 +275,15 @@ async def test_bad_input_is_refused_with_invalid_argument(
                                                               from_token="yesterday")):
                 pass
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        key = unique("batch")
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.PublishBatch(pb.PublishBatchRequest(events=[
+                pb.PublishRequest(namespace="orders", key=key, event_json="1"),
+                pb.PublishRequest(namespace="orders", key=key, event_json="{oops"),
+            ]), timeout=10)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert (refused.value.details() or "").startswith("event 1: stream event is not valid")
+        assert await redis.xlen(StreamKeys(cluster.cluster).events(StreamId("orders", key))) == 0
     with pytest.raises(InvalidArgumentsError, match="not JSON-serialisable"):
         await client.get_stream("orders", "k").publish({"when": object()})
     # The silo is still fine.

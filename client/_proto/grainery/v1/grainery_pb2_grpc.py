@@ -371,6 +371,11 @@ class StreamsStub(object):
                 request_serializer=grainery_dot_v1_dot_grainery__pb2.SubscribeRequest.SerializeToString,
                 response_deserializer=grainery_dot_v1_dot_grainery__pb2.StreamEvent.FromString,
                 _registered_method=True)
+        self.PublishBatch = channel.unary_unary(
+                '/grainery.v1.Streams/PublishBatch',
+                request_serializer=grainery_dot_v1_dot_grainery__pb2.PublishBatchRequest.SerializeToString,
+                response_deserializer=grainery_dot_v1_dot_grainery__pb2.PublishBatchResponse.FromString,
+                _registered_method=True)
 
 
 class StreamsServicer(object):
@@ -399,6 +404,15 @@ class StreamsServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PublishBatch(self, request, context):
+        """Several events (of any streams) in one call, appended in the order given; the tokens come
+        back in the same order. Every event is checked first: one bad event refuses the whole
+        batch (INVALID_ARGUMENT naming its index) and nothing is appended. At most 1,000 events.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StreamsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -411,6 +425,11 @@ def add_StreamsServicer_to_server(servicer, server):
                     servicer.Subscribe,
                     request_deserializer=grainery_dot_v1_dot_grainery__pb2.SubscribeRequest.FromString,
                     response_serializer=grainery_dot_v1_dot_grainery__pb2.StreamEvent.SerializeToString,
+            ),
+            'PublishBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.PublishBatch,
+                    request_deserializer=grainery_dot_v1_dot_grainery__pb2.PublishBatchRequest.FromString,
+                    response_serializer=grainery_dot_v1_dot_grainery__pb2.PublishBatchResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -472,6 +491,33 @@ class Streams(object):
             '/grainery.v1.Streams/Subscribe',
             grainery_dot_v1_dot_grainery__pb2.SubscribeRequest.SerializeToString,
             grainery_dot_v1_dot_grainery__pb2.StreamEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PublishBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/grainery.v1.Streams/PublishBatch',
+            grainery_dot_v1_dot_grainery__pb2.PublishBatchRequest.SerializeToString,
+            grainery_dot_v1_dot_grainery__pb2.PublishBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,
