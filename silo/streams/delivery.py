@@ -1,8 +1,12 @@
 """One subscription's delivery: each event, in order, to the subscriber's ``on_stream_event``.
 
-At-least-once: the position moves (fenced by the partition's lease) only after the hook
-returned, so a crash anywhere before that delivers the event again; never skips one. A
-hook that raises is retried with back-off, ``attempts`` times in all; then the event is
+The waiting events go to the grain up to DELIVERY_BATCH at a time, in one system call and
+one turn (the runtime hook ``_deliver_stream_events`` runs the hooks in order), because a
+call per event costs more than the hooks of a busy stream. At-least-once: the position
+moves (fenced by the partition's lease) only after the hooks returned, so a crash anywhere
+before that delivers the events again; never skips one. A hook that raises fails the turn;
+the events before it count as delivered, and its event is retried with back-off,
+``attempts`` times in all; then the event is
 dead-lettered (metric, log, a record in Redis) and skipped, so one bad event cannot stop the
 subscription forever. Failures of the cluster rather than the hook (a silo unreachable, a
 deadline, overload) are retried without limit, for as long as this silo pumps the
@@ -42,7 +46,6 @@ BATCH = 128  # events read at a time
 # events per subscription, and a busy stream does not pay a position write per event.
 DELIVERY_BATCH = 32
 DELIVERY_BYTES = 512 * 1024
-ADVANCE_EVERY = DELIVERY_BATCH
 # Errors that are about the subscriber (its hook raised, it has no hook, no such type):
 # retried `attempts` times, then dead-lettered.
 SUBSCRIBER_FAULTS = (GrainApplicationError, UnknownGrainTypeError, UnknownMethodError,

@@ -12,7 +12,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from grainery.client import GrainClient
-from grainery.silo.streams.delivery import ADVANCE_EVERY
+from grainery.silo.streams.delivery import DELIVERY_BATCH
 from grainery.silo.streams.names import StreamId, StreamKeys
 from grainery.silo.testing import SiloProcess, TestCluster, TestStore
 from tests.eventually import eventually
@@ -85,9 +85,9 @@ async def test_kill_9_of_the_delivering_silo_mid_flow_loses_nothing(
         got = await wait_received(redis, subscriber, "orders", key, published, timeout=60)
         assert deduped(got) == expected, f"{subscriber}: out of order or missing events"
         duplicates = len(got) - len(expected)
-        # Positions are stored at least every ADVANCE_EVERY events: at most that many (plus
-        # the one in flight) are delivered again after the crash.
-        assert duplicates <= ADVANCE_EVERY + 1, f"{subscriber}: {duplicates} duplicates"
+        # The position is stored after each delivery of up to DELIVERY_BATCH events: at most
+        # the delivery in flight at the crash is made again.
+        assert duplicates <= DELIVERY_BATCH, f"{subscriber}: {duplicates} duplicates"
     cluster.restart_silo(victim)
 
 
