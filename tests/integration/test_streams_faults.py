@@ -63,9 +63,22 @@ async def test_kill_9_of_the_delivering_silo_mid_flow_loses_nothing(
     victim = await pumping_silo(redis, cluster, stream)
     survivor = next(s for s in cluster.silos if s is not victim)
     # Publish through the survivor only, so publishing never fails while the victim dies.
-    async with GrainClient(survivor.address, gateway_only=True) as client:
+    async with GrainClient(survivor.address, gateway_only=True) as client, \
+            GrainClient(survivor.address, victim.address, gateway_only=True) as watcher:
         assert await client.get_grain("Follower", follower).follow("orders", key)
         published: list[str] = []
+        first = await client.get_stream("orders", key).publish({"n": "start"})
+        watched: list[tuple[str, object]] = []
+
+        async def watch() -> None:
+            # The watcher's first silo is the victim (seeds are taken in turn, the second
+            # first): its subscription breaks with the crash and resumes on the survivor.
+            async for token, event in watcher.get_stream("orders", key).subscribe(first):
+                watched.append((token, event))
+                if len(watched) == EVENTS:
+                    return
+
+        watching = asyncio.create_task(watch())
 
         async def publish() -> None:
             for n in range(EVENTS):
@@ -80,9 +93,12 @@ async def test_kill_9_of_the_delivering_silo_mid_flow_loses_nothing(
         victim.kill()
         await asyncio.wait_for(publishing, 60)
         assert len(published) == EVENTS
+        await asyncio.wait_for(watching, 60)
     expected = [(token, {"n": n}) for n, token in enumerate(published)]
+    assert watched == expected  # the client's subscription: no gap, no duplicate
     for subscriber in (f"OrderWatcher/{key}", f"Follower/{follower}"):
         got = await wait_received(redis, subscriber, "orders", key, published, timeout=60)
+        got = [(token, event) for token, event in got if token != first]
         assert deduped(got) == expected, f"{subscriber}: out of order or missing events"
         duplicates = len(got) - len(expected)
         # The position is stored after each delivery of up to DELIVERY_BATCH events: at most
