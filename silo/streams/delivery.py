@@ -102,6 +102,10 @@ class Subscription:
         self._attempt = 0  # delivery calls since the last event was handled
         self._failures = 0  # hook failures of the first event not handled yet
 
+    def wake(self) -> None:
+        """New events were read (called by the feed)."""
+        self._wake.set()
+
     def resume_at(self, position: str) -> None:
         """Continue from a stored position (after a store error interrupted a batch)."""
         self.position = self._done = position
@@ -113,7 +117,7 @@ class Subscription:
     async def run(self) -> bool:
         """Deliver until the subscription is gone (True) or this silo's hold on the
         partition lapses (False: the pump resumes it if the lease is renewed)."""
-        self.feed.listen(self._wake)
+        self.feed.listen(self)
         try:
             while self._holds():
                 self._wake.clear()  # before looking: a feed after this wakes the wait below
@@ -138,7 +142,7 @@ class Subscription:
                      self.position)
             return False
         finally:
-            self.feed.unlisten(self._wake)
+            self.feed.unlisten(self)
 
     async def _wait(self) -> None:
         # Bounded: a missed wake-up (the pump's reader reconnecting) costs a second at most.

@@ -174,10 +174,15 @@ class StreamPump:
             hold = self._held.get(partition)
             if hold is None:
                 return
+            wanted = await subscribers_of(stream, self._implicit, self._store)
+            if not wanted:  # no subscriber: not read at all (a subscribe rings the bell)
+                self._feeds.pop(stream, None)
+                for task in self._running.pop(stream, {}).values():
+                    task.cancel()
+                return
             feed = self._feeds.get(stream)
             if feed is None:
                 feed = StreamFeed(stream, await self._store.last_token(stream))
-            wanted = await subscribers_of(stream, self._implicit, self._store)
             positions = await self._store.positions(stream)
             if self._held.get(partition) is not hold:
                 return  # dropped meanwhile
