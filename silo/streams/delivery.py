@@ -24,6 +24,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from redis.exceptions import RedisError
+
 from grainery.client.errors import (
     DeadlineExceededError,
     GrainApplicationError,
@@ -42,8 +44,9 @@ log = logging.getLogger("grainery.streams")
 
 BATCH = 128  # events read at a time
 # Events per delivery call (one system call, one turn of the subscriber), and their JSON's
-# bound. The position is stored after each call: a crash redelivers at most one call's
-# events per subscription, and a busy stream does not pay a position write per event.
+# bound. The position is stored after each call, in the background: a crash redelivers at
+# most two calls' events per subscription, and a busy stream does not pay a position write
+# per event.
 DELIVERY_BATCH = 32
 DELIVERY_BYTES = 512 * 1024
 # Errors that are about the subscriber (its hook raised, it has no hook, no such type):
@@ -101,6 +104,10 @@ class Subscription:
         self._size = DELIVERY_BATCH  # events per delivery call
         self._attempt = 0  # delivery calls since the last event was handled
         self._failures = 0  # hook failures of the first event not handled yet
+        self._stored = position  # the position last written to the store
+        self._writer: asyncio.Task[None] | None = None
+        self._gone = False  # the store said: this explicit subscription no longer exists
+        self._lost = False  # the store said: the partition's lease is not ours
 
     def wake(self) -> None:
         """New events were read (called by the feed)."""
@@ -108,7 +115,7 @@ class Subscription:
 
     def resume_at(self, position: str) -> None:
         """Continue from a stored position (after a store error interrupted a batch)."""
-        self.position = self._done = position
+        self.position = self._done = self._stored = position
 
     @property
     def stream(self) -> StreamId:
@@ -127,15 +134,14 @@ class Subscription:
                 if not batch:
                     await self._wait()
                     continue
-                try:
-                    while batch:
-                        batch = await self._deliver(batch)
-                        if not await self._advance():
-                            return True  # unsubscribed
-                except BaseException:
-                    with contextlib.suppress(Exception):  # the interruption is what matters
-                        await self._advance()  # store what was delivered before it
-                    raise
+                while batch:
+                    batch = await self._deliver(batch)
+                    self.position = self._done
+                    self._store_position()
+                    if self._gone:
+                        return True  # unsubscribed
+                    if self._lost:
+                        raise LeaseLost
             return False
         except LeaseLost:
             log.info("stream %s: lease lapsed, %s paused at %s", self.stream, self.subscriber,
@@ -143,6 +149,8 @@ class Subscription:
             return False
         finally:
             self.feed.unlisten(self)
+            with contextlib.suppress(Exception):  # the interruption is what matters
+                await self._flush()  # store what was delivered before it
 
     async def _wait(self) -> None:
         # Bounded: a missed wake-up (the pump's reader reconnecting) costs a second at most.
@@ -217,16 +225,34 @@ class Subscription:
         await self._store.dead_letter(stream, str(subscriber), token, event_json, text)
         self._metrics.dead_lettered(stream.namespace)
 
-    async def _advance(self) -> bool:
-        """Store the position of the last event whose hook returned (once per batch: a crash
-        redelivers at most the batch in flight); False when the subscription is gone."""
-        if self._done == self.position:
-            return True
-        moved = await self._store.advance(
-            self.stream, self.subscriber.field, self._done, self._incarnation,
-            self.subscriber.explicit,
-        )
-        if moved < 0:
-            raise LeaseLost
-        self.position = self._done
-        return moved > 0
+    def _store_position(self) -> None:
+        """Write the position in the background, one write at a time, always the newest: the
+        next delivery does not wait for the store (the position still moves only after the
+        hooks returned, and never backwards)."""
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.ensure_future(self._write_positions())
+
+    async def _write_positions(self) -> None:
+        while self._stored != self.position and not (self._gone or self._lost):
+            target = self.position
+            try:
+                moved = await self._store.advance(
+                    self.stream, self.subscriber.field, target, self._incarnation,
+                    self.subscriber.explicit,
+                )
+            except RedisError as exc:  # the next delivery (or the flush) tries again
+                log.warning("stream %s -> %s: position not stored yet: %s", self.stream,
+                            self.subscriber, exc)
+                return
+            if moved < 0:
+                self._lost = True
+            elif moved == 0:
+                self._gone = True
+            else:
+                self._stored = target
+
+    async def _flush(self) -> None:
+        """Wait for the write in flight, then store whatever was delivered after it."""
+        if self._writer is not None:
+            await asyncio.shield(self._writer)
+        await self._write_positions()
