@@ -8,6 +8,7 @@ store's URL comes from ``GRAINERY_TEST_STORE_URL``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from typing import Any
@@ -54,6 +55,15 @@ class Follower(Recording):
 
     async def leave(self) -> None:
         self.deactivate_on_idle()
+
+
+class SlowFollower(Follower):
+    """Takes 3 ms per event (work, not a wait): a backlog of events read but not yet
+    delivered builds up, so a crash finds some in flight."""
+
+    async def on_stream_event(self, namespace: str, key: str, event: Any, token: str) -> None:
+        await asyncio.sleep(0.003)
+        await super().on_stream_event(namespace, key, event, token)
 
 
 class Broken(Follower):

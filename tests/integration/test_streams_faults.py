@@ -65,7 +65,7 @@ async def test_kill_9_of_the_delivering_silo_mid_flow_loses_nothing(
     # Publish through the survivor only, so publishing never fails while the victim dies.
     async with GrainClient(survivor.address, gateway_only=True) as client, \
             GrainClient(survivor.address, victim.address, gateway_only=True) as watcher:
-        assert await client.get_grain("Follower", follower).follow("orders", key)
+        assert await client.get_grain("SlowFollower", follower).follow("orders", key)
         published: list[str] = []
         first = await client.get_stream("orders", key).publish({"n": "start"})
         watched: list[tuple[str, object]] = []
@@ -87,7 +87,8 @@ async def test_kill_9_of_the_delivering_silo_mid_flow_loses_nothing(
         publishing = asyncio.create_task(publish())
 
         async def flowing() -> bool:
-            return len(await received(redis, f"Follower/{follower}", "orders", key)) >= KILL_AFTER
+            got = await received(redis, f"SlowFollower/{follower}", "orders", key)
+            return len(got) >= KILL_AFTER
 
         await eventually(flowing, 20, f"{KILL_AFTER} deliveries before the kill")
         victim.kill()
@@ -96,7 +97,7 @@ async def test_kill_9_of_the_delivering_silo_mid_flow_loses_nothing(
         await asyncio.wait_for(watching, 60)
     expected = [(token, {"n": n}) for n, token in enumerate(published)]
     assert watched == expected  # the client's subscription: no gap, no duplicate
-    for subscriber in (f"OrderWatcher/{key}", f"Follower/{follower}"):
+    for subscriber in (f"OrderWatcher/{key}", f"SlowFollower/{follower}"):
         got = await wait_received(redis, subscriber, "orders", key, published, timeout=60)
         got = [(token, event) for token, event in got if token != first]
         assert deduped(got) == expected, f"{subscriber}: out of order or missing events"
@@ -114,7 +115,7 @@ async def test_subscriptions_survive_a_full_restart_of_the_cluster(
     await cluster.wait_for_stable_membership(2)
     key, follower = unique("restart"), unique("f")
     async with cluster.client() as client:
-        assert await client.get_grain("Follower", follower).follow("orders", key)
+        assert await client.get_grain("SlowFollower", follower).follow("orders", key)
         before = [await client.get_stream("orders", key).publish({"n": n}) for n in range(3)]
     await wait_received(redis, f"Follower/{follower}", "orders", key, before)
     stop_all(cluster.silos)
