@@ -119,14 +119,16 @@ async def test_a_hook_that_always_raises_is_dead_lettered_and_blocks_no_one(
     assert json.loads(letters[0][b"event"]) == {"alert": 0}
 
     async def counted() -> bool:
-        total = 0.0
+        dead = retried = 0.0
         for silo in cluster.silos:
             samples = await asyncio.to_thread(silo.scrape)
-            total += samples.get(
+            dead += samples.get(
                 'grainery_stream_events_dead_lettered_total{namespace="alerts"}', 0.0)
-        return total >= 3
+            retried += samples.get(
+                'grainery_stream_events_redelivered_total{namespace="alerts"}', 0.0)
+        return dead >= 3 and retried >= 3 * 2  # --stream-attempts 3: two retries each
 
-    await eventually(counted, 10, "grainery_stream_events_dead_lettered_total counting them")
+    await eventually(counted, 10, "the metrics counting the retries and dead letters")
 
 
 async def test_a_hook_failing_mid_batch_skips_only_its_event(

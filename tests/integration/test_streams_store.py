@@ -11,6 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from grainery.silo.streams.names import StreamId, StreamKeys, subscriber_field
+from grainery.silo.streams.retention import trim_by_age
 from grainery.silo.streams.store import StreamStore
 from grainery.silo.testing import TestStore
 
@@ -62,3 +63,22 @@ async def test_a_subscription_starts_at_the_end_and_ends_with_unsubscribe(
     # The pump that still delivered to it learns that it is gone: nothing is written.
     assert await store.advance(stream, field, after, "silo-a:1", explicit=True) == 0
     assert await store.positions(stream) == {}
+
+
+async def test_retention_bounds_a_stream_by_length_and_by_age(store: StreamStore) -> None:
+    """Trimming is approximate (whole internal nodes of about 100 entries): a stream keeps at
+    least the bound and not much more."""
+    store.maxlen = 50
+    stream = StreamId("logs", "long")
+    for n in range(500):
+        await store.publish(stream, str(n))
+    length = await store.redis.xlen(store.keys.events(stream))
+    assert 50 <= length <= 150, length
+    aged = StreamId("logs", "aged")
+    store.maxlen = 100_000
+    for n in range(300):
+        await store.publish(aged, str(n))
+    partition = store.keys.partition(aged)
+    removed = await trim_by_age(store, [partition], max_age=-1.0)  # everything is too old
+    assert removed >= 200
+    assert await store.redis.xlen(store.keys.events(aged)) == 300 - removed
