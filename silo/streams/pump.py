@@ -46,6 +46,23 @@ class Hold:
     until: float  # monotonic time up to which the lease is surely still ours
 
 
+async def cancel_all(tasks: set[asyncio.Task[Any]], timeout: float = 3.0) -> None:
+    """Cancel ``tasks`` and wait for them, cancelling again those still running (a store
+    client may turn a cancellation into an error that a retry loop then absorbs), at most
+    ``timeout`` seconds: a stopping silo must not hang on a background task."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    pending = [task for task in tasks if not task.done()]
+    while pending and loop.time() < deadline:
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending, timeout=0.2)
+        pending = [task for task in pending if not task.done()]
+    if pending:
+        log.warning("streams: %d background tasks did not stop: %s", len(pending),
+                    ", ".join(task.get_name() for task in pending))
+
+
 class StreamPump:
     def __init__(
         self, store: StreamStore, reader: aioredis.Redis, ownership: PartitionOwnership,
@@ -70,6 +87,7 @@ class StreamPump:
         self._running: dict[StreamId, dict[str, asyncio.Task[None]]] = {}
         self._sync_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._stopping = False
 
     # ----- lifecycle ------------------------------------------------------
     def start(self) -> None:
@@ -80,12 +98,11 @@ class StreamPump:
 
     async def stop(self) -> None:
         """Stop delivering and hand the leases back (the next owner need not wait them out)."""
+        self._stopping = True
         held = dict(self._held)
         for partition in list(self._held):
             self._drop(partition, release=False)
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_all(self._tasks)
         for partition, hold in held.items():
             try:
                 await self._store.release_lease(partition, hold.incarnation)
@@ -112,7 +129,8 @@ class StreamPump:
         """Wait for the lease (the previous holder releases it or it lapses), then start
         every subscription of the partition's streams from its stored position."""
         incarnation = self._incarnation()
-        while self._ownership.owns(partition) and partition not in self._held:
+        while (not self._stopping and self._ownership.owns(partition)
+               and partition not in self._held):
             sent = time.monotonic()
             try:
                 if await self._store.hold_lease(partition, incarnation, self._lease_ms):
@@ -147,7 +165,7 @@ class StreamPump:
                   name="grainery-streams-release", owner=self._tasks)
 
     async def _keep_leases(self) -> None:
-        while True:
+        while not self._stopping:
             await asyncio.sleep(self._lease_ms / 4000)
             for partition, hold in list(self._held.items()):
                 sent = time.monotonic()
@@ -237,7 +255,7 @@ class StreamPump:
 
     # ----- the one read ---------------------------------------------------
     async def _read_loop(self) -> None:
-        while True:
+        while not self._stopping:
             positions: dict[str, str] = {}
             targets: dict[str, StreamId | int] = {}
             for partition, cursor in self._bells.items():

@@ -19,7 +19,7 @@ from grainery.silo.cluster.partitions import PartitionOwnership
 from grainery.silo.storage.pool import StorePool
 from grainery.silo.streams.delivery import DeliveryPolicy, HookCall
 from grainery.silo.streams.names import PARTITIONS, StreamId, StreamKeys, subscriber_field
-from grainery.silo.streams.pump import StreamPump
+from grainery.silo.streams.pump import StreamPump, cancel_all
 from grainery.silo.streams.retention import run_retention
 from grainery.silo.streams.store import StreamStore
 from grainery.silo.streams.subscriptions import ImplicitSubscriptions
@@ -115,9 +115,7 @@ class StreamService:
             return
         self._stopped = True
         self.started = False
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_all(self._tasks)
         await self.pump.stop()
         await self._reader.aclose()
 

@@ -115,7 +115,7 @@ async def test_subscriptions_survive_a_full_restart_of_the_cluster(
     await cluster.wait_for_stable_membership(2)
     key, follower = unique("restart"), unique("f")
     async with cluster.client() as client:
-        assert await client.get_grain("SlowFollower", follower).follow("orders", key)
+        assert await client.get_grain("Follower", follower).follow("orders", key)
         before = [await client.get_stream("orders", key).publish({"n": n}) for n in range(3)]
     await wait_received(redis, f"Follower/{follower}", "orders", key, before)
     stop_all(cluster.silos)
