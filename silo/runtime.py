@@ -279,6 +279,7 @@ class Silo:
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.membership.set_leaving()
         await self.streams.stop()  # hands its partitions' leases over at once
+        self.streams_servicer.closing()  # client subscriptions move to other silos
         self.catalog.accepting = False
         await self._drain_calls(deadline)
         log.info("calls drained; deactivating %d grains", len(self.catalog))

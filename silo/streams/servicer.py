@@ -23,6 +23,7 @@ from grainery.client.errors import (
     GrainError,
     InvalidArgumentsError,
     OverloadedError,
+    SiloUnavailableError,
     StorageUnavailableError,
 )
 from grainery.client.streams import MAX_PUBLISH_BATCH
@@ -35,7 +36,7 @@ log = logging.getLogger("grainery.streams")
 
 MAX_SUBSCRIPTIONS = 256
 READ_BATCH = 64
-READ_BLOCK_MS = 2000
+READ_BLOCK_MS = 500  # also how soon a stopping silo ends its subscriptions
 
 
 class StreamsServicer(pb_grpc.StreamsServicer):
@@ -44,8 +45,15 @@ class StreamsServicer(pb_grpc.StreamsServicer):
         self._max = max_subscriptions
         self._open = 0
         self._reader: aioredis.Redis = _side_connection(service.store.redis, max_subscriptions)
+        self._closing = False
+
+    def closing(self) -> None:
+        """The silo is stopping: end every subscription (UNAVAILABLE, so clients resume
+        from their last token on another silo) within READ_BLOCK_MS."""
+        self._closing = True
 
     async def close(self) -> None:
+        self._closing = True
         await self._reader.aclose()
 
     async def Publish(  # noqa: N802 - gRPC method name
@@ -103,7 +111,7 @@ class StreamsServicer(pb_grpc.StreamsServicer):
             store = self._service.store
             cursor = "0-0" if start == "0" else start or await store.last_token(stream)
             key = store.keys.events(stream)
-            while True:
+            while not self._closing:
                 replies: Any = await self._reader.xread({key: cursor}, count=READ_BATCH,
                                                         block=READ_BLOCK_MS)
                 for _, raw in replies or []:
@@ -118,3 +126,6 @@ class StreamsServicer(pb_grpc.StreamsServicer):
             await abort_internal(context, "Streams.Subscribe")
         finally:
             self._open -= 1
+        await abort_with(context, SiloUnavailableError(
+            "this silo is stopping: subscribe again from the last token on another silo"
+        ))

@@ -39,6 +39,10 @@ async def redis(store: TestStore) -> AsyncIterator[aioredis.Redis]:
     await connection.aclose()
 
 
+async def _has(items: list[str], count: int) -> bool:
+    return len(items) >= count
+
+
 async def pumping_silo(redis: aioredis.Redis, cluster: TestCluster,
                        stream: StreamId) -> SiloProcess:
     """The silo holding the lease of the stream's partition (its incarnation is
@@ -118,14 +122,30 @@ async def test_subscriptions_survive_a_full_restart_of_the_cluster(
         assert await client.get_grain("Follower", follower).follow("orders", key)
         before = [await client.get_stream("orders", key).publish({"n": n}) for n in range(3)]
     await wait_received(redis, f"Follower/{follower}", "orders", key, before)
-    stop_all(cluster.silos)
-    for silo in cluster.silos:
-        silo.launch()
-    for silo in cluster.silos:
-        silo.wait_serving(20)
-    await cluster.wait_for_stable_membership(2)
-    async with cluster.client() as client:
-        after = [await client.get_stream("orders", key).publish({"n": n}) for n in range(3, 6)]
+    async with cluster.client() as watcher:
+        watched: list[str] = []
+
+        async def watch() -> None:
+            # Open across the restart: each silo ends it as it stops (UNAVAILABLE); the
+            # client resumes from its last token once a silo answers again.
+            async for token, _ in watcher.get_stream("orders", key).subscribe(before[0]):
+                watched.append(token)
+                if len(watched) == 5:
+                    return
+
+        watching = asyncio.create_task(watch())
+        await eventually(lambda: _has(watched, 2), 10, "the watcher's first two events")
+        await asyncio.to_thread(stop_all, cluster.silos)
+        for silo in cluster.silos:
+            silo.launch()
+        for silo in cluster.silos:
+            await asyncio.to_thread(silo.wait_serving, 20)
+        await cluster.wait_for_stable_membership(2)
+        async with cluster.client() as client:
+            after = [await client.get_stream("orders", key).publish({"n": n})
+                     for n in range(3, 6)]
+        await asyncio.wait_for(watching, 60)
+    assert watched == before[1:] + after
     tokens = before + after
     for subscriber in (f"OrderWatcher/{key}", f"Follower/{follower}"):
         got = await wait_received(redis, subscriber, "orders", key, tokens)
