@@ -9,6 +9,7 @@ next batch is read from the store only after gRPC took the previous one (flow co
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -46,6 +47,8 @@ class StreamsServicer(pb_grpc.StreamsServicer):
         self._open = 0
         self._reader: aioredis.Redis = _side_connection(service.store.redis, max_subscriptions)
         self._closing = False
+        self._none_open = asyncio.Event()  # set while no Subscribe is running
+        self._none_open.set()
 
     def closing(self) -> None:
         """The silo is stopping: end every subscription (UNAVAILABLE, so clients resume
@@ -53,7 +56,11 @@ class StreamsServicer(pb_grpc.StreamsServicer):
         self._closing = True
 
     async def close(self) -> None:
+        """End the subscriptions, then close their store connections (closing a connection
+        that a blocking read still uses would wait for the read)."""
         self._closing = True
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._none_open.wait(), READ_BLOCK_MS / 1000 + 0.5)
         await self._reader.aclose()
 
     async def Publish(  # noqa: N802 - gRPC method name
@@ -107,6 +114,7 @@ class StreamsServicer(pb_grpc.StreamsServicer):
         except GrainError as error:
             await abort_with(context, error)
         self._open += 1
+        self._none_open.clear()
         try:
             store = self._service.store
             cursor = "0-0" if start == "0" else start or await store.last_token(stream)
@@ -126,6 +134,8 @@ class StreamsServicer(pb_grpc.StreamsServicer):
             await abort_internal(context, "Streams.Subscribe")
         finally:
             self._open -= 1
+            if self._open == 0:
+                self._none_open.set()
         await abort_with(context, SiloUnavailableError(
             "this silo is stopping: subscribe again from the last token on another silo"
         ))
