@@ -210,8 +210,10 @@ class ClientStream:
         position = from_token or ""
         failures = 0
         while True:
+            # The silo names where it starts: resuming from there loses nothing, even when
+            # the connection breaks before the first event.
             request = pb.SubscribeRequest(namespace=self.namespace, key=self.key,
-                                          from_token=position)
+                                          from_token=position, announce_start=True)
             address = self._address()
             try:
                 with client.pool.borrow(address) as stubs:
@@ -222,7 +224,8 @@ class ClientStream:
                         async for message in call:
                             failures = 0
                             position = message.token
-                            yield message.token, json.loads(message.event_json)
+                            if message.event_json:  # empty: the start marker
+                                yield message.token, json.loads(message.event_json)
                     finally:
                         call.cancel()
                 return  # the silo ended the stream cleanly (it does not, unless stopping)

@@ -103,6 +103,10 @@ class SiloMetrics:
             "grainery_stream_delivery_lag_seconds", "From publish (the store's clock) to the "
             "subscriber's hook returning", ["namespace"], buckets=_LATENCY_BUCKETS, registry=r,
         )
+        self.stream_client_subscriptions = Gauge(
+            "grainery_stream_client_subscriptions", "Streams/Subscribe calls open on this silo",
+            registry=r,
+        )
         self.stream_partitions = Gauge(
             "grainery_stream_partitions", "Stream partitions this silo pumps (leases held)",
             registry=r,

@@ -115,9 +115,12 @@ class StreamsServicer(pb_grpc.StreamsServicer):
             await abort_with(context, error)
         self._open += 1
         self._none_open.clear()
+        self._service.metrics.stream_client_subscriptions.set(self._open)
         try:
             store = self._service.store
             cursor = "0-0" if start == "0" else start or await store.last_token(stream)
+            if request.announce_start:
+                yield pb.StreamEvent(token=cursor, event_json="")
             key = store.keys.events(stream)
             while not self._closing:
                 replies: Any = await self._reader.xread({key: cursor}, count=READ_BATCH,
@@ -134,6 +137,7 @@ class StreamsServicer(pb_grpc.StreamsServicer):
             await abort_internal(context, "Streams.Subscribe")
         finally:
             self._open -= 1
+            self._service.metrics.stream_client_subscriptions.set(self._open)
             if self._open == 0:
                 self._none_open.set()
         await abort_with(context, SiloUnavailableError(

@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 from grainery.client import GrainClient
 from grainery.silo.streams.delivery import DELIVERY_BATCH
 from grainery.silo.streams.names import StreamId, StreamKeys
+from grainery.silo.streams.store import StreamStore
 from grainery.silo.testing import SiloProcess, TestCluster, TestStore
 from tests.eventually import eventually
 from tests.integration.helpers import running_cluster, stop_all
@@ -37,10 +38,6 @@ async def redis(store: TestStore) -> AsyncIterator[aioredis.Redis]:
     connection = aioredis.Redis.from_url(store.url)
     yield connection
     await connection.aclose()
-
-
-async def _has(items: list[str], count: int) -> bool:
-    return len(items) >= count
 
 
 async def pumping_silo(redis: aioredis.Redis, cluster: TestCluster,
@@ -122,20 +119,32 @@ async def test_subscriptions_survive_a_full_restart_of_the_cluster(
         assert await client.get_grain("Follower", follower).follow("orders", key)
         before = [await client.get_stream("orders", key).publish({"n": n}) for n in range(3)]
     await wait_received(redis, f"Follower/{follower}", "orders", key, before)
+    stream = StreamId("orders", key)
     async with cluster.client() as watcher:
         watched: list[str] = []
 
         async def watch() -> None:
-            # Open across the restart: each silo ends it as it stops (UNAVAILABLE); the
-            # client resumes from its last token once a silo answers again.
-            async for token, _ in watcher.get_stream("orders", key).subscribe(before[0]):
+            # From "now", open across the restart, before any event reached it: each silo
+            # ends it as it stops (UNAVAILABLE); the client resumes from where the silo said
+            # it started, so what is published meanwhile is not lost.
+            async for token, _ in watcher.get_stream("orders", key).subscribe():
                 watched.append(token)
-                if len(watched) == 5:
+                if len(watched) == 4:
                     return
 
         watching = asyncio.create_task(watch())
-        await eventually(lambda: _has(watched, 2), 10, "the watcher's first two events")
+
+        async def subscribed() -> bool:
+            samples = [await asyncio.to_thread(s.scrape) for s in cluster.silos]
+            return sum(s.get("grainery_stream_client_subscriptions", 0.0) for s in samples) == 1
+
+        await eventually(subscribed, 10, "the watcher's subscription open on a silo")
         await asyncio.to_thread(stop_all, cluster.silos)
+        # While every silo is down, an event lands in the store (as a silo would append it).
+        connection = aioredis.Redis.from_url(cluster.store.url)
+        down = await StreamStore(connection, StreamKeys(cluster.cluster), 1000).publish(
+            stream, '{"n": "down"}')
+        await connection.aclose()
         for silo in cluster.silos:
             silo.launch()
         for silo in cluster.silos:
@@ -145,8 +154,9 @@ async def test_subscriptions_survive_a_full_restart_of_the_cluster(
             after = [await client.get_stream("orders", key).publish({"n": n})
                      for n in range(3, 6)]
         await asyncio.wait_for(watching, 60)
-    assert watched == before[1:] + after
-    tokens = before + after
+    assert watched == [down, *after]
+    tokens = [*before, down, *after]
+    events = [{"n": n} for n in range(3)] + [{"n": "down"}] + [{"n": n} for n in range(3, 6)]
     for subscriber in (f"OrderWatcher/{key}", f"Follower/{follower}"):
         got = await wait_received(redis, subscriber, "orders", key, tokens)
-        assert deduped(got) == [(token, {"n": n}) for n, token in enumerate(tokens)]
+        assert deduped(got) == list(zip(tokens, events, strict=True))

@@ -182,14 +182,16 @@ class PublishResponse(_message.Message):
     def __init__(self, token: _Optional[str] = ...) -> None: ...
 
 class SubscribeRequest(_message.Message):
-    __slots__ = ("namespace", "key", "from_token")
+    __slots__ = ("namespace", "key", "from_token", "announce_start")
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
     FROM_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    ANNOUNCE_START_FIELD_NUMBER: _ClassVar[int]
     namespace: str
     key: str
     from_token: str
-    def __init__(self, namespace: _Optional[str] = ..., key: _Optional[str] = ..., from_token: _Optional[str] = ...) -> None: ...
+    announce_start: bool
+    def __init__(self, namespace: _Optional[str] = ..., key: _Optional[str] = ..., from_token: _Optional[str] = ..., announce_start: bool = ...) -> None: ...
 
 class StreamEvent(_message.Message):
     __slots__ = ("token", "event_json")
