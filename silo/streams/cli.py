@@ -36,7 +36,7 @@ def add_commands(command: Command,
     client_options(subscribe)
     subscribe.add_argument("namespace")
     subscribe.add_argument("key")
-    subscribe.add_argument("--from", dest="from_token", default="", metavar="TOKEN",
+    subscribe.add_argument("--from", dest="from_token", default=None, metavar="TOKEN",
                            help="start after this token (0: from the oldest retained event; "
                                 "default: only events published from now on)")
     subscribe.add_argument("--count", type=int, default=0,
