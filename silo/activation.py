@@ -62,6 +62,7 @@ from grainery.client.errors import (
 from grainery.client.routing import GrainId
 from grainery.client.tasks import spawn
 from grainery.silo.call import CURRENT_CALL, GrainCall
+from grainery.silo.dashboard.activity import GrainActivity
 from grainery.silo.filters import incoming_call
 from grainery.silo.storage.pool import NotSentError
 from grainery.silo.storage.protocols import GrainStorage
@@ -193,6 +194,7 @@ class Activation:
         "_queue",
         "_readers",
         "_restore_pending",
+        "activity",
         "context",
         "grain",
         "grain_id",
@@ -234,6 +236,7 @@ class Activation:
         self._may_start = may_start  # the silo's lease is trusted (checked at turn start)
         self.metrics = metrics  # for the timers' tick counts (None in bare unit tests)
         self.timers: Timers | None = None  # created by the grain's first register_timer
+        self.activity = GrainActivity()  # its recent calls, for the dashboard's top grains
 
     async def wait_gone(self) -> None:
         """Wait until the activation has finished deactivating (or was abandoned)."""

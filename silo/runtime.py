@@ -37,6 +37,7 @@ from grainery.silo.cluster.membership import MembershipService
 from grainery.silo.cluster.sweeper import DirectorySweeper
 from grainery.silo.cluster.system_key import cluster_system_key
 from grainery.silo.config import SiloConfig
+from grainery.silo.dashboard.service import Dashboard
 from grainery.silo.dispatcher import Dispatcher, DispatchLimits
 from grainery.silo.filters import SiloFilters, load_filters
 from grainery.silo.grain_calls import SiloGrainClient
@@ -123,6 +124,10 @@ class Silo:
         self.metrics.count_tasks(asyncio.get_running_loop())
         if config.metrics_port is not None:
             self.metrics.serve(config.metrics_host, config.metrics_port)
+        self._spawn(self.dashboard.sampler.run())
+        await self.dashboard.start()
+        if self.dashboard.url:
+            announce(f"dashboard of silo {self.silo_id} at {self.dashboard.url}")
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         self.registry.log_summary()
         announce(f"silo {self.silo_id} serving on {self.address} (cluster {config.cluster})")
@@ -181,10 +186,13 @@ class Silo:
         )
         self.system_calls = SystemCalls(self.dispatcher)
         self.health = health.aio.HealthServicer()
+        self.management = ManagementServicer(self.catalog, self.dispatcher, self.membership)
+        self.dashboard = Dashboard(self)  # its report answers Management.SiloReport
+        self.management.reporter = self.dashboard.reporter
         add_services(
             self.server, config, GatewayServicer(self.dispatcher, lambda: self.system_key),
             DirectoryServicer(self.registry, self.directory, self.membership),
-            ManagementServicer(self.catalog, self.dispatcher, self.membership), self.health,
+            self.management, self.health,
         )
         self.membership.on_change(self._on_membership_change)
         self.membership.on_fenced(self.catalog.abandon_all)
@@ -296,6 +304,8 @@ class Silo:
         await self._close()
 
     async def _close(self) -> None:
+        if hasattr(self, "dashboard"):
+            await self.dashboard.stop()
         self.watchdog.stop()
         self.blocking.close()
         for task in list(self._tasks):

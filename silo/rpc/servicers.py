@@ -244,15 +244,18 @@ class DirectoryServicer(pb_grpc.DirectoryServicer):
 
 class ManagementServicer(pb_grpc.ManagementServicer):
     def __init__(
-        self, catalog: Catalog, dispatcher: Dispatcher, membership: MembershipService
+        self, catalog: Catalog, dispatcher: Dispatcher, membership: MembershipService,
+        reporter: Callable[[pb.SiloReportRequest, pb.SiloStatsResponse], pb.SiloReportResponse]
+        | None = None,
     ) -> None:
+        """``reporter``: builds SiloReport (the dashboard's view of this silo) around the
+        silo's stats; without one, SiloReport is the stats alone."""
         self._catalog = catalog
         self._dispatcher = dispatcher
         self._membership = membership
+        self.reporter = reporter
 
-    async def SiloStats(  # noqa: N802
-        self, request: pb.SiloStatsRequest, context: grpc.aio.ServicerContext
-    ) -> pb.SiloStatsResponse:
+    def stats(self) -> pb.SiloStatsResponse:
         counts = self._catalog.counts_by_type()
         state = self._membership.state
         if state in (ACTIVE, LEAVING) and not self._membership.serving:
@@ -268,3 +271,18 @@ class ManagementServicer(pb_grpc.ManagementServicer):
             membership_version=self._membership.snapshot.version,
             tasks=len(asyncio.all_tasks()),
         )
+
+    async def SiloStats(  # noqa: N802 - gRPC method name
+        self, request: pb.SiloStatsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SiloStatsResponse:
+        return self.stats()
+
+    async def SiloReport(  # noqa: N802
+        self, request: pb.SiloReportRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SiloReportResponse:
+        try:
+            if self.reporter is None:
+                return pb.SiloReportResponse(stats=self.stats())
+            return self.reporter(request, self.stats())
+        except Exception:  # noqa: BLE001
+            await abort_internal(context, "SiloReport")

@@ -164,3 +164,59 @@ class SiloStatsResponse(_message.Message):
     membership_version: int
     tasks: int
     def __init__(self, silo_id: _Optional[str] = ..., address: _Optional[str] = ..., state: _Optional[str] = ..., activations: _Optional[_Iterable[_Union[TypeCount, _Mapping]]] = ..., calls_in_flight: _Optional[int] = ..., membership_version: _Optional[int] = ..., tasks: _Optional[int] = ...) -> None: ...
+
+class SiloReportRequest(_message.Message):
+    __slots__ = ("history_seconds", "top")
+    HISTORY_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    TOP_FIELD_NUMBER: _ClassVar[int]
+    history_seconds: int
+    top: int
+    def __init__(self, history_seconds: _Optional[int] = ..., top: _Optional[int] = ...) -> None: ...
+
+class MetricsPoint(_message.Message):
+    __slots__ = ("time", "interval", "calls", "errors", "latency_buckets", "calls_in_flight", "activations")
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    CALLS_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_BUCKETS_FIELD_NUMBER: _ClassVar[int]
+    CALLS_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    ACTIVATIONS_FIELD_NUMBER: _ClassVar[int]
+    time: int
+    interval: float
+    calls: int
+    errors: int
+    latency_buckets: _containers.RepeatedScalarFieldContainer[int]
+    calls_in_flight: int
+    activations: int
+    def __init__(self, time: _Optional[int] = ..., interval: _Optional[float] = ..., calls: _Optional[int] = ..., errors: _Optional[int] = ..., latency_buckets: _Optional[_Iterable[int]] = ..., calls_in_flight: _Optional[int] = ..., activations: _Optional[int] = ...) -> None: ...
+
+class GrainActivity(_message.Message):
+    __slots__ = ("grain_type", "grain_key", "calls", "total_seconds", "slowest_seconds")
+    GRAIN_TYPE_FIELD_NUMBER: _ClassVar[int]
+    GRAIN_KEY_FIELD_NUMBER: _ClassVar[int]
+    CALLS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SLOWEST_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    grain_type: str
+    grain_key: str
+    calls: int
+    total_seconds: float
+    slowest_seconds: float
+    def __init__(self, grain_type: _Optional[str] = ..., grain_key: _Optional[str] = ..., calls: _Optional[int] = ..., total_seconds: _Optional[float] = ..., slowest_seconds: _Optional[float] = ...) -> None: ...
+
+class SiloReportResponse(_message.Message):
+    __slots__ = ("stats", "latency_bounds", "points", "busiest", "slowest", "activity_window")
+    STATS_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_BOUNDS_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    BUSIEST_FIELD_NUMBER: _ClassVar[int]
+    SLOWEST_FIELD_NUMBER: _ClassVar[int]
+    ACTIVITY_WINDOW_FIELD_NUMBER: _ClassVar[int]
+    stats: SiloStatsResponse
+    latency_bounds: _containers.RepeatedScalarFieldContainer[float]
+    points: _containers.RepeatedCompositeFieldContainer[MetricsPoint]
+    busiest: _containers.RepeatedCompositeFieldContainer[GrainActivity]
+    slowest: _containers.RepeatedCompositeFieldContainer[GrainActivity]
+    activity_window: float
+    def __init__(self, stats: _Optional[_Union[SiloStatsResponse, _Mapping]] = ..., latency_bounds: _Optional[_Iterable[float]] = ..., points: _Optional[_Iterable[_Union[MetricsPoint, _Mapping]]] = ..., busiest: _Optional[_Iterable[_Union[GrainActivity, _Mapping]]] = ..., slowest: _Optional[_Iterable[_Union[GrainActivity, _Mapping]]] = ..., activity_window: _Optional[float] = ...) -> None: ...

@@ -287,6 +287,11 @@ class ManagementStub(object):
                 request_serializer=grainery_dot_v1_dot_grainery__pb2.SiloStatsRequest.SerializeToString,
                 response_deserializer=grainery_dot_v1_dot_grainery__pb2.SiloStatsResponse.FromString,
                 _registered_method=True)
+        self.SiloReport = channel.unary_unary(
+                '/grainery.v1.Management/SiloReport',
+                request_serializer=grainery_dot_v1_dot_grainery__pb2.SiloReportRequest.SerializeToString,
+                response_deserializer=grainery_dot_v1_dot_grainery__pb2.SiloReportResponse.FromString,
+                _registered_method=True)
 
 
 class ManagementServicer(object):
@@ -299,6 +304,13 @@ class ManagementServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SiloReport(self, request, context):
+        """What the web dashboard and `grainery top` show of one silo (see "Dashboard" below).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ManagementServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -306,6 +318,11 @@ def add_ManagementServicer_to_server(servicer, server):
                     servicer.SiloStats,
                     request_deserializer=grainery_dot_v1_dot_grainery__pb2.SiloStatsRequest.FromString,
                     response_serializer=grainery_dot_v1_dot_grainery__pb2.SiloStatsResponse.SerializeToString,
+            ),
+            'SiloReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.SiloReport,
+                    request_deserializer=grainery_dot_v1_dot_grainery__pb2.SiloReportRequest.FromString,
+                    response_serializer=grainery_dot_v1_dot_grainery__pb2.SiloReportResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -336,6 +353,33 @@ class Management(object):
             '/grainery.v1.Management/SiloStats',
             grainery_dot_v1_dot_grainery__pb2.SiloStatsRequest.SerializeToString,
             grainery_dot_v1_dot_grainery__pb2.SiloStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SiloReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/grainery.v1.Management/SiloReport',
+            grainery_dot_v1_dot_grainery__pb2.SiloReportRequest.SerializeToString,
+            grainery_dot_v1_dot_grainery__pb2.SiloReportResponse.FromString,
             options,
             channel_credentials,
             insecure,

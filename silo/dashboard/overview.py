@@ -1,0 +1,150 @@
+"""The cluster as the dashboard and ``grainery top`` show it: every member's report, merged.
+
+One function for both, so the terminal and the browser never disagree. Members that are
+dead or left are listed from the membership and not asked; a live member that does not
+answer within ``timeout`` is shown with its error, and the rest of the view still comes.
+Series are merged by the second their points were taken, up to the latest second every
+answering silo has sampled (a silo that samples a little later does not make the last
+point look like a drop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from grainery.client._proto.grainery.v1 import grainery_pb2 as pb
+from grainery.client.routing import ACTIVE, GONE_STATES, MemberInfo, MembershipSnapshot
+from grainery.silo.dashboard.series import percentile
+
+Fetch = Callable[[MemberInfo], Awaitable[pb.SiloReportResponse]]
+QUANTILES = {"p50_ms": 0.5, "p95_ms": 0.95, "p99_ms": 0.99}
+
+
+async def _ask(member: MemberInfo, fetch: Fetch, timeout: float) -> pb.SiloReportResponse | str:
+    try:
+        return await asyncio.wait_for(fetch(member), timeout)
+    except asyncio.TimeoutError:
+        return "no answer"
+    except grpc.aio.AioRpcError as exc:
+        return str(exc.code().name)
+    except OSError as exc:
+        return type(exc).__name__
+
+
+def _state(member: MemberInfo, report: pb.SiloReportResponse | str | None) -> str:
+    """The membership row's state, or the silo's own word when it knows better (a silo
+    that fenced itself while its row still says active)."""
+    if isinstance(report, pb.SiloReportResponse) and member.state == ACTIVE:
+        own = report.stats.state
+        if report.stats.silo_id == member.silo_id and own and own != ACTIVE:
+            return own
+    return member.state
+
+
+async def gather(
+    snapshot: MembershipSnapshot, shares: dict[str, float], fetch: Fetch,
+    served_by: str = "", timeout: float = 2.0,
+) -> dict[str, Any]:
+    """The whole view, JSON-ready (the dashboard's /api/overview)."""
+    members = sorted(snapshot.members, key=lambda m: (m.silo_id, m.started_at))
+    asked = [m for m in members if m.state not in GONE_STATES]
+    answers = await asyncio.gather(*(_ask(m, fetch, timeout) for m in asked))
+    reports: dict[str, pb.SiloReportResponse | str] = {
+        m.incarnation: a for m, a in zip(asked, answers, strict=True)
+    }
+    now = time.time()
+    rows: list[dict[str, Any]] = []
+    by_silo: dict[str, dict[str, int]] = {}
+    good: dict[str, pb.SiloReportResponse] = {}
+    for member in members:
+        report = reports.get(member.incarnation)
+        row: dict[str, Any] = {
+            "silo_id": member.silo_id, "address": member.address,
+            "state": _state(member, report), "incarnation": member.incarnation,
+            "age_seconds": round(max(0.0, now - member.started_at), 1),
+            "ring_share": round(shares.get(member.silo_id, 0.0), 4)
+            if member.state == ACTIVE else 0.0,
+            "activations": None, "calls_in_flight": None, "tasks": None, "error": None,
+        }
+        if isinstance(report, str):
+            row["error"] = report
+        elif report is not None:
+            counts = {t.grain_type: int(t.activations) for t in report.stats.activations}
+            by_silo[member.silo_id] = counts
+            row.update(activations=sum(counts.values()),
+                       calls_in_flight=int(report.stats.calls_in_flight),
+                       tasks=int(report.stats.tasks))
+            good[member.silo_id] = report
+        rows.append(row)
+    by_type: dict[str, int] = {}
+    for counts in by_silo.values():
+        for grain_type, count in counts.items():
+            by_type[grain_type] = by_type.get(grain_type, 0) + count
+    return {
+        "cluster": snapshot.cluster, "membership_version": snapshot.version,
+        "served_by": served_by, "time": now, "members": rows,
+        "activations": {"by_type": dict(sorted(by_type.items())), "by_silo": by_silo},
+        "series": merge_series(good),
+        **top_grains(good),
+    }
+
+
+def merge_series(reports: dict[str, pb.SiloReportResponse]) -> dict[str, Any]:
+    """Cluster-wide rates and percentiles per second (latency buckets are summed before the
+    percentile is taken: percentiles of different silos cannot be averaged)."""
+    points = {silo: {p.time: p for p in r.points} for silo, r in reports.items() if r.points}
+    series: dict[str, Any] = {"time": [], "calls_per_second": [], "errors_per_second": [],
+                              **{name: [] for name in QUANTILES}, "by_silo": {}}
+    if not points:
+        return series
+    bounds = next(iter(reports.values())).latency_bounds
+    last = min(max(by_time) for by_time in points.values())
+    times = sorted({t for by_time in points.values() for t in by_time if t <= last})
+    for silo in points:
+        series["by_silo"][silo] = []
+    for second in times:
+        calls = errors = 0.0
+        buckets = [0] * (len(bounds) + 1)
+        for silo, by_time in points.items():
+            point = by_time.get(second)
+            if point is None:
+                series["by_silo"][silo].append(None)
+                continue
+            rate = point.calls / point.interval
+            series["by_silo"][silo].append(round(rate, 2))
+            calls += rate
+            errors += point.errors / point.interval
+            for index, count in enumerate(point.latency_buckets[: len(buckets)]):
+                buckets[index] += count
+        series["time"].append(second)
+        series["calls_per_second"].append(round(calls, 2))
+        series["errors_per_second"].append(round(errors, 2))
+        for name, q in QUANTILES.items():
+            value = percentile(bounds, buckets, q)
+            series[name].append(None if value is None else round(value * 1000, 3))
+    return series
+
+
+def top_grains(reports: dict[str, pb.SiloReportResponse], count: int = 10) -> dict[str, Any]:
+    """The busiest (calls per second) and slowest (mean call) grains of the whole cluster."""
+    rows: list[dict[str, Any]] = []
+    slow: list[dict[str, Any]] = []
+    for silo, report in reports.items():
+        window = report.activity_window or 1.0
+        for source, into in ((report.busiest, rows), (report.slowest, slow)):
+            for grain in source:
+                into.append({
+                    "grain_type": grain.grain_type, "grain_key": grain.grain_key, "silo": silo,
+                    "calls": int(grain.calls),
+                    "calls_per_second": round(grain.calls / window, 2),
+                    "mean_ms": round(1000 * grain.total_seconds / max(grain.calls, 1), 3),
+                    "slowest_ms": round(1000 * grain.slowest_seconds, 3),
+                })
+    rows.sort(key=lambda r: (-r["calls"], r["grain_type"], r["grain_key"]))
+    slow.sort(key=lambda r: (-r["mean_ms"], r["grain_type"], r["grain_key"]))
+    return {"busiest": rows[:count], "slowest": slow[:count]}

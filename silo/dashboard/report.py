@@ -1,0 +1,64 @@
+"""This silo's answer to ``Management.SiloReport``: its stats, sampled history, top grains.
+
+The top grains walk every activation (activity.py), so the walk's result is kept for
+``TOP_CACHE`` seconds: several dashboards and ``grainery top`` polling the same silo cost
+one walk a second, not one each.
+"""
+
+from __future__ import annotations
+
+import time
+
+from grainery.client._proto.grainery.v1 import grainery_pb2 as pb
+from grainery.silo.catalog import Catalog
+from grainery.silo.dashboard.activity import WINDOW, Busy, top
+from grainery.silo.dashboard.sampler import MetricsSampler, Point
+
+MAX_TOP = 50
+TOP_CACHE = 1.0  # seconds
+
+
+def point_to_proto(point: Point) -> pb.MetricsPoint:
+    return pb.MetricsPoint(
+        time=point.time, interval=point.interval, calls=point.calls, errors=point.errors,
+        latency_buckets=point.latency_buckets, calls_in_flight=point.calls_in_flight,
+        activations=point.activations,
+    )
+
+
+def _busy_to_proto(row: Busy) -> pb.GrainActivity:
+    return pb.GrainActivity(
+        grain_type=row.grain.grain_type, grain_key=row.grain.key, calls=row.calls,
+        total_seconds=row.total, slowest_seconds=row.slowest,
+    )
+
+
+class SiloReporter:
+    def __init__(self, catalog: Catalog, sampler: MetricsSampler) -> None:
+        self._catalog = catalog
+        self._sampler = sampler
+        self._top: tuple[float, list[Busy], list[Busy]] = (-TOP_CACHE, [], [])
+
+    def top(self, count: int) -> tuple[list[Busy], list[Busy], float]:
+        """The busiest and slowest ``count`` grains here (walked at most once a TOP_CACHE),
+        and the seconds they cover: the window before and the current one so far."""
+        now = time.perf_counter()
+        taken, busiest, slowest = self._top
+        if now - taken >= TOP_CACHE:
+            pairs = ((a.grain_id, a.activity) for a in self._catalog.activations())
+            busiest, slowest = top(pairs, now, MAX_TOP)
+            self._top = (taken := now, busiest, slowest)
+        return busiest[:count], slowest[:count], WINDOW + taken % WINDOW
+
+    def __call__(
+        self, request: pb.SiloReportRequest, stats: pb.SiloStatsResponse
+    ) -> pb.SiloReportResponse:
+        count = min(request.top, MAX_TOP)
+        busiest, slowest, window = self.top(count)
+        return pb.SiloReportResponse(
+            stats=stats, latency_bounds=self._sampler.bounds,
+            points=[point_to_proto(p) for p in self._sampler.recent(request.history_seconds)],
+            busiest=[_busy_to_proto(b) for b in busiest],
+            slowest=[_busy_to_proto(b) for b in slowest],
+            activity_window=window,
+        )

@@ -1,0 +1,87 @@
+"""The dashboard's parts wired to one silo: sampler, report, and (with ``--dashboard-port``)
+the HTTP server.
+
+The sampler and the report always run, whether or not this silo serves the page: the
+dashboard of any other silo, and ``grainery top``, ask every member for its report.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from grainery.client._proto.grainery.v1 import grainery_pb2 as pb
+from grainery.client.errors import GrainError
+from grainery.client.routing import MemberInfo
+from grainery.silo.dashboard.http import DashboardServer, HttpError
+from grainery.silo.dashboard.lookup import GrainLookupError, lookup
+from grainery.silo.dashboard.overview import gather
+from grainery.silo.dashboard.report import SiloReporter
+from grainery.silo.dashboard.sampler import MetricsSampler
+
+if TYPE_CHECKING:
+    from grainery.silo.runtime import Silo
+
+HISTORY_SHOWN = 120  # seconds of history the page asks each silo for
+TOP_SHOWN = 10
+
+
+class Dashboard:
+    def __init__(self, silo: Silo) -> None:
+        self._silo = silo
+        self.sampler = MetricsSampler(
+            silo.metrics, lambda: silo.dispatcher.in_flight, lambda: len(silo.catalog)
+        )
+        self.reporter = SiloReporter(silo.catalog, self.sampler)
+        self.server: DashboardServer | None = None
+
+    @property
+    def url(self) -> str | None:
+        if self.server is None:
+            return None
+        host = self.server.host
+        shown = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host  # noqa: S104
+        return f"http://{shown}:{self.server.port}/"
+
+    async def start(self) -> None:
+        """Serve the page if ``--dashboard-port`` is set (the sampler is the silo's task)."""
+        config = self._silo.config
+        if config.dashboard_port is None:
+            return
+        self.server = DashboardServer(
+            config.dashboard_host, config.dashboard_port, config.token, self.overview,
+            self.lookup,
+        )
+        await self.server.start()
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.stop()
+
+    async def _fetch(self, member: MemberInfo) -> pb.SiloReportResponse:
+        silo = self._silo
+        request = pb.SiloReportRequest(history_seconds=HISTORY_SHOWN, top=TOP_SHOWN)
+        if member.incarnation == silo.membership.incarnation:
+            return self.reporter(request, silo.management.stats())
+        reply: pb.SiloReportResponse = await silo.peers.get(member.address).management.SiloReport(
+            request, timeout=2.0, metadata=silo.security.call_metadata()
+        )
+        return reply
+
+    async def overview(self) -> dict[str, Any]:
+        membership = self._silo.membership
+        return await gather(membership.snapshot, membership.ring.shares(), self._fetch,
+                            served_by=membership.silo_id)
+
+    async def lookup(self, grain_type: str, key: str) -> dict[str, Any]:
+        silo = self._silo
+        try:
+            return await lookup(silo.registry, silo.directory, silo.storage, silo.membership,
+                                grain_type, key)
+        except GrainLookupError as error:
+            raise HttpError(error.status, str(error)) from None
+        except GrainError as error:  # the store did not answer
+            raise HttpError(503, error.message) from None
+
+    async def run_sampler(self) -> None:
+        await self.sampler.run()
+
