@@ -105,6 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     health = command("health", "exit 0 when the silo is SERVING")
     _add_client_options(health)
+
+    from grainery.silo.dashboard import top as top_command
+
+    top = command("top", "the cluster live in the terminal: members, rates, latency, "
+                  "busiest and slowest grains (the web dashboard's view)")
+    _add_client_options(top)
+    top_command.add_arguments(top)
     return parser
 
 
@@ -264,6 +271,13 @@ def _shown_state(listed: str, same_silo: bool, reported: str) -> str:
     return reported
 
 
+# ----- grainery top ------------------------------------------------------
+async def run_top(options: argparse.Namespace) -> int:
+    from grainery.silo.dashboard.top import run_top as top
+
+    return await top(options, _security(options))
+
+
 # ----- grainery health ---------------------------------------------------
 async def run_health(options: argparse.Namespace) -> int:
     from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -310,7 +324,8 @@ def _main(argv: Sequence[str] | None) -> int:
     try:
         if options.command == "silo":
             return asyncio.run(run_silo(silo_config(options)))
-        runner = {"call": run_call, "status": run_status, "health": run_health}[options.command]
+        runner = {"call": run_call, "status": run_status, "health": run_health,
+                  "top": run_top}[options.command]
         return asyncio.run(runner(options))
     except GrainError as error:
         print(f"grainery: {type(error).__name__} ({error.code.name}): {error.message}",
