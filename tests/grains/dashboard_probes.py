@@ -1,0 +1,19 @@
+"""Grains that give the dashboard's tests something to show: a counter that keeps state (so
+a lookup sees a state size), and calls that fail (so the error rate moves)."""
+
+from __future__ import annotations
+
+from grainery.silo import Grain
+
+
+class Meter(Grain):
+    async def hit(self, n: int) -> int:
+        self.state["hits"] = self.state.get("hits", 0) + n
+        await self.write_state()
+        return int(self.state["hits"])
+
+    async def where(self) -> str:
+        return self.silo_id
+
+    async def fail(self) -> None:
+        raise RuntimeError("a failure the dashboard counts")

@@ -1,0 +1,207 @@
+"""The dashboard and ``grainery top`` on a real 3-silo cluster with a token, under load.
+
+One cluster for the module (its last test kills a silo): the dashboard refuses a request
+without the token (plain HTTP), ``grainery top --once`` shows every member, and headless
+Chromium, driven by Playwright, signs in, sees the three members, sees the charts grow,
+looks a grain up, and sees a silo killed with -9 turn dead.
+
+The browser test needs Playwright (dev extras) and a Chromium on the machine (Debian's
+``chromium``; ``.ci/run`` installs it when it can); without them it is skipped and says why.
+Screenshots go to ``$GRAINERY_SCREENSHOTS`` when set (``docs/screenshots`` regenerates the
+README's), else to the test's temporary directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from grainery.client.channels import ClientSecurity
+from grainery.silo.testing import TestCluster, TestStore
+from tests.eventually import eventually_sync
+from tests.integration.helpers import running_cluster
+
+TOKEN = "dashboard-test-token"
+KEYS = [f"m{i}" for i in range(12)]
+_URL = re.compile(rb"dashboard of silo \S+ at (http://\S+)")
+
+
+def dashboard_url(log_path: Path) -> str:
+    match = _URL.search(log_path.read_bytes())
+    assert match, f"no dashboard URL in {log_path}"
+    return match.group(1).decode()
+
+
+class Load:
+    """A light, steady load (and a few failing calls) from a thread, until stopped."""
+
+    def __init__(self, cluster: TestCluster) -> None:
+        self._cluster = cluster
+        self._stop = threading.Event()
+        self.calls = 0
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with self._cluster.sync_client() as client:
+            while not self._stop.is_set():
+                for key in KEYS:
+                    try:
+                        client.get_grain("Meter", key).hit(1)
+                        self.calls += 1
+                    except Exception:  # noqa: BLE001 - a killed silo's grains move: go on
+                        pass
+                for key in ("failing-a", "failing-b", "failing-c"):  # on more than one silo
+                    try:
+                        client.get_grain("Meter", key).fail()
+                    except Exception:  # noqa: BLE001 - failing is the point
+                        pass
+                self._stop.wait(0.05)
+
+    def __enter__(self) -> Load:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+
+@pytest.fixture(scope="module")
+def cluster(store: TestStore) -> Iterator[TestCluster]:
+    test_cluster = TestCluster(
+        store, ["tests.grains.dashboard_probes"], size=3,
+        extra_args=["--token", TOKEN, "--dashboard-port", "0"],
+        security=ClientSecurity(token=TOKEN),
+    )
+    with running_cluster(test_cluster) as running, Load(running):
+        running.wait_stable(3)
+        yield running
+
+
+def _get(url: str, **headers: str) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, headers=headers)  # noqa: S310 - a loopback URL
+    try:
+        with urllib.request.urlopen(request, timeout=10) as reply:  # noqa: S310
+            return int(reply.status), reply.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def test_the_dashboard_refuses_a_request_without_the_token(cluster: TestCluster) -> None:
+    url = dashboard_url(cluster.silos[0].log_path)
+    for path in ("", "api/overview", "api/grain?type=Meter&key=m1"):
+        assert _get(url + path)[0] == 401, path
+        assert _get(url + path, Authorization="Bearer wrong")[0] == 401, path
+    status, body = _get(url + "api/overview", Authorization=f"Bearer {TOKEN}")
+    assert status == 200
+    view = json.loads(body)
+    assert sorted(m["silo_id"] for m in view["members"]) == ["silo1", "silo2", "silo3"]
+
+
+def test_grainery_top_once_shows_every_member(cluster: TestCluster) -> None:
+    def frame() -> str:
+        done = subprocess.run(  # noqa: S603
+            [sys.executable, "-m", "grainery", "top", "--address", cluster.addresses[1],
+             "--token", TOKEN, "--once"], capture_output=True, text=True, timeout=60,
+            check=True,
+        )
+        out = done.stdout
+        # Every member, live, and the load's grains among the busiest.
+        if all(re.search(rf"^silo{i} .* active ", out, re.M) for i in (1, 2, 3)) and (
+            "Meter/m" in out
+        ):
+            return out
+        raise AssertionError(out)
+
+    out = eventually_sync(frame, 30, "grainery top showing 3 active silos and busy grains")
+    assert "calls/s" in out and "p99" in out
+
+
+# ----- the browser ---------------------------------------------------------------
+def chromium_path() -> str | None:
+    for name in (os.environ.get("GRAINERY_CHROMIUM"), "chromium", "chromium-browser"):
+        if name and (found := shutil.which(name)):
+            return found
+    return None
+
+
+def _browser() -> tuple[Any, str]:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("browser test: Playwright is not installed (pip install -e '.[dev]')")
+    path = chromium_path()
+    if path is None:
+        pytest.skip("browser test: no Chromium on this machine (apt-get install chromium, "
+                    "or set GRAINERY_CHROMIUM to a Chromium binary)")
+    return sync_playwright, path
+
+
+def test_the_dashboard_in_a_browser(cluster: TestCluster, tmp_path: Path) -> None:
+    sync_playwright, executable = _browser()
+    shots = Path(os.environ.get("GRAINERY_SCREENSHOTS") or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
+    url = dashboard_url(cluster.silos[0].log_path)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.goto(f"{url}?token={TOKEN}")  # signs in: a cookie, then the page
+            assert "token" not in page.url
+
+            def state_of(silo: str) -> str | None:
+                value = page.get_attribute(f'#members tr[data-silo="{silo}"]', "data-state",
+                                           timeout=2000)
+                return value
+
+            eventually_sync(
+                lambda: all(state_of(f"silo{i}") == "active" for i in (1, 2, 3)), 20,
+                "the page listing three active members",
+            )
+
+            def points() -> int:
+                return int(page.get_attribute("#chart-calls", "data-points") or 0)
+
+            before = eventually_sync(points, 10, "the calls chart drawn")
+            eventually_sync(lambda: points() > before, 10, "the calls chart growing")
+            eventually_sync(
+                lambda: float(page.get_attribute("#chart-calls", "data-last") or 0) > 0, 10,
+                "a call rate above zero on the chart",
+            )
+            # The lookup names the silo the grain really runs on.
+            with cluster.sync_client() as client:
+                host = client.get_grain("Meter", "m3").where()
+            page.fill("#lookup-type", "Meter")
+            page.fill("#lookup-key", "m3")
+            page.click("#lookup button")
+            eventually_sync(
+                lambda: host in (page.text_content('dd[data-field="lives on"]', timeout=2000)
+                                 or ""),
+                10, f"the lookup showing that Meter/m3 lives on {host}",
+            )
+            eventually_sync(lambda: page.locator("#busiest tbody tr").count() > 0, 10,
+                            "the busiest grains listed")
+            page.screenshot(path=str(shots / "dashboard.png"), full_page=True)
+
+            victim = cluster.silos[2]
+            victim.kill()  # kill -9
+            eventually_sync(lambda: state_of(victim.name) == "dead", 30,
+                            f"{victim.name} shown dead after kill -9")
+            page.screenshot(path=str(shots / "dashboard-silo-dead.png"), full_page=True)
+            assert errors == [], errors
+        finally:
+            browser.close()

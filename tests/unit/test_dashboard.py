@@ -1,0 +1,190 @@
+"""The dashboard's arithmetic and its HTTP server, without a silo: percentiles from buckets,
+the per-grain activity windows, merging silos' series, and the server's auth and refusals."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from grainery.client._proto.grainery.v1 import grainery_pb2 as pb
+from grainery.client.routing import GrainId
+from grainery.silo.dashboard.activity import WINDOW, GrainActivity, top
+from grainery.silo.dashboard.http import DashboardServer, HttpError
+from grainery.silo.dashboard.overview import merge_series, top_grains
+from grainery.silo.dashboard.sampler import MetricsSampler
+from grainery.silo.dashboard.series import cumulative_to_buckets, deltas, percentile
+from grainery.silo.metrics import SiloMetrics
+
+BOUNDS = (0.001, 0.01, 0.1)
+
+
+def test_percentile_interpolates_inside_the_bucket_that_holds_the_rank() -> None:
+    # 10 calls <= 1 ms, 10 in (1, 10] ms: the median is the 1 ms bound, p75 halfway up.
+    assert percentile(BOUNDS, [10, 10, 0, 0], 0.5) == pytest.approx(0.001)
+    assert percentile(BOUNDS, [10, 10, 0, 0], 0.75) == pytest.approx(0.0055)
+    assert percentile(BOUNDS, [0, 0, 0, 4], 0.99) == pytest.approx(0.1)  # beyond the last bound
+    assert percentile(BOUNDS, [0, 0, 0, 0], 0.5) is None
+
+
+def test_bucket_deltas_survive_a_counter_reset() -> None:
+    assert cumulative_to_buckets([1, 3, 3, 6]) == [1, 2, 0, 3]
+    assert deltas([1, 2, 0, 3], [4, 2, 1, 3]) == [3, 0, 1, 0]
+    assert deltas([5, 5], [2, 7]) == [2, 2]  # went down: counted from zero
+
+
+def test_the_sampler_turns_totals_into_per_second_points() -> None:
+    metrics = SiloMetrics()
+    sampler = MetricsSampler(metrics, lambda: 3, lambda: 7)
+    metrics.calls.labels("A", "f", "ok").inc(5)
+    metrics.calls.labels("A", "f", "application").inc(2)
+    for _ in range(5):
+        metrics.call_duration.labels("A", "f").observe(0.003)
+    point = sampler.sample()
+    assert (point.calls, point.errors, point.calls_in_flight, point.activations) == (7, 2, 3, 7)
+    assert sum(point.latency_buckets) == 5
+    assert percentile(sampler.bounds, list(point.latency_buckets), 0.5) == pytest.approx(
+        0.0025 + 0.0025 * 0.5, rel=0.01)
+    assert sampler.sample().calls == 0  # only what happened since the last sample
+
+
+def test_activity_counts_the_current_and_previous_window_only() -> None:
+    activity = GrainActivity()
+    start = 100 * WINDOW
+    activity.record(start + 1, 0.002)
+    activity.record(start + 2, 0.004)
+    assert activity.recent(start + 3) == (2, pytest.approx(0.006), 0.004)
+    activity.record(start + WINDOW + 1, 0.001)  # the next window
+    assert activity.recent(start + WINDOW + 2) == (3, pytest.approx(0.007), 0.004)
+    assert activity.recent(start + 2 * WINDOW + 1) == (1, pytest.approx(0.001), 0.001)
+    assert activity.recent(start + 5 * WINDOW) == (0, 0.0, 0.0)
+    activity.record(start + 9 * WINDOW, 0.5)  # long idle: nothing old carried over
+    assert activity.recent(start + 9 * WINDOW) == (1, 0.5, 0.5)
+
+
+def test_top_ranks_by_calls_and_by_mean_and_sums_worker_activations() -> None:
+    now = 100 * WINDOW
+    busy, slow, worker1, worker2 = (GrainActivity() for _ in range(4))
+    for _ in range(5):
+        busy.record(now, 0.001)
+    slow.record(now, 0.5)
+    for worker in (worker1, worker2):
+        for _ in range(2):
+            worker.record(now, 0.01)
+    rows = [(GrainId("A", "busy"), busy), (GrainId("A", "slow"), slow),
+            (GrainId("W", "w"), worker1), (GrainId("W", "w"), worker2),
+            (GrainId("A", "idle"), GrainActivity())]
+    busiest, slowest = top(rows, now, 2)
+    assert [(b.grain.key, b.calls) for b in busiest] == [("busy", 5), ("w", 4)]
+    assert [b.grain.key for b in slowest] == ["slow", "w"]
+
+
+def _report(times: list[int], calls: int, buckets: list[int]) -> pb.SiloReportResponse:
+    return pb.SiloReportResponse(
+        latency_bounds=BOUNDS, activity_window=10.0,
+        points=[pb.MetricsPoint(time=t, interval=1.0, calls=calls, errors=1,
+                                latency_buckets=buckets) for t in times],
+        busiest=[pb.GrainActivity(grain_type="A", grain_key=str(calls), calls=calls * 10,
+                                  total_seconds=calls * 0.01, slowest_seconds=0.01)],
+    )
+
+
+def test_series_of_silos_merge_by_second_up_to_the_latest_all_have() -> None:
+    merged = merge_series({
+        "s1": _report([10, 11, 12], 4, [4, 0, 0, 0]),
+        "s2": _report([11, 12, 13], 6, [0, 0, 6, 0]),  # 13: s1 has not sampled it yet
+    })
+    assert merged["time"] == [10, 11, 12]
+    assert merged["calls_per_second"] == [4.0, 10.0, 10.0]
+    assert merged["errors_per_second"] == [1.0, 2.0, 2.0]
+    assert merged["by_silo"] == {"s1": [4.0, 4.0, 4.0], "s2": [None, 6.0, 6.0]}
+    # Buckets are summed, then the percentile taken: 4 fast + 6 slow calls.
+    assert merged["p50_ms"][1] == pytest.approx(10 + 90 * (5 - 4) / 6, rel=1e-3)
+    assert merged["p50_ms"][0] == pytest.approx(0.5)
+    ranked = top_grains({"s1": _report([1], 4, []), "s2": _report([1], 6, [])})
+    assert [(r["grain_key"], r["silo"], r["calls_per_second"]) for r in ranked["busiest"]] == [
+        ("6", "s2", 6.0), ("4", "s1", 4.0)]
+
+
+# ----- the HTTP server ---------------------------------------------------------
+async def _overview() -> dict[str, Any]:
+    return {"members": ["x"]}
+
+
+async def _lookup(grain_type: str, key: str) -> dict[str, Any]:
+    if grain_type != "Known":
+        raise HttpError(404, f"no grain type {grain_type!r}")
+    return {"grain_type": grain_type, "grain_key": key}
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[DashboardServer]:
+    dashboard = DashboardServer("127.0.0.1", 0, "s3cret", _overview, _lookup)
+    await dashboard.start()
+    yield dashboard
+    await dashboard.stop()
+
+
+async def _request(port: int, raw: bytes) -> tuple[int, dict[str, str], bytes]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(raw)
+    await writer.drain()
+    reply = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    head, _, body = reply.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode().split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    return int(status_line.split()[1]), headers, body
+
+
+def _get(path: str, *headers: str) -> bytes:
+    extra = "".join(f"{h}\r\n" for h in headers)
+    return f"GET {path} HTTP/1.1\r\nHost: x\r\n{extra}\r\n".encode()
+
+
+async def test_every_route_needs_the_token_and_a_browser_signs_in_once(
+    server: DashboardServer,
+) -> None:
+    for path in ("/", "/api/overview", "/api/grain?type=Known&key=k", "/static/dashboard.js"):
+        status, _, _ = await _request(server.port, _get(path))
+        assert status == 401, path
+    status, _, _ = await _request(server.port, _get("/api/overview", "Authorization: Bearer no"))
+    assert status == 401
+    status, _, body = await _request(server.port,
+                                     _get("/api/overview", "Authorization: Bearer s3cret"))
+    assert (status, json.loads(body)) == (200, {"members": ["x"]})
+    # The browser's way: ?token= once sets an HttpOnly cookie (not the token) and redirects.
+    assert (await _request(server.port, _get("/?token=wrong")))[0] == 401
+    status, headers, _ = await _request(server.port, _get("/?token=s3cret&x=1"))
+    assert status == 303 and headers["location"] == "/?x=1"
+    cookie = headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "s3cret" not in cookie
+    value = cookie.split(";")[0]
+    status, _, body = await _request(server.port, _get("/", f"Cookie: other=1; {value}"))
+    assert status == 200 and b"<title>Grainery dashboard</title>" in body
+    tampered = value[:-1] + ("0" if value[-1] != "0" else "1")
+    assert (await _request(server.port, _get("/", f"Cookie: {tampered}")))[0] == 401
+
+
+async def test_bad_requests_get_a_status_and_the_server_keeps_serving(
+    server: DashboardServer,
+) -> None:
+    auth = "Authorization: Bearer s3cret"
+    assert (await _request(server.port, b"GARBAGE\r\n\r\n"))[0] == 400
+    assert (await _request(server.port, b"GET nothing HTTP/1.1\r\n\r\n"))[0] == 400
+    assert (await _request(server.port, _get("/", "no colon here")))[0] == 400
+    huge = _get("/", "X-Big: " + "a" * 40_000)
+    assert (await _request(server.port, huge))[0] == 431
+    post = f"POST /api/overview HTTP/1.1\r\n{auth}\r\n\r\n".encode()
+    assert (await _request(server.port, post))[0] == 405
+    assert (await _request(server.port, _get("/nope", auth)))[0] == 404
+    assert (await _request(server.port, _get("/static/../http.py", auth)))[0] == 404
+    status, _, body = await _request(server.port, _get("/api/grain?type=Nope&key=k", auth))
+    assert status == 404 and b"Nope" in body
+    status, _, body = await _request(server.port, _get("/api/grain?type=Known&key=a%2Fb", auth))
+    assert status == 200 and json.loads(body)["grain_key"] == "a/b"
+    status, headers, _ = await _request(server.port, _get("/static/uPlot.iife.min.js", auth))
+    assert status == 200 and headers["content-type"].startswith("text/javascript")
