@@ -51,6 +51,18 @@ def test_the_sampler_turns_totals_into_per_second_points() -> None:
     assert sampler.sample().calls == 0  # only what happened since the last sample
 
 
+def test_the_samplers_fast_read_agrees_with_prometheus_collect() -> None:
+    metrics = SiloMetrics()
+    sampler = MetricsSampler(metrics, lambda: 0, lambda: 0)
+    for index, seconds in enumerate((0.0001, 0.002, 0.02, 0.3, 7.0, 99.0)):
+        metrics.calls.labels(f"T{index % 2}", "m", "ok" if index % 3 else "deadline").inc()
+        metrics.call_duration.labels(f"T{index % 2}", f"m{index}").observe(seconds)
+    fast, slow = sampler._read_children(), sampler._collect()
+    assert (fast.calls, fast.errors) == (slow.calls, slow.errors) == (6, 2)
+    assert fast.buckets == slow.buckets
+    assert sum(fast.buckets) == 6 and fast.buckets[-1] == 1  # 99 s: beyond the last bound
+
+
 def test_activity_counts_the_current_and_previous_window_only() -> None:
     activity = GrainActivity()
     start = 100 * WINDOW
