@@ -62,11 +62,10 @@ class Load:
                         self.calls += 1
                     except Exception:  # noqa: BLE001 - a killed silo's grains move: go on
                         pass
-                for key in ("failing-a", "failing-b", "failing-c"):  # on more than one silo
-                    try:
-                        client.get_grain("Meter", key).fail()
-                    except Exception:  # noqa: BLE001 - failing is the point
-                        pass
+                try:  # now and then, a failing call (its grains on more than one silo)
+                    client.get_grain("Meter", f"failing-{self.calls % 3}").fail()
+                except Exception:  # noqa: BLE001 - failing is the point
+                    pass
                 self._stop.wait(0.05)
 
     def __enter__(self) -> Load:
@@ -178,6 +177,8 @@ def test_the_dashboard_in_a_browser(cluster: TestCluster, tmp_path: Path) -> Non
 
             before = eventually_sync(points, 10, "the calls chart drawn")
             eventually_sync(lambda: points() > before, 10, "the calls chart growing")
+            # A few more seconds of history, for a screenshot worth showing in the README.
+            eventually_sync(lambda: points() >= 8, 15, "eight seconds of history on the chart")
             eventually_sync(
                 lambda: float(page.get_attribute("#chart-calls", "data-last") or 0) > 0, 10,
                 "a call rate above zero on the chart",
