@@ -12,6 +12,10 @@ Auth: with ``--token`` every route needs it, as the gRPC port does. Programs sen
 HttpOnly, SameSite=Strict cookie holding a digest of the token (not the token itself) and
 redirects to the same page without it, so the token does not stay in the address bar or
 the history.
+
+TLS: a silo started with ``--tls-cert``/``--tls-key`` serves the dashboard over HTTPS with
+the same certificate, and with ``--tls-client-ca`` it requires a client certificate there
+too, so the page is never less protected than the gRPC port.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import hashlib
 import hmac
 import json
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from importlib import resources
@@ -59,6 +64,16 @@ def load_static() -> dict[str, bytes]:
     return {item.name: item.read_bytes() for item in folder.iterdir() if item.is_file()}
 
 
+def server_ssl_context(cert: str, key: str, client_ca: str | None = None) -> ssl.SSLContext:
+    """The silo's certificate for HTTPS; with ``client_ca``, client certificates required."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    if client_ca:
+        context.load_verify_locations(client_ca)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
 class Response:
     __slots__ = ("body", "headers", "status")
 
@@ -80,9 +95,10 @@ class Response:
 
 class DashboardServer:
     def __init__(self, host: str, port: int, token: str | None, overview: Overview,
-                 lookup: Lookup) -> None:
+                 lookup: Lookup, tls: ssl.SSLContext | None = None) -> None:
         self.host = host
         self.port = port
+        self.tls = tls
         self._overview = overview
         self._lookup = lookup
         self._static = load_static()
@@ -96,7 +112,8 @@ class DashboardServer:
     async def start(self) -> int:
         """Listen; returns the bound port (``port`` 0 picks a free one)."""
         self._server = await asyncio.start_server(
-            self._serve, self.host, self.port, limit=MAX_HEAD
+            self._serve, self.host, self.port, limit=MAX_HEAD, ssl=self.tls,
+            ssl_handshake_timeout=READ_TIMEOUT if self.tls else None,
         )
         self.port = self._server.sockets[0].getsockname()[1]
         return self.port
@@ -186,6 +203,8 @@ class DashboardServer:
         rest = urlencode(query, doseq=True)
         location = path + (f"?{rest}" if rest else "")
         cookie = f"{COOKIE}={self._cookie}; HttpOnly; SameSite=Strict; Path=/"
+        if self.tls is not None:
+            cookie += "; Secure"
         return Response(303, b"", headers=(("Location", location), ("Set-Cookie", cookie),
                                            ("Cache-Control", "no-store")))
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from grainery.client._proto.grainery.v1 import grainery_pb2 as pb
 from grainery.client.errors import GrainError
 from grainery.client.routing import MemberInfo
-from grainery.silo.dashboard.http import DashboardServer, HttpError
+from grainery.silo.dashboard.http import DashboardServer, HttpError, server_ssl_context
 from grainery.silo.dashboard.lookup import GrainLookupError, lookup
 from grainery.silo.dashboard.overview import gather
 from grainery.silo.dashboard.report import SiloReporter
@@ -40,16 +40,19 @@ class Dashboard:
             return None
         host = self.server.host
         shown = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host  # noqa: S104
-        return f"http://{shown}:{self.server.port}/"
+        scheme = "https" if self.server.tls is not None else "http"
+        return f"{scheme}://{shown}:{self.server.port}/"
 
     async def start(self) -> None:
         """Serve the page if ``--dashboard-port`` is set (the sampler is the silo's task)."""
         config = self._silo.config
         if config.dashboard_port is None:
             return
+        tls = (server_ssl_context(config.tls_cert, config.tls_key, config.tls_client_ca)
+               if config.tls_cert and config.tls_key else None)
         self.server = DashboardServer(
             config.dashboard_host, config.dashboard_port, config.token, self.overview,
-            self.lookup,
+            self.lookup, tls,
         )
         await self.server.start()
 

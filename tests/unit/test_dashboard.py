@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,11 +15,12 @@ import pytest
 from grainery.client._proto.grainery.v1 import grainery_pb2 as pb
 from grainery.client.routing import GrainId
 from grainery.silo.dashboard.activity import WINDOW, GrainActivity, top
-from grainery.silo.dashboard.http import DashboardServer, HttpError
+from grainery.silo.dashboard.http import DashboardServer, HttpError, server_ssl_context
 from grainery.silo.dashboard.overview import merge_series, top_grains
 from grainery.silo.dashboard.sampler import MetricsSampler
 from grainery.silo.dashboard.series import cumulative_to_buckets, deltas, percentile
 from grainery.silo.metrics import SiloMetrics
+from tests.integration.pki import make_pki
 
 BOUNDS = (0.001, 0.01, 0.1)
 
@@ -140,12 +143,16 @@ async def server() -> AsyncIterator[DashboardServer]:
     await dashboard.stop()
 
 
-async def _request(port: int, raw: bytes) -> tuple[int, dict[str, str], bytes]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+async def _request(
+    port: int, raw: bytes, tls: ssl.SSLContext | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=tls)
     writer.write(raw)
     await writer.drain()
     reply = await asyncio.wait_for(reader.read(), 10)
     writer.close()
+    if not reply:
+        raise ConnectionError("closed without an answer")
     head, _, body = reply.partition(b"\r\n\r\n")
     status_line, *lines = head.decode().split("\r\n")
     headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
@@ -200,3 +207,23 @@ async def test_bad_requests_get_a_status_and_the_server_keeps_serving(
     assert status == 200 and json.loads(body)["grain_key"] == "a/b"
     status, headers, _ = await _request(server.port, _get("/static/uPlot.iife.min.js", auth))
     assert status == 200 and headers["content-type"].startswith("text/javascript")
+
+
+async def test_with_the_silos_certificate_the_dashboard_is_https_only(tmp_path: Path) -> None:
+    pki = make_pki(tmp_path)
+    tls = server_ssl_context(pki.server_cert, pki.server_key, pki.ca)  # mutual TLS
+    dashboard = DashboardServer("127.0.0.1", 0, None, _overview, _lookup, tls)
+    await dashboard.start()
+    try:
+        client = ssl.create_default_context(cafile=pki.ca)
+        client.load_cert_chain(pki.client_cert, pki.client_key)
+        status, _, body = await _request(dashboard.port, _get("/api/overview"), client)
+        assert (status, json.loads(body)) == (200, {"members": ["x"]})
+        # Plain HTTP gets no page; nor does TLS without a client certificate.
+        with pytest.raises((ValueError, ConnectionError, asyncio.IncompleteReadError)):
+            await _request(dashboard.port, _get("/api/overview"))
+        with pytest.raises((ssl.SSLError, ConnectionError, ValueError)):
+            await _request(dashboard.port, _get("/api/overview"),
+                           ssl.create_default_context(cafile=pki.ca))
+    finally:
+        await dashboard.stop()
