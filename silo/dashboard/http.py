@@ -38,6 +38,7 @@ log = logging.getLogger("grainery.dashboard")
 COOKIE = "grainery_dashboard"
 MAX_HEAD = 16 * 1024
 READ_TIMEOUT = 10.0
+MAX_CONNECTIONS = 64  # open at once; more are answered 503 at once (a page polls with one)
 _TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
           ".css": "text/css; charset=utf-8", ".txt": "text/plain; charset=utf-8"}
 _HEADERS = (
@@ -95,8 +96,11 @@ class Response:
 
 class DashboardServer:
     def __init__(self, host: str, port: int, token: str | None, overview: Overview,
-                 lookup: Lookup, tls: ssl.SSLContext | None = None) -> None:
+                 lookup: Lookup, tls: ssl.SSLContext | None = None,
+                 max_connections: int = MAX_CONNECTIONS) -> None:
         self.host = host
+        self._open = 0
+        self._max_connections = max_connections
         self.port = port
         self.tls = tls
         self._overview = overview
@@ -127,7 +131,15 @@ class DashboardServer:
     # ----- one connection, one request -------------------------------------
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         method = "GET"
+        self._open += 1
         try:
+            if self._open > self._max_connections:  # bounded: idle sockets cannot pile up
+                # Read the request first (briefly): closing on unread data resets the
+                # connection, and the caller would never see the 503.
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 1.0)
+                await self._write(writer, Response.text(503, "too many connections"), False)
+                return
             try:
                 head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT)
                 method, target, headers = _parse(head)
@@ -145,6 +157,7 @@ class DashboardServer:
         except ConnectionError:
             pass
         finally:
+            self._open -= 1
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()

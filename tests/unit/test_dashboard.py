@@ -20,6 +20,7 @@ from grainery.silo.dashboard.overview import merge_series, top_grains
 from grainery.silo.dashboard.sampler import MetricsSampler
 from grainery.silo.dashboard.series import cumulative_to_buckets, deltas, percentile
 from grainery.silo.metrics import SiloMetrics
+from tests.eventually import eventually
 from tests.integration.pki import make_pki
 
 BOUNDS = (0.001, 0.01, 0.1)
@@ -227,3 +228,22 @@ async def test_with_the_silos_certificate_the_dashboard_is_https_only(tmp_path: 
                            ssl.create_default_context(cafile=pki.ca))
     finally:
         await dashboard.stop()
+
+
+async def test_connections_beyond_the_bound_are_refused_and_the_rest_served() -> None:
+    dashboard = DashboardServer("127.0.0.1", 0, None, _overview, _lookup, max_connections=3)
+    await dashboard.start()
+    idle = [await asyncio.open_connection("127.0.0.1", dashboard.port) for _ in range(3)]
+    try:
+        async def refused() -> bool:
+            return (await _request(dashboard.port, _get("/api/overview")))[0] == 503
+
+        await eventually(refused, 5, "a fourth connection refused with 503")
+    finally:
+        for _, writer in idle:
+            writer.close()
+    async def served() -> bool:
+        return (await _request(dashboard.port, _get("/api/overview")))[0] == 200
+
+    await eventually(served, 5, "requests served again once the idle connections closed")
+    await dashboard.stop()
