@@ -48,7 +48,7 @@ async def lookup(
         "grain_type": grain_type, "grain_key": key, "active": active,
         "silo_id": entry.silo_id if entry and active else None,
         "address": entry.address if entry and active else None,
-        "activation": entry.activation if entry and active else None,
+        "activation_id": entry.activation if entry and active else None,
         "ring_owner": owner.silo_id if owner else None,
         "state_bytes": len(stored.raw), "etag": stored.etag or None,
         # Reminders and an agent's journal join the lookup once those features are merged.

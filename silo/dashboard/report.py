@@ -10,11 +10,14 @@ from __future__ import annotations
 import time
 
 from grainery.client._proto.grainery.v1 import grainery_pb2 as pb
+from grainery.client.errors import InvalidArgumentsError
+from grainery.client.routing import GrainId
 from grainery.silo.catalog import Catalog
 from grainery.silo.dashboard.activity import WINDOW, Busy, top
 from grainery.silo.dashboard.sampler import MetricsSampler, Point
 
 MAX_TOP = 50
+MAX_KEY_BYTES = 1024
 TOP_CACHE = 1.0  # seconds
 
 
@@ -61,4 +64,32 @@ class SiloReporter:
             busiest=[_busy_to_proto(b) for b in busiest],
             slowest=[_busy_to_proto(b) for b in slowest],
             activity_window=window,
+        )
+
+    def inspect(self, request: pb.InspectGrainRequest) -> pb.InspectGrainResponse:
+        """The grain's activation here, if any (stateless workers: all of them, summed)."""
+        if len(request.grain_key.encode()) > MAX_KEY_BYTES or len(request.grain_type) > 256:
+            raise InvalidArgumentsError("grain type or key too long")
+        grain = GrainId(request.grain_type, request.grain_key)
+        found = self._catalog.get(grain)
+        activations = [found] if found is not None else [
+            a for a in self._catalog.workers.activations() if a.grain_id == grain
+        ]
+        if not activations:
+            return pb.InspectGrainResponse()
+        now = time.perf_counter()
+        calls, total, slowest = 0, 0.0, 0.0
+        for activation in activations:
+            c, t, s = activation.activity.recent(now)
+            calls, total, slowest = calls + c, total + t, max(slowest, s)
+        first = activations[0]
+        return pb.InspectGrainResponse(
+            active=True, phase=first.phase.value,
+            queued=sum(a.queued for a in activations),
+            turns=sum(a.turns for a in activations),
+            idle_seconds=max(0.0, time.monotonic() - max(a.last_active for a in activations)),
+            recent=pb.GrainActivity(grain_type=grain.grain_type, grain_key=grain.key,
+                                    calls=calls, total_seconds=total, slowest_seconds=slowest),
+            activity_window=WINDOW + now % WINDOW,
+            workers=len(activations) if found is None else 0,
         )

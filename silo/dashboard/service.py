@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import grpc
+
 from grainery.client._proto.grainery.v1 import grainery_pb2 as pb
 from grainery.client.errors import GrainError
 from grainery.client.routing import MemberInfo
@@ -78,12 +80,40 @@ class Dashboard:
     async def lookup(self, grain_type: str, key: str) -> dict[str, Any]:
         silo = self._silo
         try:
-            return await lookup(silo.registry, silo.directory, silo.storage, silo.membership,
-                                grain_type, key)
+            found = await lookup(silo.registry, silo.directory, silo.storage, silo.membership,
+                                 grain_type, key)
         except GrainLookupError as error:
             raise HttpError(error.status, str(error)) from None
         except GrainError as error:  # the store did not answer
             raise HttpError(503, error.message) from None
+        found["activation"] = None
+        if found["active"]:
+            found["activation"] = await self._inspect(found["address"], grain_type, key)
+        return found
+
+    async def _inspect(self, address: str, grain_type: str, key: str) -> dict[str, Any]:
+        """What the hosting silo says of the grain's activation (its queue, its calls)."""
+        silo = self._silo
+        request = pb.InspectGrainRequest(grain_type=grain_type, grain_key=key)
+        try:
+            if address == silo.address:
+                reply = self.reporter.inspect(request)
+            else:
+                reply = await silo.peers.get(address).management.InspectGrain(
+                    request, timeout=2.0, metadata=silo.security.call_metadata()
+                )
+        except (GrainError, grpc.aio.AioRpcError) as exc:
+            return {"error": getattr(exc, "message", None) or type(exc).__name__}
+        if not reply.active:
+            return {"error": "not active there any more"}
+        calls = reply.recent.calls
+        return {
+            "phase": reply.phase, "queued": reply.queued, "turns": reply.turns,
+            "idle_seconds": round(reply.idle_seconds, 1), "workers": reply.workers,
+            "recent_calls": calls, "window_seconds": round(reply.activity_window, 1),
+            "mean_ms": round(1000 * reply.recent.total_seconds / calls, 3) if calls else None,
+            "slowest_ms": round(1000 * reply.recent.slowest_seconds, 3) if calls else None,
+        }
 
     async def run_sampler(self) -> None:
         await self.sampler.run()

@@ -27,6 +27,7 @@ from grainery.client.tasks import spawn
 from grainery.silo.catalog import Catalog
 from grainery.silo.cluster.directory import RedisGrainDirectory
 from grainery.silo.cluster.membership import MembershipService
+from grainery.silo.dashboard.report import SiloReporter
 from grainery.silo.dispatcher import Dispatcher
 from grainery.silo.registry import GrainRegistry
 
@@ -245,11 +246,11 @@ class DirectoryServicer(pb_grpc.DirectoryServicer):
 class ManagementServicer(pb_grpc.ManagementServicer):
     def __init__(
         self, catalog: Catalog, dispatcher: Dispatcher, membership: MembershipService,
-        reporter: Callable[[pb.SiloReportRequest, pb.SiloStatsResponse], pb.SiloReportResponse]
-        | None = None,
+        reporter: SiloReporter | None = None,
     ) -> None:
         """``reporter``: builds SiloReport (the dashboard's view of this silo) around the
-        silo's stats; without one, SiloReport is the stats alone."""
+        silo's stats, and answers InspectGrain; without one, SiloReport is the stats alone
+        and InspectGrain finds nothing."""
         self._catalog = catalog
         self._dispatcher = dispatcher
         self._membership = membership
@@ -276,6 +277,18 @@ class ManagementServicer(pb_grpc.ManagementServicer):
         self, request: pb.SiloStatsRequest, context: grpc.aio.ServicerContext
     ) -> pb.SiloStatsResponse:
         return self.stats()
+
+    async def InspectGrain(  # noqa: N802
+        self, request: pb.InspectGrainRequest, context: grpc.aio.ServicerContext
+    ) -> pb.InspectGrainResponse:
+        try:
+            if self.reporter is None:
+                return pb.InspectGrainResponse()
+            return self.reporter.inspect(request)
+        except GrainError as error:
+            await abort_with(context, error)
+        except Exception:  # noqa: BLE001
+            await abort_internal(context, "InspectGrain")
 
     async def SiloReport(  # noqa: N802
         self, request: pb.SiloReportRequest, context: grpc.aio.ServicerContext

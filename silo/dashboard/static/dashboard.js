@@ -150,11 +150,24 @@ async function lookup(event) {
     ["lives on", grain.active ? `${grain.silo_id} (${grain.address})` : "nowhere (not active)"],
     ["ring owner", grain.ring_owner || "–"],
     ["state size", `${grain.state_bytes} bytes`],
+    ...activationFields(grain.activation),
     ["reminders", grain.reminders === null ? "not in this build" : JSON.stringify(grain.reminders)],
     ["journal", grain.journal === null ? "not in this build" : JSON.stringify(grain.journal)],
   ];
   out.replaceChildren(...fields.flatMap(([name, value]) => [el("dt", {}, name),
     el("dd", { "data-field": name }, value)]));
+}
+
+// What the hosting silo says of the activation: is it busy, queueing, slow?
+function activationFields(activation) {
+  if (!activation) return [];
+  if (activation.error) return [["activation", activation.error]];
+  return [
+    ["activation", `${activation.phase}, ${activation.turns} running, ${activation.queued} queued, ` +
+      `idle ${activation.idle_seconds}s`],
+    ["recent calls", `${activation.recent_calls} in ${activation.window_seconds}s` +
+      (activation.recent_calls ? `, mean ${num(activation.mean_ms, 2)} ms, slowest ${num(activation.slowest_ms, 2)} ms` : "")],
+  ];
 }
 
 document.addEventListener("DOMContentLoaded", () => {

@@ -220,3 +220,31 @@ class SiloReportResponse(_message.Message):
     slowest: _containers.RepeatedCompositeFieldContainer[GrainActivity]
     activity_window: float
     def __init__(self, stats: _Optional[_Union[SiloStatsResponse, _Mapping]] = ..., latency_bounds: _Optional[_Iterable[float]] = ..., points: _Optional[_Iterable[_Union[MetricsPoint, _Mapping]]] = ..., busiest: _Optional[_Iterable[_Union[GrainActivity, _Mapping]]] = ..., slowest: _Optional[_Iterable[_Union[GrainActivity, _Mapping]]] = ..., activity_window: _Optional[float] = ...) -> None: ...
+
+class InspectGrainRequest(_message.Message):
+    __slots__ = ("grain_type", "grain_key")
+    GRAIN_TYPE_FIELD_NUMBER: _ClassVar[int]
+    GRAIN_KEY_FIELD_NUMBER: _ClassVar[int]
+    grain_type: str
+    grain_key: str
+    def __init__(self, grain_type: _Optional[str] = ..., grain_key: _Optional[str] = ...) -> None: ...
+
+class InspectGrainResponse(_message.Message):
+    __slots__ = ("active", "phase", "queued", "turns", "idle_seconds", "recent", "activity_window", "workers")
+    ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_FIELD_NUMBER: _ClassVar[int]
+    TURNS_FIELD_NUMBER: _ClassVar[int]
+    IDLE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    RECENT_FIELD_NUMBER: _ClassVar[int]
+    ACTIVITY_WINDOW_FIELD_NUMBER: _ClassVar[int]
+    WORKERS_FIELD_NUMBER: _ClassVar[int]
+    active: bool
+    phase: str
+    queued: int
+    turns: int
+    idle_seconds: float
+    recent: GrainActivity
+    activity_window: float
+    workers: int
+    def __init__(self, active: bool = ..., phase: _Optional[str] = ..., queued: _Optional[int] = ..., turns: _Optional[int] = ..., idle_seconds: _Optional[float] = ..., recent: _Optional[_Union[GrainActivity, _Mapping]] = ..., activity_window: _Optional[float] = ..., workers: _Optional[int] = ...) -> None: ...
