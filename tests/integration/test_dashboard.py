@@ -160,6 +160,26 @@ def test_grainery_top_once_shows_every_member(cluster: TestCluster) -> None:
     out = eventually_sync(frame, 30, "grainery top showing 3 active silos and busy grains")
     assert "calls/s" in out and "p99" in out
 
+    def as_json() -> bool:
+        done = subprocess.run(  # noqa: S603
+            [sys.executable, "-m", "grainery", "top", "--target", cluster.addresses[0],
+             "--token", TOKEN, "--once", "--json"], capture_output=True, text=True,
+            timeout=60, check=True,
+        )
+        view = json.loads(done.stdout)
+        assert {m["state"] for m in view["members"]} == {"active"}
+        assert max(view["series"]["calls_per_second"] or [0]) > 0, view["series"]
+        return True
+
+    eventually_sync(as_json, 30, "grainery top --json showing the call rate")
+    # Without the token, a clear refusal and a non-zero exit.
+    refused = subprocess.run(  # noqa: S603
+        [sys.executable, "-m", "grainery", "top", "--address", cluster.addresses[0], "--once"],
+        capture_output=True, text=True, timeout=60, check=False,
+        env={k: v for k, v in os.environ.items() if k != "GRAINERY_TOKEN"},
+    )
+    assert refused.returncode == 1 and "UNAUTHENTICATED" in refused.stderr, refused.stderr
+
 
 # ----- the browser ---------------------------------------------------------------
 def chromium_path() -> str | None:
