@@ -115,6 +115,3 @@ class Dashboard:
             "slowest_ms": round(1000 * reply.recent.slowest_seconds, 3) if calls else None,
         }
 
-    async def run_sampler(self) -> None:
-        await self.sampler.run()
-

@@ -4,7 +4,8 @@ It asks that silo for the membership, then every live member for its report (the
 ``Management.SiloReport`` and the same merge as the web page, overview.py), and prints a
 plain-text frame: no dependency, readable in a log, and ``--once`` makes it a one-shot
 command for scripts and tests. Without ``--once`` it redraws every ``--interval`` seconds
-until interrupted.
+until interrupted, and an unreachable silo (restarting, say) is shown and retried rather
+than ending the command.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import json
 import sys
 import time
 from typing import Any
+
+import grpc
 
 from grainery.client._proto.grainery.v1 import grainery_pb2 as pb
 from grainery.client.channels import ChannelPool, ClientSecurity
@@ -125,7 +128,14 @@ async def run_top(options: argparse.Namespace, security: ClientSecurity) -> int:
         print(json.dumps(view, indent=2) if options.json else render(view))
         return 0
     while True:
-        view = await fetch_view(options.target, security, timeout)
-        sys.stdout.write(CLEAR + render(view) + "\n")
+        try:
+            frame = render(await fetch_view(options.target, security, timeout))
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.UNIMPLEMENTED):
+                raise  # retrying cannot help: say it once and exit
+            # The silo may be restarting: keep the last words on screen and try again.
+            frame = (f"grainery top: cannot reach {options.target}: {exc.code().name}; "
+                     f"retrying every {options.interval:g}s (Ctrl-C stops)")
+        sys.stdout.write(CLEAR + frame + "\n")
         sys.stdout.flush()
         await asyncio.sleep(max(0.2, options.interval))

@@ -181,6 +181,24 @@ def test_grainery_top_once_shows_every_member(cluster: TestCluster) -> None:
     assert refused.returncode == 1 and "UNAUTHENTICATED" in refused.stderr, refused.stderr
 
 
+def test_grainery_top_keeps_trying_a_silo_it_cannot_reach(tmp_path: Path) -> None:
+    from grainery.silo.storage.embedded import free_port
+
+    out = tmp_path / "top.out"
+    with out.open("wb") as sink:
+        top = subprocess.Popen(  # noqa: S603
+            [sys.executable, "-m", "grainery", "top", "--address", f"127.0.0.1:{free_port()}",
+             "--interval", "0.2", "--timeout", "1"], stdout=sink, stderr=subprocess.STDOUT,
+        )
+        try:
+            eventually_sync(lambda: out.read_bytes().count(b"cannot reach") >= 2, 20,
+                            "grainery top retrying an unreachable silo")
+            assert top.poll() is None  # still running
+        finally:
+            top.kill()
+            top.wait(10)
+
+
 # ----- the browser ---------------------------------------------------------------
 def chromium_path() -> str | None:
     for name in (os.environ.get("GRAINERY_CHROMIUM"), "chromium", "chromium-browser"):
