@@ -35,7 +35,7 @@ async def lookup(
     if len(key.encode()) > MAX_KEY_BYTES:
         raise GrainLookupError(400, f"grain key longer than {MAX_KEY_BYTES} bytes")
     try:
-        registry.get(grain_type)
+        kind = registry.get(grain_type)
     except GrainError:
         known = ", ".join(sorted(registry.names()))
         raise GrainLookupError(404, f"no grain type {grain_type!r} (known: {known})") from None
@@ -51,6 +51,8 @@ async def lookup(
         "activation_id": entry.activation if entry and active else None,
         "ring_owner": owner.silo_id if owner else None,
         "state_bytes": len(stored.raw), "etag": stored.etag or None,
+        # A stateless worker has no directory entry: any silo runs its calls locally.
+        "stateless_worker": kind.stateless_max_local is not None,
         # Reminders and an agent's journal join the lookup once those features are merged.
         "reminders": None, "journal": None,
     }

@@ -11,6 +11,7 @@ point look like a drop).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -22,6 +23,7 @@ from grainery.client.routing import ACTIVE, GONE_STATES, MemberInfo, MembershipS
 from grainery.silo.dashboard.series import percentile
 
 Fetch = Callable[[MemberInfo], Awaitable[pb.SiloReportResponse]]
+log = logging.getLogger("grainery.dashboard")
 QUANTILES = {"p50_ms": 0.5, "p95_ms": 0.95, "p99_ms": 0.99}
 
 
@@ -32,7 +34,8 @@ async def _ask(member: MemberInfo, fetch: Fetch, timeout: float) -> pb.SiloRepor
         return "no answer"
     except grpc.aio.AioRpcError as exc:
         return str(exc.code().name)
-    except OSError as exc:
+    except Exception as exc:  # noqa: BLE001 - one member's failure never hides the others
+        log.debug("no report from %s", member.address, exc_info=True)
         return type(exc).__name__
 
 

@@ -3,6 +3,7 @@ a lookup sees a state size), and calls that fail (so the error rate moves)."""
 
 from __future__ import annotations
 
+from grainery import stateless_worker
 from grainery.silo import Grain
 
 
@@ -17,3 +18,11 @@ class Meter(Grain):
 
     async def fail(self) -> None:
         raise RuntimeError("a failure the dashboard counts")
+
+
+@stateless_worker(max_local=2)
+class Helper(Grain):
+    """A stateless worker: no directory entry, so a lookup says it runs anywhere."""
+
+    async def help(self) -> str:
+        return self.silo_id

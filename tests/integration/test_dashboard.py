@@ -140,6 +140,9 @@ def test_a_lookup_says_where_the_grain_lives_and_what_its_activation_does(
     found = json.loads(body)
     assert status == 200 and not found["active"] and found["activation"] is None
     assert found["ring_owner"] in hosts.values() and found["state_bytes"] == 0
+    assert not found["stateless_worker"]
+    status, body = _get(f"{url}api/grain?type=Helper&key=h", Authorization=f"Bearer {TOKEN}")
+    assert status == 200 and json.loads(body)["stateless_worker"] is True
 
 
 def test_grainery_top_once_shows_every_member(cluster: TestCluster) -> None:

@@ -147,7 +147,8 @@ async function lookup(event) {
   const fields = [
     ["grain", `${grain.grain_type}/${grain.grain_key}`],
     ["active", grain.active ? "yes" : "no"],
-    ["lives on", grain.active ? `${grain.silo_id} (${grain.address})` : "nowhere (not active)"],
+    ["lives on", grain.active ? `${grain.silo_id} (${grain.address})`
+      : grain.stateless_worker ? "any silo (a stateless worker)" : "nowhere (not active)"],
     ["ring owner", grain.ring_owner || "–"],
     ["state size", `${grain.state_bytes} bytes`],
     ...activationFields(grain.activation),
