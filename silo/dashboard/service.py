@@ -102,8 +102,10 @@ class Dashboard:
                 reply = await silo.peers.get(address).management.InspectGrain(
                     request, timeout=2.0, metadata=silo.security.call_metadata()
                 )
-        except (GrainError, grpc.aio.AioRpcError) as exc:
-            return {"error": getattr(exc, "message", None) or type(exc).__name__}
+        except GrainError as error:
+            return {"error": error.message}
+        except grpc.aio.AioRpcError as exc:
+            return {"error": f"{exc.code().name} from {address}"}
         if not reply.active:
             return {"error": "not active there any more"}
         calls = reply.recent.calls

@@ -202,6 +202,23 @@ def test_grainery_top_keeps_trying_a_silo_it_cannot_reach(tmp_path: Path) -> Non
             top.wait(10)
 
 
+def test_a_busy_dashboard_port_is_a_one_line_startup_error() -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = subprocess.run(  # noqa: S603
+            [sys.executable, "-m", "grainery", "silo", "--grains", "tests.grains.dashboard_probes",
+             "--port", "0", "--dashboard-port", str(port), "--redis", "redis://127.0.0.1:1/0"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )
+    assert done.returncode == 2, done.stderr
+    line = done.stderr.strip()
+    assert "\n" not in line and f"dashboard port 127.0.0.1:{port} is in use" in line, line
+
+
 # ----- the browser ---------------------------------------------------------------
 def chromium_path() -> str | None:
     for name in (os.environ.get("GRAINERY_CHROMIUM"), "chromium", "chromium-browser"):
