@@ -247,3 +247,36 @@ async def test_connections_beyond_the_bound_are_refused_and_the_rest_served() ->
 
     await eventually(served, 5, "requests served again once the idle connections closed")
     await dashboard.stop()
+
+
+async def test_the_overview_asks_live_members_only_and_shows_what_each_says() -> None:
+    from grainery.client.routing import MemberInfo, MembershipSnapshot
+    from grainery.silo.dashboard.overview import gather
+
+    members = (
+        MemberInfo("a", "h:1", "active", 1.0, "a:1"),
+        MemberInfo("b", "h:2", "active", 1.0, "b:1"),  # says it fenced itself
+        MemberInfo("c", "h:3", "active", 1.0, "c:1"),  # does not answer
+        MemberInfo("d", "h:4", "dead", 1.0, "d:1"),
+    )
+    asked: list[str] = []
+
+    async def fetch(member: MemberInfo) -> pb.SiloReportResponse:
+        asked.append(member.silo_id)
+        if member.silo_id == "c":
+            await asyncio.Event().wait()  # never answers
+        state = "fenced" if member.silo_id == "b" else "active"
+        return pb.SiloReportResponse(stats=pb.SiloStatsResponse(
+            silo_id=member.silo_id, state=state,
+            activations=[pb.TypeCount(grain_type="T", activations=2)],
+        ))
+
+    view = await gather(MembershipSnapshot(3, members, "x"), {"a": 0.5, "b": 0.25, "c": 0.25},
+                        fetch, served_by="a", timeout=0.2)
+    assert sorted(asked) == ["a", "b", "c"]  # the dead one is not asked
+    rows = {row["silo_id"]: row for row in view["members"]}
+    assert {k: r["state"] for k, r in rows.items()} == {
+        "a": "active", "b": "fenced", "c": "active", "d": "dead"}
+    assert rows["c"]["error"] == "no answer" and rows["c"]["activations"] is None
+    assert rows["d"]["ring_share"] == 0.0 and rows["a"]["ring_share"] == 0.5
+    assert view["activations"]["by_type"] == {"T": 4}
