@@ -90,8 +90,9 @@ class Response:
                    (("Cache-Control", "no-store"),))
 
     @classmethod
-    def text(cls, status: int, message: str) -> Response:
-        return cls(status, (message + "\n").encode(), _TYPES[".txt"])
+    def text(cls, status: int, message: str,
+             headers: tuple[tuple[str, str], ...] = ()) -> Response:
+        return cls(status, (message + "\n").encode(), _TYPES[".txt"], headers)
 
 
 class DashboardServer:
@@ -153,14 +154,16 @@ class DashboardServer:
             except Exception:  # noqa: BLE001 - never leak internals; the silo keeps serving
                 log.exception("dashboard request failed")
                 response = Response.text(500, "internal error")
-            await self._write(writer, response, head_only=method == "HEAD")
-        except ConnectionError:
+            # A reader that never reads must not hold its connection slot for ever.
+            await asyncio.wait_for(self._write(writer, response, head_only=method == "HEAD"),
+                                   READ_TIMEOUT)
+        except (ConnectionError, asyncio.TimeoutError):
             pass
         finally:
             self._open -= 1
             writer.close()
             with contextlib.suppress(Exception):
-                await writer.wait_closed()
+                await asyncio.wait_for(writer.wait_closed(), READ_TIMEOUT)
 
     @staticmethod
     async def _write(writer: asyncio.StreamWriter, response: Response, head_only: bool) -> None:
@@ -186,7 +189,8 @@ class DashboardServer:
             if not self._authorized(headers):
                 return Response.text(401, "401: this dashboard needs the silo's token: open "
                                      "/?token=TOKEN once in the browser, or send "
-                                     "'Authorization: Bearer TOKEN'")
+                                     "'Authorization: Bearer TOKEN'",
+                                     (("WWW-Authenticate", 'Bearer realm="grainery"'),))
         if path == "/":
             return self._file("index.html")
         if path == "/favicon.ico":

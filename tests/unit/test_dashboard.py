@@ -171,8 +171,9 @@ async def test_every_route_needs_the_token_and_a_browser_signs_in_once(
     for path in ("/", "/api/overview", "/api/grain?type=Known&key=k", "/static/dashboard.js"):
         status, _, _ = await _request(server.port, _get(path))
         assert status == 401, path
-    status, _, _ = await _request(server.port, _get("/api/overview", "Authorization: Bearer no"))
-    assert status == 401
+    status, headers, _ = await _request(server.port,
+                                        _get("/api/overview", "Authorization: Bearer no"))
+    assert status == 401 and headers["www-authenticate"].startswith("Bearer")
     status, _, body = await _request(server.port,
                                      _get("/api/overview", "Authorization: Bearer s3cret"))
     assert (status, json.loads(body)) == (200, {"members": ["x"]})
