@@ -33,7 +33,23 @@ function num(value, digits = 0) {
   return value === null || value === undefined ? "–" : Number(value).toFixed(digits);
 }
 
-function renderMembers(members) {
+function lastOf(values) {
+  for (let i = (values || []).length - 1; i >= 0; i--) if (values[i] !== null) return values[i];
+  return null;
+}
+
+function renderSummary(view) {
+  const s = view.series;
+  document.getElementById("sum-calls").textContent = num(lastOf(s.calls_per_second), 1);
+  document.getElementById("sum-errors").textContent = num(lastOf(s.errors_per_second), 1);
+  document.getElementById("sum-p99").textContent = num(lastOf(s.p99_ms), 1);
+  document.getElementById("sum-activations").textContent =
+    num(Object.values(view.activations.by_type).reduce((a, b) => a + b, 0));
+  document.getElementById("sum-members").textContent =
+    `${view.members.filter((m) => m.state === "active").length}/${view.members.length}`;
+}
+
+function renderMembers(members, bySilo) {
   const rows = members.map((m) => el("tr", { "data-silo": m.silo_id, "data-state": m.state },
     el("td", {}, m.silo_id),
     el("td", {}, m.address),
@@ -42,6 +58,7 @@ function renderMembers(members) {
     el("td", {}, el("span", { class: "bar", style: `width:${Math.round(m.ring_share * 120)}px` }),
       ` ${(m.ring_share * 100).toFixed(1)}%`),
     el("td", { class: "num" }, num(m.activations)),
+    el("td", { class: "num" }, m.error || m.activations === null ? "–" : num(lastOf(bySilo[m.silo_id]), 1)),
     el("td", { class: "num" }, num(m.calls_in_flight)),
     el("td", { class: "num" }, num(m.tasks)),
     el("td", { class: "error" }, m.error || "")));
@@ -106,7 +123,8 @@ function render(view) {
   document.getElementById("served-by").textContent = view.served_by;
   document.getElementById("version").textContent = view.membership_version;
   document.getElementById("updated").textContent = new Date(view.time * 1000).toLocaleTimeString();
-  renderMembers(view.members);
+  renderSummary(view);
+  renderMembers(view.members, view.series.by_silo);
   renderActivations(view.activations, view.members);
   renderTop("busiest", view.busiest, [["calls_per_second", 1], ["mean_ms", 2]]);
   renderTop("slowest", view.slowest, [["mean_ms", 2], ["slowest_ms", 2]]);
