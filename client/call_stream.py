@@ -63,9 +63,10 @@ class CallStream:
     async def invoke(
         self, request: pb.InvokeRequest, timeout: float,
         context: Mapping[str, str] | None = None, chain: tuple[str, ...] = (),
+        trace: Mapping[str, str] | None = None,
     ) -> pb.InvokeResponse:
-        """Run one call, with its request context and call chain (empty unless given);
-        raises a GrainError exactly as a unary call would."""
+        """Run one call, with its request context, call chain and W3C trace context (each
+        empty unless given); raises a GrainError exactly as a unary call would."""
         if self._call is None:
             self._open()
         call_id = next(self._ids)
@@ -77,6 +78,8 @@ class CallStream:
             stream_call.context.update(context)
         if chain:
             stream_call.chain.extend(chain)
+        if trace:
+            stream_call.trace_context.update(trace)
         self._outbox.append(stream_call)
         self._wake.set()
         timer = loop.call_later(timeout, _expire, future, request)

@@ -184,20 +184,24 @@ class ChannelPool:
     async def invoke(
         self, address: str, request: pb.InvokeRequest, timeout: float, streamed: bool,
         context: Mapping[str, str] | None = None, chain: tuple[str, ...] = (),
+        trace: Mapping[str, str] | None = None,
     ) -> pb.InvokeResponse:
-        """One call to one silo, over its call stream or unary, carrying the request context
-        and call chain (``StreamCall`` fields, or metadata); raises GrainError. A system call
-        (``request.system``, silo to silo) goes unary with the cluster's ``system_key``."""
+        """One call to one silo, over its call stream or unary, carrying the request context,
+        call chain and W3C trace context (``StreamCall`` fields, or metadata); raises
+        GrainError. A system call (``request.system``, silo to silo) goes unary with the
+        cluster's ``system_key``."""
         # borrow(), inlined: this is every call's path, and a generator-based context
         # manager costs more than the rest of this method.
         stubs = self.get(address)
         stubs.users += 1
         try:
             if streamed and CallStream.accepts(request):
-                return await stubs.stream.invoke(request, timeout, context, chain)
+                return await stubs.stream.invoke(request, timeout, context, chain, trace)
             metadata = self.security.call_metadata()
             if context or chain:
                 metadata += call_metadata(context or {}, chain)
+            if trace:
+                metadata += tuple(trace.items())
             if request.system:
                 metadata += ((SYSTEM_KEY_HEADER, self.system_key or ""),)
             try:

@@ -22,7 +22,7 @@ from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -48,6 +48,10 @@ from grainery.client.routing import (
     Router,
 )
 from grainery.client.tasks import spawn
+from grainery.client.tracing import CallTracer, global_tracer_provider, require_opentelemetry
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
 
 log = logging.getLogger("grainery.client")
 
@@ -98,7 +102,15 @@ class GrainClient:
         gateway_only: bool = False,
         streamed: bool = True,
         filters: Sequence[Filter | NamedFilter] = (),
+        tracer_provider: TracerProvider | None = None,
+        trace_grain_keys: bool = False,
+        trace_arguments: bool = False,
     ) -> None:
+        """``tracer_provider``: trace every call with this OpenTelemetry provider (a CLIENT
+        span per call, its context sent to the silo); None uses the provider the
+        application installed globally (``trace.set_tracer_provider``), if any, and traces
+        nothing otherwise. ``trace_grain_keys``/``trace_arguments``: also record grain keys
+        and argument values on the spans (off: they can be user data)."""
         addresses = [s for item in seeds for s in ([item] if isinstance(item, str) else item)]
         if not addresses:
             raise ValueError("GrainClient needs at least one seed address (host:port)")
@@ -122,6 +134,14 @@ class GrainClient:
         # Outgoing call filters (client/filters.py), run around each call before routing;
         # None when there are none, so an unfiltered call pays nothing for them.
         self.filters = named(filters) or None
+        # Tracing (client/tracing.py): None when off, so an untraced call pays one test.
+        provider = tracer_provider or global_tracer_provider()
+        self.tracer: CallTracer | None = None
+        if provider is not None:
+            require_opentelemetry("GrainClient(tracer_provider=...)")
+            self.tracer = CallTracer(
+                provider, grain_keys=trace_grain_keys, arguments=trace_arguments
+            )
 
     async def __aenter__(self) -> GrainClient:
         await self.connect()
@@ -206,12 +226,40 @@ class GrainClient:
         response = await self.invoke_request(grain, request, timeout, context)
         return decode_result(response.result_json)
 
-    async def invoke_request(
+    def invoke_request(
         self, grain: GrainId, request: pb.InvokeRequest, timeout: float | None,
         context: Mapping[str, str] | None = None, chain: tuple[str, ...] = (),
-    ) -> pb.InvokeResponse:
+    ) -> Coroutine[Any, Any, pb.InvokeResponse]:
         """Send ``request`` (retrying only what provably did not run) with its request context
-        and call chain; raises GrainError."""
+        and call chain, in a CLIENT span when tracing; raises GrainError. (Returns the
+        coroutine, so an untraced call has no extra frame.)"""
+        if self.tracer is None:
+            return self._attempts(grain, request, timeout, context, chain, None)
+        return self._traced(self.tracer, grain, request, timeout, context, chain)
+
+    async def _traced(
+        self, tracer: CallTracer, grain: GrainId, request: pb.InvokeRequest,
+        timeout: float | None, context: Mapping[str, str] | None, chain: tuple[str, ...],
+    ) -> pb.InvokeResponse:
+        """The call in a CLIENT span (one span for all its attempts); its context goes to
+        the silo as ``traceparent``/``tracestate``."""
+        span = tracer.start_client(request)
+        try:
+            response = await self._attempts(
+                grain, request, timeout, context, chain, tracer.inject(tracer.with_span(span))
+            )
+        except BaseException as error:
+            tracer.end(span, error)
+            raise
+        span.set_attribute("server.address", response.address)
+        tracer.end(span)
+        return response
+
+    async def _attempts(
+        self, grain: GrainId, request: pb.InvokeRequest, timeout: float | None,
+        context: Mapping[str, str] | None, chain: tuple[str, ...],
+        trace: Mapping[str, str] | None,
+    ) -> pb.InvokeResponse:
         loop = self._loop
         if loop is None:  # cached: on Python 3.11 get_running_loop() costs a getpid()
             loop = self._loop = asyncio.get_running_loop()
@@ -225,7 +273,7 @@ class GrainClient:
                 raise _gave_up(f"{grain}.{request.method}", attempt, last_error)
             try:
                 response = await self.pool.invoke(
-                    address, request, remaining, self.streamed, context, chain
+                    address, request, remaining, self.streamed, context, chain, trace
                 )
             except GrainError as error:
                 if not (error.retry_safe and isinstance(error, RETRYABLE)):

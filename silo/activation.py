@@ -68,6 +68,8 @@ from grainery.silo.storage.pool import NotSentError
 from grainery.silo.storage.protocols import GrainStorage
 from grainery.silo.storage.redis_state import Fence
 from grainery.silo.storage.state_codec import EMPTY, decode_state, encode_state
+from grainery.silo.tracing import clear_context as clear_trace_context
+from grainery.silo.tracing import start_turn
 
 if TYPE_CHECKING:
     from grainery.client.grain_ref import GrainRef
@@ -404,8 +406,9 @@ class Activation:
 
     async def _drain_queue(self) -> None:
         # The pump inherited the context of the call that created it: no turn of this grain
-        # may see that caller's call (and its deadline) as its own.
+        # may see that caller's call (and its deadline) as its own, nor its trace.
         CURRENT_CALL.set(None)
+        clear_trace_context()
         while self._queue:
             item = self._queue[0]
             if isinstance(item, _Deactivate):
@@ -452,6 +455,9 @@ class Activation:
         assert self.grain is not None and self.context is not None
         context, failed = self.context, True
         token = CURRENT_CALL.set(call.call)  # grain-to-grain calls inherit its deadline
+        # A traced call's turn runs in its trace (grain-to-grain calls become its children).
+        traced = None if call.call.trace is None else start_turn(call.call)
+        error: BaseException | None = None
         try:
             if context.uncertain:
                 await self._reload_state(call)
@@ -463,17 +469,21 @@ class Activation:
             else:
                 result = await call.method.func(self.grain, *call.call.args, **call.call.kwargs)
             failed = context.write_failures != failures
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
+            error = exc
             if not call.future.done():
                 call.future.cancel()
             raise
         except Exception as exc:  # noqa: BLE001 - any grain failure goes to its caller
+            error = exc
             if not call.future.done():
                 call.future.set_exception(exc)
         else:
             if not call.future.done():
                 call.future.set_result(result)
         finally:
+            if traced is not None:
+                traced.finish(error)
             CURRENT_CALL.reset(token)
             self._end(call, failed)
         reason = context.deactivation_request

@@ -19,7 +19,10 @@ from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from opentelemetry.context import Context
 
 # Shared, read-only "nothing": most calls carry no keyword arguments and no request
 # context, and must not pay for two new dicts each (a filter that writes to a call's
@@ -47,6 +50,9 @@ class GrainCall:
     chain: tuple[str, ...] = ()
     # A runtime hook call (silo/hooks.py), made by the runtime, never by a client.
     system: bool = False
+    # Tracing (silo/tracing.py): the OpenTelemetry context of the call's SERVER span, which
+    # its turn runs in; None when the call is not traced (always, with tracing off).
+    trace: Context | None = None
 
     @property
     def activation(self) -> str:

@@ -35,6 +35,7 @@ from grainery.silo.metrics import SiloMetrics
 from grainery.silo.registry import GrainType
 from grainery.silo.storage.protocols import GrainDirectory, GrainStorage
 from grainery.silo.storage.redis_state import Fence
+from grainery.silo.tracing import traced_grain_op
 from grainery.silo.workers import StatelessWorkers
 
 log = logging.getLogger("grainery.catalog")
@@ -95,6 +96,7 @@ class Catalog:
         return chain(self._table.values(), self.workers.activations())
 
     # ----- activation -----------------------------------------------------
+    @traced_grain_op("grainery.activate", "internal", store=False)
     async def activate(
         self, grain: GrainId, grain_type: GrainType, registration: Registration
     ) -> Activation:

@@ -14,6 +14,7 @@ from typing import Any
 
 from grainery.silo.cluster.membership import MembershipTiming
 from grainery.silo.storage.embedded import DEFAULT_STORE_PORT
+from grainery.silo.tracing import TracingOptions
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,15 @@ SILO_OPTIONS: tuple[Option, ...] = (
     Option("--reflection", "GRAINERY_REFLECTION", "serve gRPC reflection (on/off)", default="on"),
     Option("--log-format", "GRAINERY_LOG_FORMAT", "human or json", default="human"),
     Option("--log-level", "GRAINERY_LOG_LEVEL", "log level", default="INFO"),
+    # Tracing (silo/tracing.py): off unless an endpoint is given.
+    Option("--otlp-endpoint", "GRAINERY_OTLP_ENDPOINT", "export OpenTelemetry traces over "
+           "OTLP/gRPC to HOST:PORT (https://HOST:PORT: TLS); unset = tracing off"),
+    Option("--trace-sampling", "GRAINERY_TRACE_SAMPLING", "share of new traces recorded "
+           "(0-1; a call with a traceparent follows its caller)", float, 1.0),
+    Option("--trace-grain-keys", "GRAINERY_TRACE_GRAIN_KEYS", "record grain keys on spans "
+           "(on/off; keys can be user data)", default="off"),
+    Option("--trace-arguments", "GRAINERY_TRACE_ARGUMENTS", "record call argument values on "
+           "spans (on/off; user data)", default="off"),
 )
 ENV_VARS: frozenset[str] = frozenset(o.env for o in SILO_OPTIONS)
 
@@ -110,6 +120,10 @@ class SiloConfig:
     reflection: str = "on"
     log_format: str = "human"
     log_level: str = "INFO"
+    otlp_endpoint: str | None = None
+    trace_sampling: float = 1.0
+    trace_grain_keys: str = "off"
+    trace_arguments: str = "off"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -130,6 +144,14 @@ class SiloConfig:
         if self.log_format not in ("human", "json"):
             raise ValueError("--log-format is human or json")
         self.timing()  # validates heartbeat vs lease
+        self.tracing()  # validates the tracing options
+
+    def tracing(self) -> TracingOptions:
+        return TracingOptions(
+            self.otlp_endpoint or None, self.trace_sampling,
+            switch("--trace-grain-keys", self.trace_grain_keys),
+            switch("--trace-arguments", self.trace_arguments),
+        )
 
     def timing(self) -> MembershipTiming:
         return MembershipTiming(self.heartbeat_interval, self.lease_duration)
@@ -147,6 +169,16 @@ class SiloConfig:
             except OSError:
                 host = "127.0.0.1"
         return f"{host}:{bound_port}"
+
+
+def switch(flag: str, value: str) -> bool:
+    """An on/off option's value; anything else is a clear error."""
+    lowered = value.strip().lower()
+    if lowered in ("on", "true", "1", "yes"):
+        return True
+    if lowered in ("off", "false", "0", "no"):
+        return False
+    raise ValueError(f"{flag} is on or off, not {value!r}")
 
 
 def env_defaults(environ: dict[str, str] | None = None) -> dict[str, Any]:

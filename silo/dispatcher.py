@@ -34,10 +34,10 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Coroutine, Mapping
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from grainery.client._proto.grainery.v1 import grainery_pb2 as pb
 from grainery.client.codec import (
@@ -72,6 +72,12 @@ from grainery.silo.failures import GRAIN_FAILURES
 from grainery.silo.filters import Rerouted, SiloFilters
 from grainery.silo.metrics import SiloMetrics
 from grainery.silo.registry import GrainRegistry, GrainType, MethodSpec
+from grainery.silo.tracing import note_queued, start_dispatch, start_forward
+
+if TYPE_CHECKING:
+    from opentelemetry.context import Context
+
+    from grainery.client.tracing import CallTracer
 
 log = logging.getLogger("grainery.dispatch")
 
@@ -104,8 +110,10 @@ class PeerInvoker(Protocol):
     async def invoke(
         self, address: str, request: pb.InvokeRequest, timeout: float, streamed: bool,
         context: Mapping[str, str] | None = None, chain: tuple[str, ...] = (),
+        trace: Mapping[str, str] | None = None,
     ) -> pb.InvokeResponse:
-        """One call to the silo at ``address`` with its context and chain; raises GrainError."""
+        """One call to the silo at ``address`` with its context, chain and W3C trace context;
+        raises GrainError."""
         ...
 
 
@@ -119,8 +127,11 @@ class Dispatcher:
         metrics: SiloMetrics,
         limits: DispatchLimits,
         filters: SiloFilters | None = None,
+        tracer: CallTracer | None = None,
     ) -> None:
+        """``tracer``: trace calls (silo/tracing.py); None, tracing off, costs nothing."""
         self._registry = registry
+        self.tracer = tracer
         self._locator = locator
         self._membership = membership
         self._peers = peers
@@ -136,17 +147,51 @@ class Dispatcher:
         self._hot: dict[tuple[str, str], tuple[Any, Any]] = {}
         self._local_calls = metrics.gateway_calls.labels("local")
 
-    async def invoke(
+    def invoke(
         self, request: pb.InvokeRequest, timeout: float | None,
         context: Mapping[str, str] | None = None, chain: tuple[str, ...] = (),
-        system: bool = False,
-    ) -> pb.InvokeResponse:
+        system: bool = False, trace: Context | None = None,
+    ) -> Coroutine[Any, Any, pb.InvokeResponse]:
         """Run (or forward) one call; raises a GrainError on failure. ``timeout``: the
         seconds the caller will wait (None: the default), capped by ``max_timeout``;
         ``context``/``chain``: the call's request context and call chain, as received;
         ``system``: the caller is this silo's runtime or a silo that proved it knows the
-        cluster's system key, so ``request.system`` (a runtime hook call) is allowed."""
+        cluster's system key, so ``request.system`` (a runtime hook call) is allowed;
+        ``trace``: the caller's trace context read from the wire (None: a local call, whose
+        trace is the current context). Returns the coroutine: with tracing off a call has
+        no extra frame."""
+        tracer = self.tracer
+        if tracer is None or (trace is None and tracer.idle()):
+            return self._invoke(request, timeout, context, chain, system, None)
+        return self._traced(tracer, request, timeout, context, chain, system, trace)
+
+    async def _traced(
+        self, tracer: CallTracer, request: pb.InvokeRequest, timeout: float | None,
+        context: Mapping[str, str] | None, chain: tuple[str, ...], system: bool,
+        trace: Context | None,
+    ) -> pb.InvokeResponse:
+        """The call inside its SERVER span (see silo/tracing.py)."""
+        dispatch = start_dispatch(tracer, request, trace)
+        if dispatch is None:
+            return await self._invoke(request, timeout, context, chain, system, None)
+        try:
+            response = await self._invoke(
+                request, timeout, context, chain, system, dispatch.context
+            )
+        except BaseException as error:
+            dispatch.finish(error)
+            raise
+        dispatch.finish()
+        return response
+
+    async def _invoke(
+        self, request: pb.InvokeRequest, timeout: float | None,
+        context: Mapping[str, str] | None, chain: tuple[str, ...], system: bool,
+        trace: Context | None,
+    ) -> pb.InvokeResponse:
         grain_type, method, call = self._validate(request, context, chain, system)
+        if trace is not None:
+            call.trace = trace
         if call.chain:
             self._refuse_cycle(grain_type, method, call)
         if not self.admitting or not self._membership.serving:
@@ -312,7 +357,12 @@ class Dispatcher:
                 call, partial(self._queue_call, activation, method, call)
             )
         else:
-            pending = activation.call(method, call)  # raises Redispatch when going away
+            if call.trace is None:
+                pending = activation.call(method, call)  # raises Redispatch when going away
+            else:
+                queued = activation.queued
+                pending = activation.call(method, call)
+                note_queued(call, activation, queued)
             self._local_calls.inc()
             timer = self._loop.call_at(call.deadline, _expire, pending, activation, method)
         try:
@@ -474,13 +524,24 @@ class Dispatcher:
             hops=call.hops + 1, system=call.system,
         )
         self._metrics.gateway_calls.labels("forwarded").inc()
+        span, trace = (None, None) if self.tracer is None else start_forward(
+            self.tracer, call, remote.address, remote.silo_id
+        )
         try:
-            return await self._peers.invoke(
+            response = await self._peers.invoke(
                 remote.address, forwarded, max(remaining, 0.001), streamed=True,
-                context=call.context, chain=call.chain,
+                context=call.context, chain=call.chain, trace=trace,
             )
-        except GrainError as failure:
+        except BaseException as failure:
+            if span is not None and self.tracer is not None:
+                self.tracer.end(span, failure)
+            if not isinstance(failure, GrainError):
+                raise
             error = failure
+        else:
+            if span is not None and self.tracer is not None:
+                self.tracer.end(span)
+            return response
         if isinstance(error, TransportError) and error.retry_safe:
             # The owner is unreachable: re-learn the membership, then resolve again.
             log.info("silo %s unreachable while forwarding; refreshing membership", remote.silo_id)

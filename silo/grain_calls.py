@@ -14,6 +14,10 @@ silo tells a call cycle from a wait; and an error it raises is marked with the
 inner call's target (``GrainError.origin``) so that, if the grain lets it escape,
 the dispatcher reports it as ``inner_call``.
 
+When the silo traces (silo/tracing.py), each call is a CLIENT span, child of the calling
+turn's span, whose context travels with the call (the local short-circuit included); a
+call from a sampled-out turn passes that decision on without a span of its own.
+
 A call to a stateless worker type this silo hosts (``local_workers``) always runs here:
 any silo serves a worker, so a hop would only add latency.
 """
@@ -30,6 +34,7 @@ from grainery.client.context import EMPTY, cleared_request_context
 from grainery.client.errors import DeadlineExceededError, GrainError, build_error
 from grainery.client.grain_client import RETRYABLE, GrainClient
 from grainery.client.routing import GrainId, MembershipSnapshot
+from grainery.client.tracing import CallTracer
 from grainery.silo.call import current_call, outgoing_chain
 
 LocalInvoke = Callable[
@@ -60,11 +65,13 @@ class SiloGrainClient(GrainClient):
         security: ClientSecurity,
         max_message_bytes: int,
         local_workers: Iterable[str] = (),
+        tracer: CallTracer | None = None,
     ) -> None:
         super().__init__(
             own_address, security=security, max_message_bytes=max_message_bytes,
             refresh_interval=0,
         )
+        self.tracer = tracer  # the silo's, never an application's global provider
         self._own_address = own_address
         self._local_invoke = local_invoke
         self._refresh = refresh
@@ -117,6 +124,43 @@ class SiloGrainClient(GrainClient):
             if caller.context:
                 values = {**caller.context, **values} if values else caller.context
             chain = outgoing_chain(caller)
+        tracer = self.tracer
+        if tracer is not None and (tracer.roots or tracer.has_parent(None)):
+            return await self._traced_grain_call(tracer, grain, request, budget, values, chain)
+        return await self._route_call(grain, request, budget, values, chain, None)
+
+    async def _traced_grain_call(
+        self, tracer: CallTracer, grain: GrainId, request: pb.InvokeRequest, budget: float,
+        values: Mapping[str, str], chain: tuple[str, ...],
+    ) -> pb.InvokeResponse:
+        """The call as a CLIENT span of the calling turn (current while a local call runs,
+        so the target's dispatch is its child)."""
+        parent = tracer.current()
+        if tracer.has_parent(parent) and not tracer.sampled(parent):
+            return await self._route_call(
+                grain, request, budget, values, chain, tracer.inject(parent)
+            )
+        span = tracer.start_client(request, parent)
+        context = tracer.with_span(span, parent)
+        token = tracer.attach(context)
+        try:
+            response = await self._route_call(
+                grain, request, budget, values, chain, tracer.inject(context)
+            )
+        except BaseException as error:
+            tracer.end(span, error)
+            raise
+        finally:
+            tracer.detach(token)
+        span.set_attribute("server.address", response.address)
+        tracer.end(span)
+        return response
+
+    async def _route_call(
+        self, grain: GrainId, request: pb.InvokeRequest, budget: float,
+        values: Mapping[str, str], chain: tuple[str, ...], trace: Mapping[str, str] | None,
+    ) -> pb.InvokeResponse:
+        """Here (no network) if the grain routes to this silo, else like any client call."""
         local = grain.grain_type in self._local_workers
         if local or self.router.route(grain) == self._own_address:
             loop = asyncio.get_running_loop()
@@ -133,4 +177,4 @@ class SiloGrainClient(GrainClient):
                 # started, say): retried like any refused call, on the owner the
                 # re-learned membership names, instead of failing the calling turn.
                 budget -= loop.time() - started
-        return await super().invoke_request(grain, request, budget, values, chain)
+        return await self._attempts(grain, request, budget, values, chain, trace)

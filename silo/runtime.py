@@ -50,6 +50,8 @@ from grainery.silo.storage.keys import KeySpace
 from grainery.silo.storage.pool import StorePool
 from grainery.silo.storage.redis_state import RedisGrainStorage
 from grainery.silo.system_calls import SystemCalls
+from grainery.silo.tracing import SiloTracing, check_available
+from grainery.silo.tracing import configure as configure_tracing
 from grainery.silo.watchdog import LoopWatchdog
 from grainery.silo.workers import worker_types
 
@@ -82,12 +84,14 @@ class Silo:
         self._rebalancing: asyncio.Task[int] | None = None
         self.watchdog = LoopWatchdog()
         self.blocking = BlockingPool()
+        self.tracing: SiloTracing | None = None
 
     # ----- start ----------------------------------------------------------
     async def start(self) -> None:
         config = self.config
         # First: a bad --filter is a one-line start-up error before anything is started.
         self.filters = SiloFilters(load_filters(config.filter, self._given_filters))
+        check_available(config.tracing())  # --otlp-endpoint without grainery[tracing]
         if not self.registry.names():
             self.registry.load_modules(config.grains)
         if not self.registry.names():
@@ -153,6 +157,8 @@ class Silo:
     def _wire(self, heartbeat_redis: redis.Redis) -> None:
         config = self.config
         keys = KeySpace(config.cluster)
+        self.tracing = configure_tracing(config.tracing(), self.silo_id, config.cluster)
+        tracer = self.tracing.tracer if self.tracing is not None else None
         self.storage = RedisGrainStorage(self.redis, keys, self.metrics)
         self.directory = RedisGrainDirectory(self.redis, keys, self.metrics)
         self.membership = MembershipService(
@@ -168,7 +174,7 @@ class Silo:
         self.peers = ChannelPool(self.security, config.max_message_bytes)
         self.grain_client = SiloGrainClient(
             self.address, self._invoke_local, self.membership.refresh, self.security,
-            config.max_message_bytes, local_workers=worker_types(self.registry),
+            config.max_message_bytes, local_workers=worker_types(self.registry), tracer=tracer,
         )
         self.catalog = Catalog(
             self.silo_id, self.membership, self.storage, self.directory,
@@ -182,7 +188,7 @@ class Silo:
         )
         self.dispatcher = Dispatcher(
             self.registry, self.locator, self.membership, self.peers, self.metrics, limits,
-            self.filters,
+            self.filters, tracer,
         )
         self.system_calls = SystemCalls(self.dispatcher)
         self.health = health.aio.HealthServicer()
@@ -320,3 +326,5 @@ class Silo:
             await self.redis.aclose()
         if self.store is not None:
             await self.store.stop()
+        if self.tracing is not None:  # last: spans of the drain are exported too
+            await asyncio.to_thread(self.tracing.shutdown)

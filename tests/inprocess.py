@@ -133,6 +133,7 @@ class InProcessPeers:
     async def invoke(
         self, address: str, request: pb.InvokeRequest, timeout: float, streamed: bool,
         context: Mapping[str, str] | None = None, chain: tuple[str, ...] = (),
+        trace: Mapping[str, str] | None = None,
     ) -> pb.InvokeResponse:
         self.sent.append(Sent(address, request, timeout, dict(context or {}), chain))
         silo = self._cluster.at(address)
@@ -141,10 +142,12 @@ class InProcessPeers:
             refused.retry_safe = True
             raise refused
         wire = pb.InvokeRequest.FromString(request.SerializeToString())
+        tracer = silo.dispatcher.tracer  # the trace context is read as a servicer reads it
+        parent = tracer.extract(trace) if tracer is not None and trace else None
         try:
             # In process every peer is a silo of the cluster: a system call is allowed.
             response = await silo.dispatcher.invoke(
-                wire, timeout, context, chain, system=wire.system
+                wire, timeout, context, chain, system=wire.system, trace=parent
             )
         except GrainError as error:
             raise over_the_wire(error) from None

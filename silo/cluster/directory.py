@@ -37,6 +37,7 @@ from grainery.client.tasks import spawn
 from grainery.silo.metrics import SiloMetrics
 from grainery.silo.storage.keys import KeySpace
 from grainery.silo.storage.redis_state import Fence, StoredState
+from grainery.silo.tracing import traced_grain_op
 
 # KEYS: dir, state. ARGV: incarnation, silo_id, address, dead incarnation ('' = none), nonce.
 _REGISTER = """
@@ -187,6 +188,7 @@ class RedisGrainDirectory:
         self._register = ScriptBatcher(redis, redis.register_script(_REGISTER))
         self._delete_if = redis.register_script(_DELETE_IF)
 
+    @traced_grain_op("grainery.directory.register")
     async def register(
         self, grain: GrainId, incarnation: str, silo_id: str, address: str, dead: str = ""
     ) -> Registration:
@@ -215,6 +217,7 @@ class RedisGrainDirectory:
             self._metrics.storage_op("read", "ok", started)
         return Registration(won, entry, state)
 
+    @traced_grain_op("grainery.directory.lookup")
     async def lookup(self, grain: GrainId) -> DirectoryEntry | None:
         try:
             values = await self._redis.hmget(
@@ -230,6 +233,7 @@ class RedisGrainDirectory:
             return None
         return DirectoryEntry(*(_text(v) for v in values))
 
+    @traced_grain_op("grainery.directory.unregister")
     async def unregister(self, grain: GrainId, fence: Fence) -> bool:
         """Delete the entry if it still names ``fence``'s activation, and unindex it."""
         pipe = self._redis.pipeline(transaction=False)

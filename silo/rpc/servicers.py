@@ -88,12 +88,16 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         self, request: pb.InvokeRequest, context: grpc.aio.ServicerContext
     ) -> pb.InvokeResponse:
         try:
-            # Request context (grainery-ctx-<name>) and call chain (grainery-chain) ride in
-            # the metadata, so any gRPC client can set them.
-            values, chain = parse_call_metadata(context.invocation_metadata() or ())
+            # Request context (grainery-ctx-<name>), call chain (grainery-chain) and trace
+            # context (traceparent, tracestate) ride in the metadata, so any gRPC client can
+            # set them.
+            metadata = context.invocation_metadata() or ()
+            values, chain = parse_call_metadata(metadata)
+            tracer = self._dispatcher.tracer
             return await self._dispatcher.invoke(
                 request, context.time_remaining(), values, chain,
                 system=request.system and self._is_silo(context),
+                trace=None if tracer is None else tracer.extract_metadata(metadata),
             )
         except GrainError as error:
             await abort_with(context, error)
@@ -162,8 +166,11 @@ class StreamSession:
         try:
             timeout = call.timeout if call.timeout > 0 else None
             chain = tuple(call.chain) if call.chain else ()  # tuple() of an empty one: 0.5 µs
+            tracer = self._dispatcher.tracer
+            trace = (tracer.extract(call.trace_context)
+                     if tracer is not None and call.trace_context else None)
             result.response.CopyFrom(await self._dispatcher.invoke(
-                call.request, timeout, call.context, chain
+                call.request, timeout, call.context, chain, trace=trace
             ))
         except GrainError as error:
             result.status_code = error.code.value[0]

@@ -35,6 +35,7 @@ from grainery.silo.metrics import SiloMetrics
 from grainery.silo.storage.keys import KeySpace
 from grainery.silo.storage.pool import NotSentError
 from grainery.silo.storage.state_codec import EMPTY, decode_state
+from grainery.silo.tracing import traced_grain_op
 
 # KEYS: state, dir. ARGV: expected etag, data ('' = clear), activation id.
 _WRITE = """
@@ -101,6 +102,7 @@ class RedisGrainStorage:
         self._write = redis.register_script(_WRITE)
         self._read = redis.register_script(_READ)
 
+    @traced_grain_op("grainery.state.read")
     async def read(self, grain: GrainId) -> StoredState:
         started = time.perf_counter()
         try:
@@ -113,12 +115,14 @@ class RedisGrainStorage:
         self._metrics.storage_op("read", "ok", started)
         return StoredState.decode(raw or None, etag or None)
 
+    @traced_grain_op("grainery.state.write")
     async def write(self, grain: GrainId, payload: bytes, etag: str, fence: Fence) -> str:
         """Store ``payload`` (from :func:`silo.state_codec.encode_state`; empty means nothing
         stored, which deletes the key) if nothing changed since ``etag``; returns the new
         ETag."""
         return await self._compare_and_set(grain, payload, etag, fence, "write")
 
+    @traced_grain_op("grainery.state.clear")
     async def clear(self, grain: GrainId, etag: str, fence: Fence) -> str:
         return await self._compare_and_set(grain, EMPTY, etag, fence, "clear")
 

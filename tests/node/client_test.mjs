@@ -7,7 +7,7 @@
 // tests/grains/pipeline_context.py (Hop, which echoes the call context).
 // tests/integration/test_node_client.py starts one and runs this file.
 import assert from "node:assert/strict";
-import { randomUUID } from "node:crypto";
+import { randomBytes, randomUUID } from "node:crypto";
 import path from "node:path";
 import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
@@ -164,4 +164,27 @@ test("a context value that breaks the bounds is INVALID_ARGUMENT invalid_context
     call(gateway, "Invoke", { grain_type: "Hop", grain_key: "k", method: "context", args_json: "[]" }, metadata),
     grpc.status.INVALID_ARGUMENT, "invalid_context",
   );
+});
+
+// Tracing: a caller in any language joins its trace to the silo's spans by sending the W3C
+// `traceparent` (and optionally `tracestate`) as gRPC metadata. Against a silo with tracing
+// off the metadata is ignored; tests/integration/test_tracing.py runs this test alone
+// against silos exporting to a receiver it started, with GRAINERY_TRACEPARENT set, and
+// checks that the silo's span joined that trace under that parent.
+test("a traceparent in the metadata joins the caller's trace", async () => {
+  const traceparent =
+    process.env.GRAINERY_TRACEPARENT ?? `00-${randomBytes(16).toString("hex")}-${randomBytes(8).toString("hex")}-01`;
+  const metadata = new grpc.Metadata();
+  metadata.set("traceparent", traceparent);
+  metadata.set("tracestate", "node=1");
+  const key = process.env.GRAINERY_TRACE_KEY ?? `node-trace-${runId}`;
+  const request = { grain_type: "Recorder", grain_key: key, method: "ping", args_json: "[]" };
+  const reply = await call(gateway, "Invoke", request, metadata);
+  assert.ok(reply.silo_id);
+  // A malformed traceparent is dropped, never an error: tracing must not change whether a
+  // call runs.
+  const garbled = new grpc.Metadata();
+  garbled.set("traceparent", "00-not-a-trace-context");
+  const again = await call(gateway, "Invoke", request, garbled);
+  assert.equal(again.silo_id, reply.silo_id);
 });

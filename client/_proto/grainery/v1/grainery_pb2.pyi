@@ -7,8 +7,15 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class StreamCall(_message.Message):
-    __slots__ = ("call_id", "request", "timeout", "context", "chain")
+    __slots__ = ("call_id", "request", "timeout", "context", "chain", "trace_context")
     class ContextEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class TraceContextEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -20,12 +27,14 @@ class StreamCall(_message.Message):
     TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
     CHAIN_FIELD_NUMBER: _ClassVar[int]
+    TRACE_CONTEXT_FIELD_NUMBER: _ClassVar[int]
     call_id: int
     request: InvokeRequest
     timeout: float
     context: _containers.ScalarMap[str, str]
     chain: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, call_id: _Optional[int] = ..., request: _Optional[_Union[InvokeRequest, _Mapping]] = ..., timeout: _Optional[float] = ..., context: _Optional[_Mapping[str, str]] = ..., chain: _Optional[_Iterable[str]] = ...) -> None: ...
+    trace_context: _containers.ScalarMap[str, str]
+    def __init__(self, call_id: _Optional[int] = ..., request: _Optional[_Union[InvokeRequest, _Mapping]] = ..., timeout: _Optional[float] = ..., context: _Optional[_Mapping[str, str]] = ..., chain: _Optional[_Iterable[str]] = ..., trace_context: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class InvokeFrame(_message.Message):
     __slots__ = ("calls",)
