@@ -41,6 +41,7 @@ MODULES = [
     "bench.routing",
     "bench.memory",
     "bench.failover",
+    "bench.reminders",
 ]
 
 Key = tuple[str, str, int | None]  # (benchmark, case, in_flight)
@@ -147,6 +148,13 @@ CHECKS = [
           Ref("tracing", "off", 64, "calls_per_s"), ">=", None),
     Check("failover: seconds until every grain answers",
           Ref("failover", "kill-9-one-of-3", 16, "recovery_s"), None, "<=", 5.0),
+    Check("reminders: register rate, reminders/s",
+          Ref("reminders", "register", 64, "reminders_per_s"), None, ">=", 5000.0),
+    Check("reminders: lateness p99 at ~1,000 firings/s, ms",
+          Ref("reminders", "firing", None, "lateness_p99_ms"), None, "<=", 1000.0),
+    Check("reminders: idle Redis cmds/s, all reminders registered / none",
+          Ref("reminders", "idle-all-reminders", None, "redis_cmds_per_s"),
+          Ref("reminders", "idle-0-reminders", None, "redis_cmds_per_s"), "<=", None),
 ]  # fmt: skip
 
 

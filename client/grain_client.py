@@ -40,6 +40,7 @@ from grainery.client.errors import (
 )
 from grainery.client.filters import Filter, NamedFilter, OutgoingCall, named, run_filters
 from grainery.client.grain_ref import GrainRef
+from grainery.client.reminders import list_reminders
 from grainery.client.routing import (
     GONE_STATES,
     GrainId,
@@ -175,6 +176,18 @@ class GrainClient:
 
     def get_grain(self, grain_type: str, key: str) -> GrainRef:
         return GrainRef(self, GrainId(grain_type, str(key)))
+
+    async def reminders(
+        self, grain_type: str, key: str, include_runtime: bool = False,
+        timeout: float | None = None,
+    ) -> list[dict[str, Any]]:
+        """The durable reminders of ``grain_type/key`` (client/reminders.py)."""
+        grain = GrainId(grain_type, str(key))
+        address = self.router.next_seed() if self.gateway_only else self.router.route(grain)
+        return await list_reminders(
+            self.pool, address, self._metadata, grain_type, grain.key, include_runtime,
+            self.default_timeout if timeout is None else timeout,
+        )
 
     def invoke(
         self,

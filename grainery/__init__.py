@@ -37,6 +37,7 @@ from grainery.client import (
 )
 from grainery.silo.decorators import interleave, one_way, read_only, stateless_worker
 from grainery.silo.grain import Grain, StatelessWorkerStateError
+from grainery.silo.reminders.model import ReminderInfo, ReminderTick
 
 try:
     __version__ = version("grainery")
@@ -61,6 +62,8 @@ __all__ = [
     "OverloadedError",
     "PermissionDeniedError",
     "PlacementUnavailableError",
+    "ReminderInfo",
+    "ReminderTick",
     "SiloUnavailableError",
     "StaleStateError",
     "StatelessWorkerStateError",

@@ -76,6 +76,7 @@ if TYPE_CHECKING:
     from grainery.silo.grain import Grain
     from grainery.silo.metrics import SiloMetrics
     from grainery.silo.registry import GrainType, MethodSpec
+    from grainery.silo.reminders.registry import Reminders
     from grainery.silo.timers import Timers
 
 log = logging.getLogger("grainery.activation")
@@ -106,6 +107,7 @@ class ActivationContext:
     persisted: bytes = EMPTY  # the state's JSON as last persisted (restored after a failure)
     write_failures: int = 0  # writes or clears that raised (a turn compares before/after)
     uncertain: bool = False  # a write may or may not have landed: reload before the next turn
+    reminders: Reminders | None = None  # the silo's reminder API (None: stateless workers)
 
     async def write_state(self, state: dict[str, Any]) -> None:
         try:

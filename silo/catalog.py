@@ -21,7 +21,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from itertools import chain
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from grainery.client.errors import SiloUnavailableError
 from grainery.client.grain_ref import GrainRef
@@ -37,6 +37,9 @@ from grainery.silo.storage.protocols import GrainDirectory, GrainStorage
 from grainery.silo.storage.redis_state import Fence
 from grainery.silo.tracing import traced_grain_op
 from grainery.silo.workers import StatelessWorkers
+
+if TYPE_CHECKING:
+    from grainery.silo.reminders.registry import Reminders
 
 log = logging.getLogger("grainery.catalog")
 
@@ -73,6 +76,7 @@ class Catalog:
         self._activating: set[Activation] = set()  # running on_activate
         self._metric_children: dict[str, tuple[Any, Any]] = {}
         self.accepting = True
+        self.reminders: Reminders | None = None  # set by the silo (silo/reminders/registry.py)
         self.workers = StatelessWorkers(
             silo_id, membership, storage, metrics, grain_ref_factory, blocking,
             max_queue_per_grain, lambda: self.accepting,
@@ -117,6 +121,7 @@ class Catalog:
             context = ActivationContext(
                 grain, self.silo_id, self._storage, fence, registration.state.etag,
                 self._grain_ref_factory, persisted=registration.state.raw,
+                reminders=self.reminders,
             )
             instance._ctx = context
             instance._blocking = self._blocking

@@ -22,6 +22,7 @@ from grainery.client.errors import GrainError, from_rpc_error
 from grainery.client.grain_client import GrainClient, snapshot_from_proto
 from grainery.client.routing import PlacementRing
 from grainery.silo.config import SILO_OPTIONS, SiloConfig, env_defaults
+from grainery.silo.reminders import cli as reminders_cli
 from grainery.silo.startup_error import StartupError
 
 DEFAULT_TARGET = "127.0.0.1:7070"
@@ -105,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     health = command("health", "exit 0 when the silo is SERVING")
     _add_client_options(health)
+
+    reminders = command("reminders", "list a grain's durable reminders")
+    _add_client_options(reminders)
+    reminders_cli.add_arguments(reminders)
 
     from grainery.silo.dashboard import top as top_command
 
@@ -324,6 +329,8 @@ def _main(argv: Sequence[str] | None) -> int:
     try:
         if options.command == "silo":
             return asyncio.run(run_silo(silo_config(options)))
+        if options.command == "reminders":
+            return asyncio.run(reminders_cli.run(options, _security(options)))
         runner = {"call": run_call, "status": run_status, "health": run_health,
                   "top": run_top}[options.command]
         return asyncio.run(runner(options))

@@ -12,6 +12,9 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from grainery.silo.call import CallContext, call_context
+from grainery.silo.reminders import grain_api as reminders
+from grainery.silo.reminders.model import ReminderInfo, ReminderTick
+from grainery.silo.reminders.runtime import dispatch_runtime_reminder
 from grainery.silo.timers import GrainTimer, Timers
 
 if TYPE_CHECKING:
@@ -107,6 +110,9 @@ class Grain:
         if "abstract" not in cls.__dict__:
             cls.abstract = False
         cls._filters_calls = cls.on_incoming_call is not Grain.on_incoming_call
+        hook = getattr(cls, "receive_reminder", None)  # defined here or by a mixin
+        if hook is not None:  # its tick arrives as JSON: give it a ReminderTick
+            cls.receive_reminder = reminders.decoding_tick(hook)  # type: ignore[attr-defined]
 
     # ----- identity -------------------------------------------------------
     @property
@@ -192,6 +198,43 @@ class Grain:
         if activation.timers is None:
             activation.timers = Timers(activation)
         return activation.timers.register(self, callback, due, period, interleave, keep_alive)
+
+    # ----- reminders (durable; silo/reminders/) ---------------------------
+    async def register_reminder(self, name: str, due: float, period: float) -> None:
+        """Create (or replace) the durable reminder ``name`` of this grain: its first tick
+        ``due`` seconds from now, then every ``period`` seconds, each delivered to
+        ``async def receive_reminder(self, name, tick: ReminderTick)`` as a turn of this
+        grain, activating it if needed, until ``unregister_reminder(name)``.
+
+        Kept in Redis: it survives deactivation, restarts and silo crashes (at-least-once;
+        see the README's "Reminders"). Replacing one restarts its schedule. Raises ValueError
+        for a bad name (empty, over 150 characters, control characters, starting with "$"),
+        ``due`` outside [0, a year], ``period`` outside [1 s, a year], or beyond 100
+        reminders per grain."""
+        await reminders.register(self, name, due, period, runtime=False)
+
+    async def unregister_reminder(self, name: str) -> bool:
+        """Remove the reminder; False if there was none. Allowed inside its own tick."""
+        return await reminders.unregister(self, name, runtime=False)
+
+    async def list_reminders(self, include_runtime: bool = False) -> list[ReminderInfo]:
+        """This grain's reminders (name, period, next due time, ...), by name; the runtime's
+        own ``$`` reminders only with ``include_runtime=True``."""
+        return await reminders.listing(self, include_runtime)
+
+    async def on_runtime_reminder(self, name: str, tick: ReminderTick) -> None:
+        """Runtime hook: a ``$`` reminder fired; runs the handler registered for its name in
+        ``silo.reminders.runtime.RUNTIME_REMINDERS``. Not for grain code to override."""
+        await dispatch_runtime_reminder(self, name, tick)
+
+    async def _register_runtime_reminder(self, name: str, due: float, period: float) -> None:
+        """The runtime's way (e.g. durable agents) to keep a ``$``-named reminder on this
+        grain; delivered to the handler in RUNTIME_REMINDERS, never to receive_reminder, and
+        not counted in the per-grain limit. See silo/reminders/runtime.py."""
+        await reminders.register(self, name, due, period, runtime=True)
+
+    async def _unregister_runtime_reminder(self, name: str) -> bool:
+        return await reminders.unregister(self, name, runtime=True)
 
     def deactivate_on_idle(self) -> None:
         """Ask the runtime to deactivate this grain once the current call ends."""

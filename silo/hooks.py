@@ -14,5 +14,6 @@ from __future__ import annotations
 
 HOOK_NAMES: frozenset[str] = frozenset({
     "receive_reminder",  # reminders (silo/reminders/)
+    "on_runtime_reminder",  # the runtime's own "$" reminders (silo/reminders/runtime.py)
     "on_stream_event",  # streams (silo/streams/)
 })

@@ -77,6 +77,29 @@ class SiloMetrics:
         self.in_flight = Gauge(
             "grainery_calls_in_flight", "Calls admitted and not yet answered", registry=r
         )
+        # ----- reminders (silo/reminders/) -----
+        self.reminders_registered = Counter(
+            "grainery_reminders_registered", "Reminders registered (created or replaced) "
+            "through this silo, by kind (user, runtime)", ["kind"], registry=r,
+        )
+        self.reminders_unregistered = Counter(
+            "grainery_reminders_unregistered", "Reminders removed through this silo", registry=r,
+        )
+        self.reminder_ticks = Counter(
+            "grainery_reminder_ticks", "Reminder ticks this silo delivered, by outcome: ok, "
+            "failed (the hook raised), retried (did not run: tried again later), "
+            "undeliverable (no such grain type, hook or handler), disabled (stopped after "
+            "repeated undeliverable ticks)", ["grain_type", "outcome"], registry=r,
+        )
+        self.reminder_lateness = Histogram(
+            "grainery_reminder_lateness_seconds", "How late a reminder tick was sent, after "
+            "its scheduled time", ["grain_type"],
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+            registry=r,
+        )
+        self.reminder_partitions = Gauge(
+            "grainery_reminder_partitions", "Reminder partitions this silo owns", registry=r,
+        )
         self.tasks = Gauge(
             "grainery_tasks", "asyncio tasks alive in the silo's event loop", registry=r
         )

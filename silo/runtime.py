@@ -43,6 +43,10 @@ from grainery.silo.filters import SiloFilters, load_filters
 from grainery.silo.grain_calls import SiloGrainClient
 from grainery.silo.metrics import SiloMetrics
 from grainery.silo.registry import GrainRegistry
+from grainery.silo.reminders.registry import Reminders
+from grainery.silo.reminders.rpc import ReminderRpcs
+from grainery.silo.reminders.service import ReminderService
+from grainery.silo.reminders.store import ReminderStore
 from grainery.silo.rpc.server import GRAINERY_SERVICES, add_services, create_server
 from grainery.silo.rpc.servicers import DirectoryServicer, GatewayServicer, ManagementServicer
 from grainery.silo.storage.embedded import EmbeddedStore, running_store_url
@@ -125,6 +129,7 @@ class Silo:
         self._spawn(self.catalog.run_idle_collector(self._idle_interval()))
         sweeper = DirectorySweeper(self.directory, self.membership, 5 * config.heartbeat_interval)
         self._spawn(sweeper.run())
+        self.reminder_service.start()
         self.metrics.count_tasks(asyncio.get_running_loop())
         if config.metrics_port is not None:
             self.metrics.serve(config.metrics_host, config.metrics_port)
@@ -191,8 +196,21 @@ class Silo:
             self.filters, tracer,
         )
         self.system_calls = SystemCalls(self.dispatcher)
+        # Reminders: the API grains and RPCs use, and the service firing owned partitions.
+        reminder_store = ReminderStore(self.redis, config.cluster)
+        self.reminders = Reminders(reminder_store, self.metrics)
+        self.catalog.reminders = self.reminders
+        self.reminder_service = ReminderService(
+            reminder_store, self.membership, self.system_calls, self.metrics
+        )
+        self.membership.on_change(self.reminder_service.membership_changed)
+        self.membership.on_fenced(self.reminder_service.membership_changed)
+        self.membership.on_rejoined(self.reminder_service.membership_changed)
         self.health = health.aio.HealthServicer()
-        self.management = ManagementServicer(self.catalog, self.dispatcher, self.membership)
+        self.management = ManagementServicer(
+            self.catalog, self.dispatcher, self.membership,
+            ReminderRpcs(self.reminders, self.registry),
+        )
         self.dashboard = Dashboard(self)  # its report answers Management.SiloReport
         self.management.reporter = self.dashboard.reporter
         add_services(
@@ -272,12 +290,14 @@ class Silo:
         deadline = time.monotonic() + self.config.drain_timeout
         log.info("silo %s draining", self.silo_id)
         self.dispatcher.admitting = False
+        self.reminder_service.pause()  # claim nothing more; ticks in flight finish below
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.membership.set_leaving()
         self.catalog.accepting = False
         await self._drain_calls(deadline)
         log.info("calls drained; deactivating %d grains", len(self.catalog))
         await self.catalog.deactivate_all("shutdown", max(1.0, deadline - time.monotonic()))
+        await self.reminder_service.stop(max(0.0, deadline - time.monotonic()))
         log.info("grains deactivated; leaving the membership")
         await self.membership.stop()
         await self._close()
@@ -312,6 +332,8 @@ class Silo:
     async def _close(self) -> None:
         if hasattr(self, "dashboard"):
             await self.dashboard.stop()
+        if hasattr(self, "reminder_service"):
+            await self.reminder_service.stop(0.0)  # idempotent; after a failed start too
         self.watchdog.stop()
         self.blocking.close()
         for task in list(self._tasks):

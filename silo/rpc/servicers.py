@@ -30,6 +30,7 @@ from grainery.silo.cluster.membership import MembershipService
 from grainery.silo.dashboard.report import SiloReporter
 from grainery.silo.dispatcher import Dispatcher
 from grainery.silo.registry import GrainRegistry
+from grainery.silo.reminders.rpc import ReminderRpcs
 
 log = logging.getLogger("grainery.rpc")
 
@@ -253,6 +254,7 @@ class DirectoryServicer(pb_grpc.DirectoryServicer):
 class ManagementServicer(pb_grpc.ManagementServicer):
     def __init__(
         self, catalog: Catalog, dispatcher: Dispatcher, membership: MembershipService,
+        reminders: ReminderRpcs | None = None,
         reporter: SiloReporter | None = None,
     ) -> None:
         """``reporter``: builds SiloReport (the dashboard's view of this silo) around the
@@ -261,6 +263,7 @@ class ManagementServicer(pb_grpc.ManagementServicer):
         self._catalog = catalog
         self._dispatcher = dispatcher
         self._membership = membership
+        self._reminders = reminders
         self.reporter = reporter
 
     def stats(self) -> pb.SiloStatsResponse:
@@ -306,3 +309,39 @@ class ManagementServicer(pb_grpc.ManagementServicer):
             return self.reporter(request, self.stats())
         except Exception:  # noqa: BLE001
             await abort_internal(context, "SiloReport")
+
+    # ----- reminders (silo/reminders/rpc.py) ----------------------------------
+    def _reminder_rpcs(self) -> ReminderRpcs:
+        if self._reminders is None:
+            raise GrainError("this silo has no reminder service")
+        return self._reminders
+
+    async def ListReminders(  # noqa: N802
+        self, request: pb.ListRemindersRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListRemindersResponse:
+        try:
+            return await self._reminder_rpcs().list(request)
+        except GrainError as error:
+            await abort_with(context, error)
+        except Exception:  # noqa: BLE001
+            await abort_internal(context, "ListReminders")
+
+    async def RegisterReminder(  # noqa: N802
+        self, request: pb.RegisterReminderRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RegisterReminderResponse:
+        try:
+            return await self._reminder_rpcs().register(request)
+        except GrainError as error:
+            await abort_with(context, error)
+        except Exception:  # noqa: BLE001
+            await abort_internal(context, "RegisterReminder")
+
+    async def UnregisterReminder(  # noqa: N802
+        self, request: pb.UnregisterReminderRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UnregisterReminderResponse:
+        try:
+            return await self._reminder_rpcs().unregister(request)
+        except GrainError as error:
+            await abort_with(context, error)
+        except Exception:  # noqa: BLE001
+            await abort_internal(context, "UnregisterReminder")

@@ -37,7 +37,8 @@ async def build() -> AsyncIterator[ClusterFactory]:
 def test_a_hook_is_not_a_callable_method() -> None:
     assert "receive_reminder" not in callable_methods(Hooked)
     assert "ticks" in callable_methods(Hooked)
-    assert set(hook_methods(Hooked)) == {"receive_reminder"}
+    # on_runtime_reminder: every grain has it (Grain defines it for "$" reminders)
+    assert set(hook_methods(Hooked)) == {"receive_reminder", "on_runtime_reminder"}
 
 
 async def test_calling_a_hook_as_a_method_is_an_unknown_method(build: ClusterFactory) -> None:
@@ -63,7 +64,8 @@ async def test_a_system_call_reaches_the_hook_on_the_grains_owner(build: Cluster
     cluster: InProcessCluster = build()
     a, b = cluster.add("a"), cluster.add("b")
     key = cluster.key_owned_by(b, "Hooked")
-    assert await a.system_calls.call("Hooked", key, "receive_reminder", ["daily", {}], 5.0) \
+    tick = {"scheduled": 0.0, "actual": 0.0, "period": 60.0}  # what the reminder service sends
+    assert await a.system_calls.call("Hooked", key, "receive_reminder", ["daily", tick], 5.0) \
         == "daily@b"
     assert [sent.request.system for sent in a.peers.sent] == [True]  # forwarded as a system call
     assert await a.call("Hooked", key, "ticks") == ["daily"]

@@ -174,6 +174,74 @@ class SiloStatsResponse(_message.Message):
     tasks: int
     def __init__(self, silo_id: _Optional[str] = ..., address: _Optional[str] = ..., state: _Optional[str] = ..., activations: _Optional[_Iterable[_Union[TypeCount, _Mapping]]] = ..., calls_in_flight: _Optional[int] = ..., membership_version: _Optional[int] = ..., tasks: _Optional[int] = ...) -> None: ...
 
+class ReminderEntry(_message.Message):
+    __slots__ = ("name", "period_seconds", "next_due", "delivering", "failures", "disabled")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_DUE_FIELD_NUMBER: _ClassVar[int]
+    DELIVERING_FIELD_NUMBER: _ClassVar[int]
+    FAILURES_FIELD_NUMBER: _ClassVar[int]
+    DISABLED_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    period_seconds: float
+    next_due: float
+    delivering: bool
+    failures: int
+    disabled: str
+    def __init__(self, name: _Optional[str] = ..., period_seconds: _Optional[float] = ..., next_due: _Optional[float] = ..., delivering: bool = ..., failures: _Optional[int] = ..., disabled: _Optional[str] = ...) -> None: ...
+
+class ListRemindersRequest(_message.Message):
+    __slots__ = ("grain_type", "grain_key", "include_runtime")
+    GRAIN_TYPE_FIELD_NUMBER: _ClassVar[int]
+    GRAIN_KEY_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_RUNTIME_FIELD_NUMBER: _ClassVar[int]
+    grain_type: str
+    grain_key: str
+    include_runtime: bool
+    def __init__(self, grain_type: _Optional[str] = ..., grain_key: _Optional[str] = ..., include_runtime: bool = ...) -> None: ...
+
+class ListRemindersResponse(_message.Message):
+    __slots__ = ("reminders",)
+    REMINDERS_FIELD_NUMBER: _ClassVar[int]
+    reminders: _containers.RepeatedCompositeFieldContainer[ReminderEntry]
+    def __init__(self, reminders: _Optional[_Iterable[_Union[ReminderEntry, _Mapping]]] = ...) -> None: ...
+
+class RegisterReminderRequest(_message.Message):
+    __slots__ = ("grain_type", "grain_key", "name", "due_seconds", "period_seconds")
+    GRAIN_TYPE_FIELD_NUMBER: _ClassVar[int]
+    GRAIN_KEY_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DUE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    grain_type: str
+    grain_key: str
+    name: str
+    due_seconds: float
+    period_seconds: float
+    def __init__(self, grain_type: _Optional[str] = ..., grain_key: _Optional[str] = ..., name: _Optional[str] = ..., due_seconds: _Optional[float] = ..., period_seconds: _Optional[float] = ...) -> None: ...
+
+class RegisterReminderResponse(_message.Message):
+    __slots__ = ("first_due",)
+    FIRST_DUE_FIELD_NUMBER: _ClassVar[int]
+    first_due: float
+    def __init__(self, first_due: _Optional[float] = ...) -> None: ...
+
+class UnregisterReminderRequest(_message.Message):
+    __slots__ = ("grain_type", "grain_key", "name")
+    GRAIN_TYPE_FIELD_NUMBER: _ClassVar[int]
+    GRAIN_KEY_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    grain_type: str
+    grain_key: str
+    name: str
+    def __init__(self, grain_type: _Optional[str] = ..., grain_key: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class UnregisterReminderResponse(_message.Message):
+    __slots__ = ("removed",)
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    removed: bool
+    def __init__(self, removed: bool = ...) -> None: ...
+
 class SiloReportRequest(_message.Message):
     __slots__ = ("history_seconds", "top")
     HISTORY_SECONDS_FIELD_NUMBER: _ClassVar[int]

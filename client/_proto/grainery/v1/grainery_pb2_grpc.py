@@ -287,6 +287,21 @@ class ManagementStub(object):
                 request_serializer=grainery_dot_v1_dot_grainery__pb2.SiloStatsRequest.SerializeToString,
                 response_deserializer=grainery_dot_v1_dot_grainery__pb2.SiloStatsResponse.FromString,
                 _registered_method=True)
+        self.ListReminders = channel.unary_unary(
+                '/grainery.v1.Management/ListReminders',
+                request_serializer=grainery_dot_v1_dot_grainery__pb2.ListRemindersRequest.SerializeToString,
+                response_deserializer=grainery_dot_v1_dot_grainery__pb2.ListRemindersResponse.FromString,
+                _registered_method=True)
+        self.RegisterReminder = channel.unary_unary(
+                '/grainery.v1.Management/RegisterReminder',
+                request_serializer=grainery_dot_v1_dot_grainery__pb2.RegisterReminderRequest.SerializeToString,
+                response_deserializer=grainery_dot_v1_dot_grainery__pb2.RegisterReminderResponse.FromString,
+                _registered_method=True)
+        self.UnregisterReminder = channel.unary_unary(
+                '/grainery.v1.Management/UnregisterReminder',
+                request_serializer=grainery_dot_v1_dot_grainery__pb2.UnregisterReminderRequest.SerializeToString,
+                response_deserializer=grainery_dot_v1_dot_grainery__pb2.UnregisterReminderResponse.FromString,
+                _registered_method=True)
         self.SiloReport = channel.unary_unary(
                 '/grainery.v1.Management/SiloReport',
                 request_serializer=grainery_dot_v1_dot_grainery__pb2.SiloReportRequest.SerializeToString,
@@ -304,6 +319,25 @@ class ManagementServicer(object):
     """
 
     def SiloStats(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListReminders(self, request, context):
+        """Reminders (issue 11): a grain's durable reminders; any silo answers for any grain.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RegisterReminder(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnregisterReminder(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -330,6 +364,21 @@ def add_ManagementServicer_to_server(servicer, server):
                     servicer.SiloStats,
                     request_deserializer=grainery_dot_v1_dot_grainery__pb2.SiloStatsRequest.FromString,
                     response_serializer=grainery_dot_v1_dot_grainery__pb2.SiloStatsResponse.SerializeToString,
+            ),
+            'ListReminders': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListReminders,
+                    request_deserializer=grainery_dot_v1_dot_grainery__pb2.ListRemindersRequest.FromString,
+                    response_serializer=grainery_dot_v1_dot_grainery__pb2.ListRemindersResponse.SerializeToString,
+            ),
+            'RegisterReminder': grpc.unary_unary_rpc_method_handler(
+                    servicer.RegisterReminder,
+                    request_deserializer=grainery_dot_v1_dot_grainery__pb2.RegisterReminderRequest.FromString,
+                    response_serializer=grainery_dot_v1_dot_grainery__pb2.RegisterReminderResponse.SerializeToString,
+            ),
+            'UnregisterReminder': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnregisterReminder,
+                    request_deserializer=grainery_dot_v1_dot_grainery__pb2.UnregisterReminderRequest.FromString,
+                    response_serializer=grainery_dot_v1_dot_grainery__pb2.UnregisterReminderResponse.SerializeToString,
             ),
             'SiloReport': grpc.unary_unary_rpc_method_handler(
                     servicer.SiloReport,
@@ -370,6 +419,87 @@ class Management(object):
             '/grainery.v1.Management/SiloStats',
             grainery_dot_v1_dot_grainery__pb2.SiloStatsRequest.SerializeToString,
             grainery_dot_v1_dot_grainery__pb2.SiloStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListReminders(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/grainery.v1.Management/ListReminders',
+            grainery_dot_v1_dot_grainery__pb2.ListRemindersRequest.SerializeToString,
+            grainery_dot_v1_dot_grainery__pb2.ListRemindersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RegisterReminder(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/grainery.v1.Management/RegisterReminder',
+            grainery_dot_v1_dot_grainery__pb2.RegisterReminderRequest.SerializeToString,
+            grainery_dot_v1_dot_grainery__pb2.RegisterReminderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnregisterReminder(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/grainery.v1.Management/UnregisterReminder',
+            grainery_dot_v1_dot_grainery__pb2.UnregisterReminderRequest.SerializeToString,
+            grainery_dot_v1_dot_grainery__pb2.UnregisterReminderResponse.FromString,
             options,
             channel_credentials,
             insecure,
