@@ -53,6 +53,6 @@ async def lookup(
         "state_bytes": len(stored.raw), "etag": stored.etag or None,
         # A stateless worker has no directory entry: any silo runs its calls locally.
         "stateless_worker": kind.stateless_max_local is not None,
-        # Reminders and an agent's journal join the lookup once those features are merged.
-        "reminders": None, "journal": None,
+        # An agent's journal joins the lookup once durable agents are merged.
+        "journal": None,
     }

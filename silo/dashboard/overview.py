@@ -24,6 +24,8 @@ from grainery.silo.dashboard.series import percentile
 
 Fetch = Callable[[MemberInfo], Awaitable[pb.SiloReportResponse]]
 log = logging.getLogger("grainery.dashboard")
+REMINDER_SERIES = ("reminder_ticks_per_second", "reminder_failures_per_second",
+                   "reminder_lag_p50_ms", "reminder_lag_p99_ms")
 QUANTILES = {"p50_ms": 0.5, "p95_ms": 0.95, "p99_ms": 0.99}
 
 
@@ -73,6 +75,7 @@ async def gather(
             "ring_share": round(shares.get(member.silo_id, 0.0), 4)
             if member.state == ACTIVE else 0.0,
             "activations": None, "calls_in_flight": None, "tasks": None, "error": None,
+            "reminder_partitions": None,
         }
         if isinstance(report, str):
             row["error"] = report
@@ -81,7 +84,9 @@ async def gather(
             by_silo[member.silo_id] = counts
             row.update(activations=sum(counts.values()),
                        calls_in_flight=int(report.stats.calls_in_flight),
-                       tasks=int(report.stats.tasks))
+                       tasks=int(report.stats.tasks),
+                       reminder_partitions=int(report.points[-1].reminder_partitions)
+                       if report.points else None)
             good[member.silo_id] = report
         rows.append(row)
     by_type: dict[str, int] = {}
@@ -102,17 +107,20 @@ def merge_series(reports: dict[str, pb.SiloReportResponse]) -> dict[str, Any]:
     percentile is taken: percentiles of different silos cannot be averaged)."""
     points = {silo: {p.time: p for p in r.points} for silo, r in reports.items() if r.points}
     series: dict[str, Any] = {"time": [], "calls_per_second": [], "errors_per_second": [],
-                              **{name: [] for name in QUANTILES}, "by_silo": {}}
+                              **{name: [] for name in QUANTILES}, "by_silo": {},
+                              **{name: [] for name in REMINDER_SERIES}}
     if not points:
         return series
-    bounds = next(iter(reports.values())).latency_bounds
+    first = next(iter(reports.values()))
+    bounds, late_bounds = first.latency_bounds, first.reminder_lateness_bounds
     last = min(max(by_time) for by_time in points.values())
     times = sorted({t for by_time in points.values() for t in by_time if t <= last})
     for silo in points:
         series["by_silo"][silo] = []
     for second in times:
-        calls = errors = 0.0
+        calls = errors = ticks = failed = 0.0
         buckets = [0] * (len(bounds) + 1)
+        late = [0] * (len(late_bounds) + 1)
         for silo, by_time in points.items():
             point = by_time.get(second)
             if point is None:
@@ -124,7 +132,16 @@ def merge_series(reports: dict[str, pb.SiloReportResponse]) -> dict[str, Any]:
             errors += point.errors / point.interval
             for index, count in enumerate(point.latency_buckets[: len(buckets)]):
                 buckets[index] += count
+            ticks += point.reminder_ticks / point.interval
+            failed += point.reminder_failures / point.interval
+            for index, count in enumerate(point.reminder_lateness_buckets[: len(late)]):
+                late[index] += count
         series["time"].append(second)
+        series["reminder_ticks_per_second"].append(round(ticks, 2))
+        series["reminder_failures_per_second"].append(round(failed, 2))
+        for name, q in (("reminder_lag_p50_ms", 0.5), ("reminder_lag_p99_ms", 0.99)):
+            value = percentile(late_bounds, late, q)
+            series[name].append(None if value is None else round(value * 1000, 3))
         series["calls_per_second"].append(round(calls, 2))
         series["errors_per_second"].append(round(errors, 2))
         for name, q in QUANTILES.items():

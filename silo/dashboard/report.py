@@ -25,7 +25,10 @@ def point_to_proto(point: Point) -> pb.MetricsPoint:
     return pb.MetricsPoint(
         time=point.time, interval=point.interval, calls=point.calls, errors=point.errors,
         latency_buckets=point.latency_buckets, calls_in_flight=point.calls_in_flight,
-        activations=point.activations,
+        activations=point.activations, reminder_ticks=point.reminder_ticks,
+        reminder_failures=point.reminder_failures,
+        reminder_lateness_buckets=point.reminder_lateness_buckets,
+        reminder_partitions=point.reminder_partitions,
     )
 
 
@@ -63,7 +66,7 @@ class SiloReporter:
             points=[point_to_proto(p) for p in self._sampler.recent(request.history_seconds)],
             busiest=[_busy_to_proto(b) for b in busiest],
             slowest=[_busy_to_proto(b) for b in slowest],
-            activity_window=window,
+            activity_window=window, reminder_lateness_bounds=self._sampler.lateness_bounds,
         )
 
     def inspect(self, request: pb.InspectGrainRequest) -> pb.InspectGrainResponse:

@@ -1,12 +1,14 @@
-"""Once a second, this silo's call counters and latency histogram, kept for a few minutes.
+"""Once a second, this silo's call and reminder-tick counters and their latency histograms,
+kept for a few minutes.
 
 The dashboard's charts need rates and percentiles *over time*; Prometheus keeps only running
 totals, and a silo must not depend on a Prometheus server being there. So the silo samples
 its own registry (``grainery_calls_total`` by outcome, ``grainery_call_duration_seconds``
-buckets, summed over grain types and methods) and keeps the differences in a ring buffer of
-``HISTORY`` points. A sample reads the registry only (no grain, no store): one pass over the
-metric children, about a millisecond for two hundred (grain type, method) pairs
-(``python -m bench.dashboard_cost``).
+buckets, summed over grain types and methods; the same for ``grainery_reminder_ticks_total``
+and ``grainery_reminder_lateness_seconds``, the reminders' lag) and keeps the differences in
+a ring buffer of ``HISTORY`` points. A sample reads the registry only (no grain, no store):
+one pass over the metric children, about a millisecond for two hundred (grain type, method)
+pairs (``python -m bench.dashboard_cost``).
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from prometheus_client import Counter, Histogram
+
 from grainery.silo.dashboard.series import cumulative_to_buckets, deltas
-from grainery.silo.metrics import _LATENCY_BUCKETS, SiloMetrics
+from grainery.silo.metrics import SiloMetrics
 
 HISTORY = 300  # points (seconds) kept
 INTERVAL = 1.0  # seconds between samples
@@ -27,7 +31,7 @@ INTERVAL = 1.0  # seconds between samples
 
 @dataclass(frozen=True)
 class Point:
-    """One interval of this silo's calls (see MetricsPoint in the proto)."""
+    """One interval of this silo's calls and reminder ticks (see MetricsPoint in the proto)."""
 
     time: int
     interval: float
@@ -36,13 +40,65 @@ class Point:
     latency_buckets: tuple[int, ...]
     calls_in_flight: int
     activations: int
+    reminder_ticks: int = 0
+    reminder_failures: int = 0
+    reminder_lateness_buckets: tuple[int, ...] = ()
+    reminder_partitions: int = 0
 
 
 @dataclass
 class _Totals:
-    calls: float = 0.0
-    errors: float = 0.0
+    """Running totals of one counter-by-outcome and its histogram (per-bucket counts)."""
+
+    count: float = 0.0
+    failed: float = 0.0  # every outcome but "ok"
     buckets: list[float] = field(default_factory=list)
+
+
+def _read_children(counter: Counter, histogram: Histogram, slots: int) -> _Totals:
+    """The fast way: each labelled child's value, read as prometheus-client keeps it
+    (per-bucket counts, not cumulative). About 10x cheaper than ``collect()``, which builds
+    a Sample and a label dict per bucket; unit-tested against it. The outcome is the
+    counter's last label."""
+    totals = _Totals(buckets=[0.0] * slots)
+    children: dict[Any, Any] = counter._metrics.copy()
+    for labels, child in children.items():
+        value = child._value.get()
+        totals.count += value
+        if labels[-1] != "ok":
+            totals.failed += value
+    buckets = totals.buckets
+    histograms: dict[Any, Any] = histogram._metrics.copy()
+    for child in histograms.values():
+        for index, bucket in enumerate(child._buckets):
+            buckets[index] += bucket.get()
+    return totals
+
+
+def _collect(counter: Counter, histogram: Histogram, bounds: tuple[float, ...]) -> _Totals:
+    """The public way (``collect()``), for a prometheus-client whose insides differ."""
+    totals = _Totals()
+    for metric in counter.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_total"):
+                totals.count += sample.value
+                if sample.labels.get("outcome") != "ok":
+                    totals.failed += sample.value
+    index = {bound: i for i, bound in enumerate(bounds)}
+    cumulative = [0.0] * (len(bounds) + 1)
+    for metric in histogram.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_bucket"):
+                le = sample.labels["le"]
+                slot = len(bounds) if le == "+Inf" else index[float(le)]
+                cumulative[slot] += sample.value
+    totals.buckets = cumulative_to_buckets(cumulative)
+    return totals
+
+
+def _bounds(histogram: Histogram) -> tuple[float, ...]:
+    """A histogram's bucket bounds without +Inf."""
+    return tuple(float(b) for b in histogram._upper_bounds[:-1])
 
 
 class MetricsSampler:
@@ -54,66 +110,47 @@ class MetricsSampler:
         self._in_flight = in_flight
         self._activations = activations
         self.points: deque[Point] = deque(maxlen=history)
-        self.bounds: tuple[float, ...] = _LATENCY_BUCKETS  # the histogram's (and +Inf)
+        self.bounds: tuple[float, ...] = _bounds(metrics.call_duration)
+        self.lateness_bounds: tuple[float, ...] = _bounds(metrics.reminder_lateness)
         self._last = self._totals()
         self._last_at = time.monotonic()
 
-    def _totals(self) -> _Totals:
+    def _pair(self, counter: Counter, histogram: Histogram,
+              bounds: tuple[float, ...]) -> _Totals:
         try:
-            return self._read_children()
+            return _read_children(counter, histogram, len(bounds) + 1)
         except AttributeError:  # another prometheus-client's insides: the public way
-            return self._collect()
+            return _collect(counter, histogram, bounds)
 
-    def _read_children(self) -> _Totals:
-        """The fast way: each labelled child's value, read as prometheus-client keeps it
-        (per-bucket counts, not cumulative). About 10x cheaper than ``collect()``, which
-        builds a Sample and a label dict per bucket; unit-tested against it."""
-        totals = _Totals(buckets=[0.0] * (len(self.bounds) + 1))
-        children: dict[Any, Any] = self._metrics.calls._metrics.copy()
-        for labels, child in children.items():
-            value = child._value.get()
-            totals.calls += value
-            if labels[-1] != "ok":  # labels: grain_type, method, outcome
-                totals.errors += value
-        buckets = totals.buckets
-        histograms: dict[Any, Any] = self._metrics.call_duration._metrics.copy()
-        for histogram in histograms.values():
-            for index, bucket in enumerate(histogram._buckets):
-                buckets[index] += bucket.get()
-        return totals
+    def _totals(self) -> tuple[_Totals, _Totals]:
+        metrics = self._metrics
+        return (self._pair(metrics.calls, metrics.call_duration, self.bounds),
+                self._pair(metrics.reminder_ticks, metrics.reminder_lateness,
+                           self.lateness_bounds))
 
-    def _collect(self) -> _Totals:
-        totals = _Totals(buckets=[0.0] * (len(self.bounds) + 1))
-        for metric in self._metrics.calls.collect():
-            for sample in metric.samples:
-                if sample.name.endswith("_total"):
-                    totals.calls += sample.value
-                    if sample.labels.get("outcome") != "ok":
-                        totals.errors += sample.value
-        index = {bound: i for i, bound in enumerate(self.bounds)}
-        cumulative = [0.0] * (len(self.bounds) + 1)
-        for metric in self._metrics.call_duration.collect():
-            for sample in metric.samples:
-                if sample.name.endswith("_bucket"):
-                    le = sample.labels["le"]
-                    slot = len(self.bounds) if le == "+Inf" else index[float(le)]
-                    cumulative[slot] += sample.value
-        totals.buckets = cumulative_to_buckets(cumulative)
-        return totals
+    def _partitions(self) -> int:
+        try:
+            return int(self._metrics.reminder_partitions._value.get())
+        except AttributeError:
+            samples = next(iter(self._metrics.reminder_partitions.collect())).samples
+            return int(samples[0].value) if samples else 0
 
     def sample(self) -> Point:
         """Take one sample now and keep it (the loop calls this every INTERVAL)."""
-        totals = self._totals()
+        calls, ticks = totals = self._totals()
         now = time.monotonic()
-        last, self._last = self._last, totals
+        (last_calls, last_ticks), self._last = self._last, totals
         interval, self._last_at = max(now - self._last_at, 1e-6), now
-        per_bucket = deltas(last.buckets, totals.buckets)
         point = Point(
             time=int(time.time()), interval=interval,
-            calls=max(0, int(totals.calls - last.calls)),
-            errors=max(0, int(totals.errors - last.errors)),
-            latency_buckets=tuple(per_bucket), calls_in_flight=self._in_flight(),
-            activations=self._activations(),
+            calls=max(0, int(calls.count - last_calls.count)),
+            errors=max(0, int(calls.failed - last_calls.failed)),
+            latency_buckets=tuple(deltas(last_calls.buckets, calls.buckets)),
+            calls_in_flight=self._in_flight(), activations=self._activations(),
+            reminder_ticks=max(0, int(ticks.count - last_ticks.count)),
+            reminder_failures=max(0, int(ticks.failed - last_ticks.failed)),
+            reminder_lateness_buckets=tuple(deltas(last_ticks.buckets, ticks.buckets)),
+            reminder_partitions=self._partitions(),
         )
         self.points.append(point)
         return point

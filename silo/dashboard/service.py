@@ -7,9 +7,11 @@ dashboard of any other silo, and ``grainery top``, ask every member for its repo
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 import grpc
+from redis.exceptions import RedisError
 
 from grainery.client._proto.grainery.v1 import grainery_pb2 as pb
 from grainery.client.errors import GrainError
@@ -19,6 +21,7 @@ from grainery.silo.dashboard.lookup import GrainLookupError, lookup
 from grainery.silo.dashboard.overview import gather
 from grainery.silo.dashboard.report import SiloReporter
 from grainery.silo.dashboard.sampler import MetricsSampler
+from grainery.silo.reminders.model import RUNTIME_PREFIX
 
 if TYPE_CHECKING:
     from grainery.silo.runtime import Silo
@@ -89,7 +92,20 @@ class Dashboard:
         found["activation"] = None
         if found["active"]:
             found["activation"] = await self._inspect(found["address"], grain_type, key)
+        found["reminders"] = await self._reminders(grain_type, key)
         return found
+
+    async def _reminders(self, grain_type: str, key: str) -> list[dict[str, Any]] | str:
+        """The grain's reminders, the runtime's own ($...) included; a store error as text."""
+        try:
+            listed = await self._silo.reminders.listing(grain_type, key, include_runtime=True)
+        except (RedisError, GrainError) as exc:
+            return f"could not read reminders: {type(exc).__name__}"
+        now = time.time()
+        return [{
+            **info.to_json(), "runtime": info.name.startswith(RUNTIME_PREFIX),
+            "due_in_seconds": None if info.next_due is None else round(info.next_due - now, 1),
+        } for info in listed]
 
     async def _inspect(self, address: str, grain_type: str, key: str) -> dict[str, Any]:
         """What the hosting silo says of the grain's activation (its queue, its calls)."""

@@ -87,6 +87,10 @@ def render(view: dict[str, Any]) -> str:
         f"errors/s {(_last(series['errors_per_second']) or 0):.1f}   "
         f"p50 {_ms(_last(series['p50_ms']))}  p95 {_ms(_last(series['p95_ms']))}  "
         f"p99 {_ms(_last(series['p99_ms']))}",
+        f"reminder ticks/s {(_last(series['reminder_ticks_per_second']) or 0):.1f}   "
+        f"not ok/s {(_last(series['reminder_failures_per_second']) or 0):.1f}   "
+        f"lag p50 {_ms(_last(series['reminder_lag_p50_ms']))}  "
+        f"p99 {_ms(_last(series['reminder_lag_p99_ms']))}",
         f"calls/s, last {len(series['time'][-HISTORY:])} s: "
         f"{sparkline(series['calls_per_second'])}",
         "",

@@ -3,7 +3,7 @@ a lookup sees a state size), and calls that fail (so the error rate moves)."""
 
 from __future__ import annotations
 
-from grainery import stateless_worker
+from grainery import ReminderTick, stateless_worker
 from grainery.silo import Grain
 
 
@@ -18,6 +18,14 @@ class Meter(Grain):
 
     async def fail(self) -> None:
         raise RuntimeError("a failure the dashboard counts")
+
+    async def remind(self) -> None:
+        """A reminder every second, so the reminder charts and the lookup have one."""
+        await self.register_reminder("beat", 0, 1)
+
+    async def receive_reminder(self, name: str, tick: ReminderTick) -> None:
+        self.state["beats"] = self.state.get("beats", 0) + 1
+        await self.write_state()
 
 
 @stateless_worker(max_local=2)

@@ -35,6 +35,7 @@ from tests.integration.helpers import running_cluster
 
 TOKEN = "dashboard-test-token"
 KEYS = [f"m{i}" for i in range(12)]
+REMINDED = ["r0", "r1", "r2"]  # grains with a reminder every second
 _URL = re.compile(rb"dashboard of silo \S+ at (http://\S+)")
 
 
@@ -86,6 +87,9 @@ def cluster(store: TestStore) -> Iterator[TestCluster]:
     )
     with running_cluster(test_cluster) as running:
         running.wait_stable(3)  # before the load: no grain placed while a silo was missing
+        with running.sync_client() as client:
+            for key in REMINDED:
+                client.get_grain("Meter", key).remind()
         with Load(running):
             yield running
 
@@ -140,7 +144,11 @@ def test_a_lookup_says_where_the_grain_lives_and_what_its_activation_does(
     found = json.loads(body)
     assert status == 200 and not found["active"] and found["activation"] is None
     assert found["ring_owner"] in hosts.values() and found["state_bytes"] == 0
-    assert not found["stateless_worker"]
+    assert not found["stateless_worker"] and found["reminders"] == []
+    status, body = _get(f"{url}api/grain?type=Meter&key=r1", Authorization=f"Bearer {TOKEN}")
+    (beat,) = json.loads(body)["reminders"]
+    assert (beat["name"], beat["period"], beat["runtime"], beat["disabled"]) == (
+        "beat", 1.0, False, "")
     status, body = _get(f"{url}api/grain?type=Helper&key=h", Authorization=f"Bearer {TOKEN}")
     assert status == 200 and json.loads(body)["stateless_worker"] is True
 
@@ -161,7 +169,7 @@ def test_grainery_top_once_shows_every_member(cluster: TestCluster) -> None:
         raise AssertionError(out)
 
     out = eventually_sync(frame, 30, "grainery top showing 3 active silos and busy grains")
-    assert "calls/s" in out and "p99" in out
+    assert "calls/s" in out and "p99" in out and "reminder ticks/s" in out
 
     def as_json() -> bool:
         done = subprocess.run(  # noqa: S603
@@ -270,10 +278,12 @@ def test_the_dashboard_in_a_browser(cluster: TestCluster, tmp_path: Path) -> Non
             eventually_sync(lambda: points() > before, 10, "the calls chart growing")
             # A few more seconds of history, for a screenshot worth showing in the README.
             eventually_sync(lambda: points() >= 8, 15, "eight seconds of history on the chart")
-            eventually_sync(
-                lambda: float(page.get_attribute("#chart-calls", "data-last") or 0) > 0, 10,
-                "a call rate above zero on the chart",
-            )
+            for chart, what in (("calls", "a call rate"), ("reminders", "reminder ticks")):
+                eventually_sync(
+                    lambda chart=chart: float(
+                        page.get_attribute(f"#chart-{chart}", "data-last") or 0) > 0,
+                    10, f"{what} above zero on the chart",
+                )
             # The lookup names the silo the grain really runs on.
             page.fill("#lookup-type", "Meter")
             page.fill("#lookup-key", "m3")

@@ -17,7 +17,7 @@ from grainery.client.routing import GrainId
 from grainery.silo.dashboard.activity import WINDOW, GrainActivity, top
 from grainery.silo.dashboard.http import DashboardServer, HttpError, server_ssl_context
 from grainery.silo.dashboard.overview import merge_series, top_grains
-from grainery.silo.dashboard.sampler import MetricsSampler
+from grainery.silo.dashboard.sampler import MetricsSampler, _collect, _read_children
 from grainery.silo.dashboard.series import cumulative_to_buckets, deltas, percentile
 from grainery.silo.metrics import SiloMetrics
 from tests.eventually import eventually
@@ -61,10 +61,27 @@ def test_the_samplers_fast_read_agrees_with_prometheus_collect() -> None:
     for index, seconds in enumerate((0.0001, 0.002, 0.02, 0.3, 7.0, 99.0)):
         metrics.calls.labels(f"T{index % 2}", "m", "ok" if index % 3 else "deadline").inc()
         metrics.call_duration.labels(f"T{index % 2}", f"m{index}").observe(seconds)
-    fast, slow = sampler._read_children(), sampler._collect()
-    assert (fast.calls, fast.errors) == (slow.calls, slow.errors) == (6, 2)
+    fast = _read_children(metrics.calls, metrics.call_duration, len(sampler.bounds) + 1)
+    slow = _collect(metrics.calls, metrics.call_duration, sampler.bounds)
+    assert (fast.count, fast.failed) == (slow.count, slow.failed) == (6, 2)
     assert fast.buckets == slow.buckets
     assert sum(fast.buckets) == 6 and fast.buckets[-1] == 1  # 99 s: beyond the last bound
+
+
+def test_the_sampler_follows_reminder_ticks_and_their_lag() -> None:
+    metrics = SiloMetrics()
+    sampler = MetricsSampler(metrics, lambda: 0, lambda: 0)
+    for outcome, lateness in (("ok", 0.02), ("ok", 0.02), ("ok", 0.2), ("retried", 3.0)):
+        metrics.reminder_ticks.labels("R", outcome).inc()
+        metrics.reminder_lateness.labels("R").observe(lateness)
+    metrics.reminder_partitions.set(5)
+    point = sampler.sample()
+    assert (point.reminder_ticks, point.reminder_failures, point.reminder_partitions) == (
+        4, 1, 5)
+    assert sum(point.reminder_lateness_buckets) == 4
+    p50 = percentile(sampler.lateness_bounds, list(point.reminder_lateness_buckets), 0.5)
+    assert p50 is not None and 0.01 < p50 <= 0.025
+    assert sampler.sample().reminder_ticks == 0
 
 
 def test_activity_counts_the_current_and_previous_window_only() -> None:
@@ -101,8 +118,10 @@ def test_top_ranks_by_calls_and_by_mean_and_sums_worker_activations() -> None:
 def _report(times: list[int], calls: int, buckets: list[int]) -> pb.SiloReportResponse:
     return pb.SiloReportResponse(
         latency_bounds=BOUNDS, activity_window=10.0,
+        reminder_lateness_bounds=BOUNDS,
         points=[pb.MetricsPoint(time=t, interval=1.0, calls=calls, errors=1,
-                                latency_buckets=buckets) for t in times],
+                                latency_buckets=buckets, reminder_ticks=calls // 2,
+                                reminder_lateness_buckets=buckets) for t in times],
         busiest=[pb.GrainActivity(grain_type="A", grain_key=str(calls), calls=calls * 10,
                                   total_seconds=calls * 0.01, slowest_seconds=0.01)],
     )
@@ -120,6 +139,8 @@ def test_series_of_silos_merge_by_second_up_to_the_latest_all_have() -> None:
     # Buckets are summed, then the percentile taken: 4 fast + 6 slow calls.
     assert merged["p50_ms"][1] == pytest.approx(10 + 90 * (5 - 4) / 6, rel=1e-3)
     assert merged["p50_ms"][0] == pytest.approx(0.5)
+    assert merged["reminder_ticks_per_second"] == [2.0, 5.0, 5.0]
+    assert merged["reminder_lag_p50_ms"] == merged["p50_ms"]  # the same buckets here
     ranked = top_grains({"s1": _report([1], 4, []), "s2": _report([1], 6, [])})
     assert [(r["grain_key"], r["silo"], r["calls_per_second"]) for r in ranked["busiest"]] == [
         ("6", "s2", 6.0), ("4", "s1", 4.0)]

@@ -61,6 +61,7 @@ function renderMembers(members, bySilo) {
     el("td", { class: "num" }, m.error || m.activations === null ? "–" : num(lastOf(bySilo[m.silo_id]), 1)),
     el("td", { class: "num" }, num(m.calls_in_flight)),
     el("td", { class: "num" }, num(m.tasks)),
+    el("td", { class: "num" }, num(m.reminder_partitions)),
     el("td", { class: "error" }, m.error || "")));
   fill(document.querySelector("#members tbody"), rows);
 }
@@ -116,6 +117,10 @@ function renderCharts(series) {
   drawChart("chart-calls", calls, times);
   drawChart("chart-errors", { errors: series.errors_per_second }, times);
   drawChart("chart-latency", { p50: series.p50_ms, p95: series.p95_ms, p99: series.p99_ms }, times);
+  drawChart("chart-reminders", { ticks: series.reminder_ticks_per_second,
+    "not ok": series.reminder_failures_per_second }, times);
+  drawChart("chart-reminder-lag", { p50: series.reminder_lag_p50_ms, p99: series.reminder_lag_p99_ms },
+    times);
 }
 
 function render(view) {
@@ -170,11 +175,22 @@ async function lookup(event) {
     ["ring owner", grain.ring_owner || "–"],
     ["state size", `${grain.state_bytes} bytes`],
     ...activationFields(grain.activation),
-    ["reminders", grain.reminders === null ? "not in this build" : JSON.stringify(grain.reminders)],
+    ["reminders", reminderText(grain.reminders)],
     ["journal", grain.journal === null ? "not in this build" : JSON.stringify(grain.journal)],
   ];
   out.replaceChildren(...fields.flatMap(([name, value]) => [el("dt", {}, name),
     el("dd", { "data-field": name }, value)]));
+}
+
+function reminderText(reminders) {
+  if (typeof reminders === "string") return reminders;  // the store could not be read
+  if (!reminders.length) return "none";
+  return reminders.map((r) => {
+    const when = r.disabled ? `disabled: ${r.disabled}`
+      : r.delivering ? "a tick is being delivered" : `next in ${num(r.due_in_seconds, 1)}s`;
+    const failures = r.failures ? `, ${r.failures} undeliverable` : "";
+    return `${r.name} every ${num(r.period, 0)}s, ${when}${failures}`;
+  }).join("; ");
 }
 
 // What the hosting silo says of the activation: is it busy, queueing, slow?

@@ -251,7 +251,7 @@ class SiloReportRequest(_message.Message):
     def __init__(self, history_seconds: _Optional[int] = ..., top: _Optional[int] = ...) -> None: ...
 
 class MetricsPoint(_message.Message):
-    __slots__ = ("time", "interval", "calls", "errors", "latency_buckets", "calls_in_flight", "activations")
+    __slots__ = ("time", "interval", "calls", "errors", "latency_buckets", "calls_in_flight", "activations", "reminder_ticks", "reminder_failures", "reminder_lateness_buckets", "reminder_partitions")
     TIME_FIELD_NUMBER: _ClassVar[int]
     INTERVAL_FIELD_NUMBER: _ClassVar[int]
     CALLS_FIELD_NUMBER: _ClassVar[int]
@@ -259,6 +259,10 @@ class MetricsPoint(_message.Message):
     LATENCY_BUCKETS_FIELD_NUMBER: _ClassVar[int]
     CALLS_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
     ACTIVATIONS_FIELD_NUMBER: _ClassVar[int]
+    REMINDER_TICKS_FIELD_NUMBER: _ClassVar[int]
+    REMINDER_FAILURES_FIELD_NUMBER: _ClassVar[int]
+    REMINDER_LATENESS_BUCKETS_FIELD_NUMBER: _ClassVar[int]
+    REMINDER_PARTITIONS_FIELD_NUMBER: _ClassVar[int]
     time: int
     interval: float
     calls: int
@@ -266,7 +270,11 @@ class MetricsPoint(_message.Message):
     latency_buckets: _containers.RepeatedScalarFieldContainer[int]
     calls_in_flight: int
     activations: int
-    def __init__(self, time: _Optional[int] = ..., interval: _Optional[float] = ..., calls: _Optional[int] = ..., errors: _Optional[int] = ..., latency_buckets: _Optional[_Iterable[int]] = ..., calls_in_flight: _Optional[int] = ..., activations: _Optional[int] = ...) -> None: ...
+    reminder_ticks: int
+    reminder_failures: int
+    reminder_lateness_buckets: _containers.RepeatedScalarFieldContainer[int]
+    reminder_partitions: int
+    def __init__(self, time: _Optional[int] = ..., interval: _Optional[float] = ..., calls: _Optional[int] = ..., errors: _Optional[int] = ..., latency_buckets: _Optional[_Iterable[int]] = ..., calls_in_flight: _Optional[int] = ..., activations: _Optional[int] = ..., reminder_ticks: _Optional[int] = ..., reminder_failures: _Optional[int] = ..., reminder_lateness_buckets: _Optional[_Iterable[int]] = ..., reminder_partitions: _Optional[int] = ...) -> None: ...
 
 class GrainActivity(_message.Message):
     __slots__ = ("grain_type", "grain_key", "calls", "total_seconds", "slowest_seconds")
@@ -283,20 +291,22 @@ class GrainActivity(_message.Message):
     def __init__(self, grain_type: _Optional[str] = ..., grain_key: _Optional[str] = ..., calls: _Optional[int] = ..., total_seconds: _Optional[float] = ..., slowest_seconds: _Optional[float] = ...) -> None: ...
 
 class SiloReportResponse(_message.Message):
-    __slots__ = ("stats", "latency_bounds", "points", "busiest", "slowest", "activity_window")
+    __slots__ = ("stats", "latency_bounds", "points", "busiest", "slowest", "activity_window", "reminder_lateness_bounds")
     STATS_FIELD_NUMBER: _ClassVar[int]
     LATENCY_BOUNDS_FIELD_NUMBER: _ClassVar[int]
     POINTS_FIELD_NUMBER: _ClassVar[int]
     BUSIEST_FIELD_NUMBER: _ClassVar[int]
     SLOWEST_FIELD_NUMBER: _ClassVar[int]
     ACTIVITY_WINDOW_FIELD_NUMBER: _ClassVar[int]
+    REMINDER_LATENESS_BOUNDS_FIELD_NUMBER: _ClassVar[int]
     stats: SiloStatsResponse
     latency_bounds: _containers.RepeatedScalarFieldContainer[float]
     points: _containers.RepeatedCompositeFieldContainer[MetricsPoint]
     busiest: _containers.RepeatedCompositeFieldContainer[GrainActivity]
     slowest: _containers.RepeatedCompositeFieldContainer[GrainActivity]
     activity_window: float
-    def __init__(self, stats: _Optional[_Union[SiloStatsResponse, _Mapping]] = ..., latency_bounds: _Optional[_Iterable[float]] = ..., points: _Optional[_Iterable[_Union[MetricsPoint, _Mapping]]] = ..., busiest: _Optional[_Iterable[_Union[GrainActivity, _Mapping]]] = ..., slowest: _Optional[_Iterable[_Union[GrainActivity, _Mapping]]] = ..., activity_window: _Optional[float] = ...) -> None: ...
+    reminder_lateness_bounds: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, stats: _Optional[_Union[SiloStatsResponse, _Mapping]] = ..., latency_bounds: _Optional[_Iterable[float]] = ..., points: _Optional[_Iterable[_Union[MetricsPoint, _Mapping]]] = ..., busiest: _Optional[_Iterable[_Union[GrainActivity, _Mapping]]] = ..., slowest: _Optional[_Iterable[_Union[GrainActivity, _Mapping]]] = ..., activity_window: _Optional[float] = ..., reminder_lateness_bounds: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class InspectGrainRequest(_message.Message):
     __slots__ = ("grain_type", "grain_key")
