@@ -42,6 +42,7 @@ MODULES = [
     "bench.memory",
     "bench.failover",
     "bench.reminders",
+    "bench.durable",
 ]
 
 Key = tuple[str, str, int | None]  # (benchmark, case, in_flight)
@@ -146,6 +147,14 @@ CHECKS = [
     Check("tracing on, every call recorded (ratio 1) / off, calls/s @64",
           Ref("tracing", "sampling-1", 64, "calls_per_s"),
           Ref("tracing", "off", 64, "calls_per_s"), ">=", None),
+    Check("durable no-op steps/s, one silo @64 agents",
+          Ref("durable", "noop-steps", 64, "steps_per_s"), None, ">=", 2000.0),
+    Check("durable step / write_state, per op (p50, 1 in flight)",
+          Ref("durable", "per-op-step", 1, "per_op_us"),
+          Ref("durable", "per-op-write_state", 1, "per_op_us"), "<=", 2.0),
+    Check("durable 5-step workflow / 5 plain calls, p50 latency @1",
+          Ref("durable", "workflow-5-steps", 1, "p50_ms"),
+          Ref("durable", "plain-5-calls", 1, "p50_ms"), "<=", None),
     Check("failover: seconds until every grain answers",
           Ref("failover", "kill-9-one-of-3", 16, "recovery_s"), None, "<=", 5.0),
     Check("reminders: register rate, reminders/s",

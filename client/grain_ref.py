@@ -49,7 +49,46 @@ class GrainRef:
             return self.call(method, *args, timeout=timeout, **kwargs)
 
         remote.__name__ = method
+        remote.__grainery_remote__ = True  # type: ignore[attr-defined]  # awaitable (steps)
         return remote
+
+    # ----- durable agents (client/durable.py) -------------------------------
+    # These names shadow grain methods of the same name on the proxy; ``ref.call("signal")``
+    # still reaches such a method.
+    async def journal(self, after: int = 0, limit: int = 100) -> list[dict[str, Any]]:
+        """The grain's journal entries with ``seq > after`` (oldest first, at most
+        ``limit``): dicts with seq, kind, data, time_ms."""
+        from grainery.client import durable
+
+        return await durable.journal(self._client, self.grain, after, limit)
+
+    async def signal(self, name: str, payload: Any = None) -> int:
+        """Send signal ``name`` to the grain's durable run (buffered if it does not wait
+        for it yet); returns the signal's journal sequence number."""
+        from grainery.client import durable
+
+        return await durable.signal(self._client, self.grain, name, payload)
+
+    async def run_status(self, run: int = 0) -> dict[str, Any]:
+        """The status of the grain's run ``run`` (0: the current one, else the last)."""
+        from grainery.client import durable
+
+        return await durable.run_status(self._client, self.grain, run)
+
+    async def run_result(self, run: int = 0, timeout: float = 30.0) -> Any:
+        """Wait for the run to end and return its result; RunFailedError if it failed,
+        was cancelled or parked."""
+        from grainery.client import durable
+
+        return await durable.run_result(self._client, self.grain, run, timeout)
+
+    async def cancel_run(self, run: int = 0, reason: str = "") -> dict[str, Any]:
+        """Cancel the grain's running durable run (RunCancelledError is raised in it at its
+        next step, wait or sleep); returns its status."""
+        from grainery.client import durable
+
+        return await durable.run_status(self._client, self.grain, run, cancel=True,
+                                        reason=reason)
 
     def __repr__(self) -> str:
         return f"GrainRef({self.grain.grain_type!r}, {self.grain.key!r})"

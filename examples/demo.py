@@ -2,9 +2,13 @@
 
 1. silo-a starts the embedded store; silo-b and silo-c join it with --redis.
 2. Six chat agents are told things; they spread across the silos.
-3. silo-b is killed with SIGKILL mid-demo; every agent answers from the
-   survivors with its memory intact.
-4. The whole cluster is stopped and silo-a restarted alone on the same data
+3. Durable agents start (examples/supply_chain.py, examples/trading.py): orders run their
+   plans, some wait for a human's approval; a trade fans out to three exchanges while its
+   progress is queried.
+4. A silo hosting waiting order agents is killed with SIGKILL mid-demo; every chat agent
+   answers from the survivors with its memory intact; the approvals are sent and every
+   order plan finishes on the survivors, each effect applied once.
+5. The whole cluster is stopped and silo-a restarted alone on the same data
    directory: the memory is still there (the store's append-only file).
 Exits non-zero if any agent forgot anything.
 
@@ -32,8 +36,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from examples import supply_chain, trading  # noqa: E402
 from grainery.client import GrainClient  # noqa: E402
 from grainery.silo.storage.embedded import free_port  # noqa: E402
+
+GRAINS = "examples.agents,examples.supply_chain,examples.trading"
 
 AGENTS = ["alice", "bob", "carol", "dave", "erin", "frank"]
 
@@ -43,7 +50,7 @@ class DemoSilo:
                  dashboard: bool = False) -> None:
         self.name, self.port = name, free_port()
         self.address = f"127.0.0.1:{self.port}"
-        args = [sys.executable, "-m", "grainery", "silo", "--grains", "examples.agents",
+        args = [sys.executable, "-m", "grainery", "silo", "--grains", GRAINS,
                 "--port", str(self.port), "--silo-id", name, "--cluster", "demo",
                 "--data-dir", str(data_dir), "--log-level", "WARNING"]
         if dashboard:  # it prints "dashboard of silo NAME at URL"
@@ -104,6 +111,57 @@ async def check_memory(client: GrainClient, phase: str) -> bool:
     return ok
 
 
+async def start_durable(
+    client: GrainClient,
+) -> tuple[list[asyncio.Future[object]], dict[str, str]]:
+    """Start the order plans and run one trade, watching its progress; returns the order
+    callers and the orders waiting for approval (with their silo)."""
+    orders = supply_chain.start_orders(client)
+    trade = asyncio.ensure_future(client.get_grain("TradingDesk", "fund-1").trade("ACME", 20000))
+    seen = []
+    while not trade.done():
+        progress = await client.get_grain("TradingDesk", "fund-1").progress()
+        if progress["stage"] not in seen:
+            seen.append(progress["stage"])
+            say(f"  trade progress (query while it runs): {progress}")
+        await asyncio.sleep(0.05)
+    say(f"  trade (quotes from {', '.join(trading.EXCHANGES)} in parallel): {await trade}")
+    hedged = await client.get_grain("TradingDesk", "fund-2").trade("ACME", 80000)
+    say(f"  a large trade, routed by risk to another strategy: {hedged}")
+    waiting: dict[str, str] = {}
+    deadline = time.monotonic() + 30
+    while len(waiting) < 3 and time.monotonic() < deadline:
+        waiting = await supply_chain.waiting_for_approval(client)
+        await asyncio.sleep(0.1)
+    say(f"  orders waiting for a human's approval: {waiting}")
+    return orders, waiting
+
+
+def pick_victim(silos: list[DemoSilo], waiting: dict[str, str]) -> DemoSilo:
+    """The joined silo (not silo-a, which runs the store) hosting most waiting agents."""
+    joined = silos[1:]
+    return max(joined, key=lambda s: sum(1 for where in waiting.values() if where == s.name))
+
+
+async def finish_durable(
+    client: GrainClient, orders: list[asyncio.Future[object]], waiting: dict[str, str]
+) -> bool:
+    await supply_chain.approve_all(client, sorted(waiting), "ops@example.com")
+    results = await supply_chain.results(client)
+    for order_id, result in results.items():
+        say(f"  {order_id}: {result}")
+    lost = sum(1 for caller in orders if caller.done() and caller.exception() is not None)
+    say(f"  callers whose call died with the silo: {lost} (the plans went on without them)")
+    stock = await supply_chain.stock(client)
+    statuses = {order_id: result["status"] for order_id, result in results.items()}
+    ok = statuses == supply_chain.EXPECTED and stock == supply_chain.EXPECTED_STOCK
+    say(f"  stock after the plans: {stock} "
+        f"({'each reservation applied once; the rejected order compensated' if ok else 'WRONG'})")
+    for caller in orders:
+        caller.cancel()
+    return ok
+
+
 async def keep_running(silos: list[DemoSilo], data_dir: Path) -> None:
     """--keep: three silos again (the restarted silo-a serves the dashboard), a light load,
     and the URL to open; until Ctrl-C."""
@@ -151,14 +209,18 @@ async def main(keep: bool = False) -> int:
             placement = await converse(client)
             say(f"  placement: {dict(placement)}")
 
-            victim = silos[1]
-            say(f"== 3. kill -9 {victim.name} mid-demo")
+            say("== 3. durable agents: order plans and a trade")
+            orders, waiting = await start_durable(client)
+            victim = pick_victim(silos, waiting)
+            say(f"== 4. kill -9 {victim.name} mid-demo (order agents waiting there: "
+                f"{sorted(o for o, s in waiting.items() if s == victim.name) or 'none'})")
             started = time.monotonic()
             victim.stop(signal.SIGKILL)
             ok = await check_memory(client, "after the crash")
             say(f"  every agent answered again within {time.monotonic() - started:.1f}s")
+            ok &= await finish_durable(client, orders, waiting)
 
-        say("== 4. stop the cluster, restart silo-a alone on the same data directory")
+        say("== 5. stop the cluster, restart silo-a alone on the same data directory")
         for silo in reversed(silos):
             if silo is not victim:
                 silo.stop()

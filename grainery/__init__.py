@@ -35,7 +35,16 @@ from grainery.client import (
     UnknownMethodError,
     request_context,
 )
+from grainery.client.durable import RunFailedError
 from grainery.silo.decorators import interleave, one_way, read_only, stateless_worker
+from grainery.silo.durable.decorator import durable
+from grainery.silo.durable.errors import (
+    DurableBusyError,
+    NonDeterminismError,
+    RunCancelledError,
+    StepFailedError,
+)
+from grainery.silo.durable.retry import RetryPolicy
 from grainery.silo.grain import Grain, StatelessWorkerStateError
 from grainery.silo.reminders.model import ReminderInfo, ReminderTick
 
@@ -50,6 +59,7 @@ __all__ = [
     "ClientSecurity",
     "DeadlineExceededError",
     "DeadlockError",
+    "DurableBusyError",
     "FilterError",
     "Grain",
     "GrainApplicationError",
@@ -59,14 +69,19 @@ __all__ = [
     "InnerCallError",
     "InvalidArgumentsError",
     "InvalidContextError",
+    "NonDeterminismError",
     "OverloadedError",
     "PermissionDeniedError",
     "PlacementUnavailableError",
     "ReminderInfo",
     "ReminderTick",
+    "RetryPolicy",
+    "RunCancelledError",
+    "RunFailedError",
     "SiloUnavailableError",
     "StaleStateError",
     "StatelessWorkerStateError",
+    "StepFailedError",
     "StorageUnavailableError",
     "SyncGrainClient",
     "TooLargeError",
@@ -75,6 +90,7 @@ __all__ = [
     "UnknownGrainTypeError",
     "UnknownMethodError",
     "__version__",
+    "durable",
     "interleave",
     "one_way",
     "read_only",

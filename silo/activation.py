@@ -73,7 +73,9 @@ from grainery.silo.tracing import start_turn
 
 if TYPE_CHECKING:
     from grainery.client.grain_ref import GrainRef
+    from grainery.silo.durable.runtime import DurableRuntime
     from grainery.silo.grain import Grain
+    from grainery.silo.journal.store import RedisJournalStore
     from grainery.silo.metrics import SiloMetrics
     from grainery.silo.registry import GrainType, MethodSpec
     from grainery.silo.reminders.registry import Reminders
@@ -103,6 +105,7 @@ class ActivationContext:
     fence: Fence
     etag: str
     grain_ref_factory: Callable[[str, str], GrainRef]
+    journal_store: RedisJournalStore | None = None  # None: no journal (in-process twins)
     deactivation_request: str | None = None  # reason, applied after the current turn
     persisted: bytes = EMPTY  # the state's JSON as last persisted (restored after a failure)
     write_failures: int = 0  # writes or clears that raised (a turn compares before/after)
@@ -200,6 +203,7 @@ class Activation:
         "_restore_pending",
         "activity",
         "context",
+        "durable",
         "grain",
         "grain_id",
         "grain_type",
@@ -240,6 +244,7 @@ class Activation:
         self._may_start = may_start  # the silo's lease is trusted (checked at turn start)
         self.metrics = metrics  # for the timers' tick counts (None in bare unit tests)
         self.timers: Timers | None = None  # created by the grain's first register_timer
+        self.durable: DurableRuntime | None = None  # durable runs (silo/durable/runtime.py)
         self.activity = GrainActivity()  # its recent calls, for the dashboard's top grains
 
     async def wait_gone(self) -> None:
@@ -253,6 +258,8 @@ class Activation:
     def mark_gone(self) -> None:
         self.phase = Phase.GONE
         self._cancel_timers()
+        if self.durable is not None:
+            self.durable.detach()
         if self._gone is not None:
             self._gone.set()
 
@@ -312,6 +319,8 @@ class Activation:
             return
         self.phase = Phase.DEACTIVATING
         self._cancel_timers()  # ticks already queued run first; none is queued after this
+        if self.durable is not None:
+            self.durable.leaving()  # a waiting durable run stops; the journal has it
         self._enqueue(_Deactivate(reason, unregister))
 
     def abandon(self) -> None:
@@ -333,16 +342,19 @@ class Activation:
         return self.phase is Phase.ACTIVE or self.phase is Phase.ACTIVATING
 
     def tick(
-        self, method: MethodSpec, call: GrainCall, interleaved: bool, keep_alive: bool
+        self, method: MethodSpec, call: GrainCall, interleaved: bool, keep_alive: bool,
+        read_only: bool = False,
     ) -> asyncio.Future[Any] | None:
         """Run or queue one timer tick as a turn (interleaved, or in turn order like a
         call); None if the activation is not active. Not bounded by ``max_queue``: each
-        timer has at most one tick queued or running, and timers are bounded."""
+        timer has at most one tick queued or running, and timers are bounded.
+        ``read_only``: the turn of a durable run (silo/durable/gate.py), in turn order and
+        with read-only calls beside it, like a @read_only call."""
         if self.phase is not Phase.ACTIVE:
             return None
         future: asyncio.Future[Any] = self._loop.create_future()
-        item = _Call(future, method, call, INTERLEAVE if interleaved else EXCLUSIVE, True,
-                     keep_alive)
+        mode = INTERLEAVE if interleaved else READ_ONLY if read_only else EXCLUSIVE
+        item = _Call(future, method, call, mode, True, keep_alive)
         if interleaved and self._startable(item):
             if self._admissible(item):
                 self._spawn_turn(item)

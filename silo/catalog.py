@@ -30,7 +30,9 @@ from grainery.silo.activation import Activation, ActivationContext, Phase, _Deac
 from grainery.silo.blocking import BlockingPool
 from grainery.silo.cluster.directory import Registration
 from grainery.silo.cluster.view import MembershipView
+from grainery.silo.durable.runtime import resume_on_activation
 from grainery.silo.failures import activation_failed
+from grainery.silo.journal.store import RedisJournalStore
 from grainery.silo.metrics import SiloMetrics
 from grainery.silo.registry import GrainType
 from grainery.silo.storage.protocols import GrainDirectory, GrainStorage
@@ -60,8 +62,10 @@ class Catalog:
         default_idle_timeout: float,
         max_queue_per_grain: int,
         blocking: BlockingPool,
+        journal_store: RedisJournalStore | None = None,
     ) -> None:
         self.silo_id = silo_id
+        self._journal_store = journal_store
         self._membership = membership
         self._serving: Callable[[], bool] = lambda: membership.serving  # one for all
         self._blocking = blocking
@@ -120,7 +124,7 @@ class Catalog:
             instance = grain_type.cls()
             context = ActivationContext(
                 grain, self.silo_id, self._storage, fence, registration.state.etag,
-                self._grain_ref_factory, persisted=registration.state.raw,
+                self._grain_ref_factory, self._journal_store, persisted=registration.state.raw,
                 reminders=self.reminders,
             )
             instance._ctx = context
@@ -152,6 +156,7 @@ class Catalog:
             self._activating.discard(activation)
         activation.phase = Phase.ACTIVE
         self._table[grain] = activation
+        resume_on_activation(activation)  # an unfinished durable run goes on, with no caller
         active, created = self._type_metrics(grain_type.name)
         active.inc()
         created.inc()

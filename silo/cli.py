@@ -110,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     reminders = command("reminders", "list a grain's durable reminders")
     _add_client_options(reminders)
     reminders_cli.add_arguments(reminders)
+    from grainery.silo.durable import cli as durable_cli  # journal, signal, run-status, ...
+
+    durable_cli.add_commands(command, _add_client_options)
 
     from grainery.silo.dashboard import top as top_command
 
@@ -331,6 +334,11 @@ def _main(argv: Sequence[str] | None) -> int:
             return asyncio.run(run_silo(silo_config(options)))
         if options.command == "reminders":
             return asyncio.run(reminders_cli.run(options, _security(options)))
+        from grainery.silo.durable import cli as durable_cli
+
+        if options.command in durable_cli.RUNNERS:
+            durable_runner = durable_cli.RUNNERS[options.command]
+            return asyncio.run(durable_runner(options, _security(options)))
         runner = {"call": run_call, "status": run_status, "health": run_health,
                   "top": run_top}[options.command]
         return asyncio.run(runner(options))

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from grainery.silo.call import CallContext, call_context
+from grainery.silo.decorators import interleave
 from grainery.silo.reminders import grain_api as reminders
 from grainery.silo.reminders.model import ReminderInfo, ReminderTick
 from grainery.silo.reminders.runtime import dispatch_runtime_reminder
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
     from grainery.client.grain_ref import GrainRef
     from grainery.silo.activation import Activation, ActivationContext
     from grainery.silo.blocking import BlockingPool
+    from grainery.silo.durable.retry import RetryPolicy
+    from grainery.silo.journal.journal import Journal
 
 T = TypeVar("T")
 
@@ -94,6 +97,8 @@ class Grain:
     abstract: ClassVar[bool] = True
     reentrant: ClassVar[bool] = False
     allow_call_chain_reentrancy: ClassVar[bool] = False
+    # Journal retention: entries kept per grain (silo/journal/store.py has the policy).
+    journal_max_entries: ClassVar[int] = 1000
     # Whether the class overrides on_incoming_call: a grain without the hook pays nothing.
     _filters_calls: ClassVar[bool] = False
 
@@ -222,6 +227,10 @@ class Grain:
         own ``$`` reminders only with ``include_runtime=True``."""
         return await reminders.listing(self, include_runtime)
 
+    # Interleaved (durable agents): a runtime tick must not queue as a writer behind a
+    # durable run's long step, holding back the @read_only queries behind it; a handler that
+    # needs the grain's turn takes it itself (silo/durable/gate.py).
+    @interleave
     async def on_runtime_reminder(self, name: str, tick: ReminderTick) -> None:
         """Runtime hook: a ``$`` reminder fired; runs the handler registered for its name in
         ``silo.reminders.runtime.RUNTIME_REMINDERS``. Not for grain code to override."""
@@ -240,9 +249,93 @@ class Grain:
         """Ask the runtime to deactivate this grain once the current call ends."""
         self._ctx.request_deactivation("requested")
 
+    # ----- durable agents (silo/journal/, silo/durable/) -------------------
+    @property
+    def journal(self) -> Journal:
+        """The grain's append-only, fenced journal: ``await self.journal.append(kind,
+        data)``, ``await self.journal.read(after=SEQ, limit=N)``."""
+        from grainery.silo.journal.journal import Journal
+
+        return Journal(self._ctx, self.journal_max_entries)
+
+    async def step(
+        self, name: str, fn: Callable[..., Any], *args: Any, retry: RetryPolicy | None = None
+    ) -> Any:
+        """Inside a ``@durable`` method: run ``fn(*args)`` (async, a grain reference's method,
+        or sync on the blocking pool), retried per ``retry`` (default RetryPolicy()), and
+        record its result (or final error, raised as StepFailedError) before returning. On
+        replay a recorded step returns its recorded result without running."""
+        from grainery.silo.durable.run import current_run
+
+        return await current_run("self.step()").step(name, fn, args, retry)
+
+    @property
+    def step_key(self) -> str:
+        """Inside a step's function: ``Type/key/run-N/name#k``, the same on every re-run of
+        that step (an idempotency key for effects outside Grainery)."""
+        from grainery.silo.durable.run import STEP_KEY
+
+        key = STEP_KEY.get()
+        if key is None:
+            raise RuntimeError("self.step_key exists only while a durable step's fn runs")
+        return key
+
+    async def sleep(self, seconds: float) -> None:
+        """Inside a ``@durable`` method: a sleep that survives restarts (its end is recorded
+        as a wall-clock time); the grain serves other calls meanwhile."""
+        from grainery.silo.durable.run import current_run
+
+        _check_seconds("sleep", seconds)
+        await current_run("self.sleep()").wait("sleep", None, float(seconds))
+
+    async def wait_signal(self, name: str, timeout: float | None = None) -> Any:
+        """Inside a ``@durable`` method: wait for the signal ``name`` (sent with
+        ``ref.signal(name, payload)``, buffered if it came first) and return its payload;
+        TimeoutError after ``timeout`` seconds. Survives restarts; the grain serves other
+        calls meanwhile."""
+        from grainery.silo.durable.run import current_run
+
+        if timeout is not None:
+            _check_seconds("wait_signal timeout", timeout)
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"a signal name must be a non-empty str, not {name!r}")
+        return await current_run("self.wait_signal()").wait(f"signal:{name}", name, timeout)
+
+    # Runtime hooks (silo/hooks.py) behind the Management RPCs Signal, CancelRun, RunStatus;
+    # interleaved, so they reach the grain while its run executes or waits.
+    @interleave
+    async def on_durable_signal(self, name: str, payload: Any) -> int:
+        from grainery.silo.durable.control import durable_runtime
+
+        return await durable_runtime(self).signal(name, payload)
+
+    @interleave
+    async def on_durable_cancel(self, run: int, reason: str) -> dict[str, Any]:
+        from grainery.silo.durable.control import durable_runtime
+
+        return await durable_runtime(self).cancel(run, reason)
+
+    @interleave
+    async def on_durable_status(self, run: int, wait: float) -> dict[str, Any]:
+        from grainery.silo.durable.control import durable_runtime
+
+        return await durable_runtime(self).status(run, wait)
+
+
+def _check_seconds(what: str, seconds: object) -> None:
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) \
+            or not 0 <= seconds <= 366 * 24 * 3600:
+        raise ValueError(f"{what} must be a number of seconds in [0, one year], not {seconds!r}")
+
+
+# The durable-agent API came after grains had methods of these names (a ``sleep`` method is
+# common): a subclass's own method of such a name stays callable from the wire, and shadows
+# the API on that class (its durable methods then cannot use that part of it).
+DURABLE_API_NAMES: frozenset[str] = frozenset({"step", "step_key", "sleep", "wait_signal",
+                                               "journal"})
 
 # Names of the base class's own members: never callable from the wire, even if a
 # subclass overrides them.
-RESERVED_NAMES: frozenset[str] = frozenset(
+RESERVED_NAMES: frozenset[str] = (frozenset(
     name for klass in Grain.__mro__ for name in vars(klass)
-) | {"grain_type", "key", "silo_id", "state"}
+) - DURABLE_API_NAMES) | {"grain_type", "key", "silo_id", "state"}

@@ -16,4 +16,7 @@ HOOK_NAMES: frozenset[str] = frozenset({
     "receive_reminder",  # reminders (silo/reminders/)
     "on_runtime_reminder",  # the runtime's own "$" reminders (silo/reminders/runtime.py)
     "on_stream_event",  # streams (silo/streams/)
+    "on_durable_signal",  # durable agents (silo/durable/control.py)
+    "on_durable_cancel",
+    "on_durable_status",
 })

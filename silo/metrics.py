@@ -49,6 +49,20 @@ class SiloMetrics:
             "skipped (the previous tick had not finished, or it could not run)",
             ["grain_type", "outcome"], registry=r,
         )
+        # Durable agents (silo/durable/).
+        self.durable_steps = Counter(
+            "grainery_durable_steps", "Durable steps by outcome: ok or failed (recorded), "
+            "replayed (returned from the journal without running)",
+            ["grain_type", "outcome"], registry=r,
+        )
+        self.durable_step_retries = Counter(
+            "grainery_durable_step_retries", "Retried attempts of durable steps",
+            ["grain_type"], registry=r,
+        )
+        self.durable_runs = Counter(
+            "grainery_durable_runs", "Durable runs by event: started, resumed, completed, "
+            "failed, cancelled, parked", ["grain_type", "event"], registry=r,
+        )
         self.gateway_calls = Counter(
             "grainery_gateway_calls", "Calls received, by route: local (ran here) or forwarded",
             ["route"], registry=r,

@@ -39,8 +39,10 @@ from grainery.silo.cluster.system_key import cluster_system_key
 from grainery.silo.config import SiloConfig
 from grainery.silo.dashboard.service import Dashboard
 from grainery.silo.dispatcher import Dispatcher, DispatchLimits
+from grainery.silo.durable.control import DurableControl
 from grainery.silo.filters import SiloFilters, load_filters
 from grainery.silo.grain_calls import SiloGrainClient
+from grainery.silo.journal.store import RedisJournalStore
 from grainery.silo.metrics import SiloMetrics
 from grainery.silo.registry import GrainRegistry
 from grainery.silo.reminders.registry import Reminders
@@ -166,6 +168,7 @@ class Silo:
         tracer = self.tracing.tracer if self.tracing is not None else None
         self.storage = RedisGrainStorage(self.redis, keys, self.metrics)
         self.directory = RedisGrainDirectory(self.redis, keys, self.metrics)
+        self.journal = RedisJournalStore(self.redis, keys)  # durable agents (silo/journal/)
         self.membership = MembershipService(
             self.redis, keys, self.silo_id, self.address, config.timing(), self.metrics,
             heartbeat_redis,
@@ -184,7 +187,7 @@ class Silo:
         self.catalog = Catalog(
             self.silo_id, self.membership, self.storage, self.directory,
             self.metrics, self._grain_ref, config.idle_timeout, config.max_queue_per_grain,
-            self.blocking,
+            self.blocking, self.journal,
         )
         self.locator = GrainLocator(self.catalog, self.directory, self.membership)
         limits = DispatchLimits(
@@ -210,6 +213,7 @@ class Silo:
         self.management = ManagementServicer(
             self.catalog, self.dispatcher, self.membership,
             ReminderRpcs(self.reminders, self.registry),
+            DurableControl(self.registry, self.journal, self.system_calls),
         )
         self.dashboard = Dashboard(self)  # its report answers Management.SiloReport
         self.management.reporter = self.dashboard.reporter

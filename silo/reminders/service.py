@@ -34,6 +34,7 @@ from grainery.client.errors import (
     UnknownMethodError,
 )
 from grainery.client.tasks import spawn
+from grainery.silo import tracing
 from grainery.silo.cluster.partitions import PartitionOwnership
 from grainery.silo.cluster.view import MembershipView
 from grainery.silo.failures import FailureLog
@@ -206,8 +207,13 @@ class ReminderService:
         self._metrics.reminder_lateness.labels(grain_type).observe(max(0.0, tick.lateness))
         reason = ""
         try:
-            await self._calls.call(grain_type, key, hook, [name, tick.to_json()],
-                                   DELIVERY_TIMEOUT)
+            # The tick's dispatch (and the turn) nest under this span when tracing is on.
+            with tracing.span("grainery.reminder.tick", "internal", {
+                "grainery.grain_type": grain_type, "grainery.reminder": name,
+                "grainery.reminder.lateness_ms": round(tick.lateness * 1000),
+            } if tracing.enabled() else None):
+                await self._calls.call(grain_type, key, hook, [name, tick.to_json()],
+                                       DELIVERY_TIMEOUT)
             outcome = "ok"
         except asyncio.CancelledError:
             raise

@@ -29,6 +29,7 @@ from grainery.silo.cluster.directory import RedisGrainDirectory
 from grainery.silo.cluster.membership import MembershipService
 from grainery.silo.dashboard.report import SiloReporter
 from grainery.silo.dispatcher import Dispatcher
+from grainery.silo.durable.control import DurableControl, serve
 from grainery.silo.registry import GrainRegistry
 from grainery.silo.reminders.rpc import ReminderRpcs
 
@@ -255,6 +256,7 @@ class ManagementServicer(pb_grpc.ManagementServicer):
     def __init__(
         self, catalog: Catalog, dispatcher: Dispatcher, membership: MembershipService,
         reminders: ReminderRpcs | None = None,
+        durable: DurableControl | None = None,
         reporter: SiloReporter | None = None,
     ) -> None:
         """``reporter``: builds SiloReport (the dashboard's view of this silo) around the
@@ -265,6 +267,36 @@ class ManagementServicer(pb_grpc.ManagementServicer):
         self._membership = membership
         self._reminders = reminders
         self.reporter = reporter
+        self._durable = durable  # durable agents: Journal, Signal, RunStatus, CancelRun
+
+    def _durable_control(self) -> DurableControl:
+        if self._durable is None:
+            raise GrainError("durable agents are not wired on this silo")
+        return self._durable
+
+    # ----- durable agents (silo/durable/control.py) ----------------------------
+    async def Journal(  # noqa: N802
+        self, request: pb.JournalRequest, context: grpc.aio.ServicerContext
+    ) -> pb.JournalResponse:
+        return await serve(context, self._durable_control().journal(request))  # type: ignore[no-any-return]
+
+    async def Signal(  # noqa: N802
+        self, request: pb.SignalRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SignalResponse:
+        return await serve(  # type: ignore[no-any-return]
+            context, self._durable_control().signal(request, context.time_remaining()))
+
+    async def RunStatus(  # noqa: N802
+        self, request: pb.RunRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RunResponse:
+        return await serve(  # type: ignore[no-any-return]
+            context, self._durable_control().status(request, context.time_remaining()))
+
+    async def CancelRun(  # noqa: N802
+        self, request: pb.RunRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RunResponse:
+        return await serve(  # type: ignore[no-any-return]
+            context, self._durable_control().cancel(request, context.time_remaining()))
 
     def stats(self) -> pb.SiloStatsResponse:
         counts = self._catalog.counts_by_type()

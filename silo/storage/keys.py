@@ -37,3 +37,12 @@ class KeySpace:
 
     def directory(self, grain: GrainId) -> str:
         return self._grain(grain) + ":dir"
+
+    # Durable agents (silo/journal/): the grain's journal (a stream) and its index (a hash:
+    # sequence counter, unfinished runs, buffered signals), in the grain's slot, so one Lua
+    # script checks the directory entry (fencing) and appends atomically.
+    def journal(self, grain: GrainId) -> str:
+        return self._grain(grain) + ":journal"
+
+    def journal_index(self, grain: GrainId) -> str:
+        return self._grain(grain) + ":journal:index"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import replace
 
 import pytest
 from opentelemetry import trace
@@ -23,9 +24,13 @@ from grainery.client.routing import GrainId
 from grainery.client.tracing import CallTracer
 from grainery.silo import tracing
 from grainery.silo.grain import Grain
+from grainery.silo.metrics import SiloMetrics
+from grainery.silo.reminders.model import ReminderTick, member_of
+from grainery.silo.reminders.service import ReminderService
 from tests.eventually import until
 from tests.inprocess import ClusterFactory, InProcessCluster, InProcessSilo
 from tests.spans import from_sdk, tree
+from tests.unit.test_reminder_service import FakeStore, tick
 
 
 class Front(Grain):
@@ -48,6 +53,9 @@ class Back(Grain):
         """What a feature (a reminder tick, a durable step) does inside a turn."""
         with tracing.span("grainery.test.step", attributes={"n": 1}):
             return self.silo_id
+
+    async def receive_reminder(self, name: str, tick: ReminderTick) -> None:
+        self.ticked = name
 
 
 Build = Callable[..., InProcessCluster]
@@ -239,3 +247,44 @@ async def test_a_call_queued_behind_another_says_so_on_its_span(build: Build) ->
         ("grainery.queued", {"grainery.queued_ahead": 0, "grainery.turns_running": 1})
     ]
     assert not hold.events  # it started at once
+
+
+async def test_a_reminder_tick_is_a_span_around_the_hooks_dispatch_on_the_grains_owner(
+    build: Build,
+) -> None:
+    cluster = build()
+    a, _ = cluster.add("a"), cluster.add("b")
+    exporter = instrument(cluster)
+    store = FakeStore()
+    service = ReminderService(store, a.membership, a.system_calls,  # type: ignore[arg-type]
+                              SiloMetrics(), poll_interval=0.01)
+    service.membership_changed()
+    # A grain b hosts whose reminder partition a serves: the tick is forwarded.
+    key = next(
+        k for k in (f"k{n}" for n in range(10_000))
+        if service.ownership.owns(service.ownership.partition_of(f"Back/{k}"))
+        and a.membership.ring.owner(GrainId("Back", k)).silo_id == "b"  # type: ignore[union-attr]
+    )
+    due = replace(tick(service, key, "daily"), member=member_of("Back", key, "daily"))
+    partition = service.ownership.partition_of(f"Back/{key}")
+    store.ready[partition], store.due = [due], [partition]
+    service.start()
+    try:
+        await until(lambda: len(store.completed) == 1, "the tick delivered and completed")
+    finally:
+        await service.stop(1.0)
+    assert store.completed[0][2] == "ok"
+    spans = from_sdk(exporter.get_finished_spans())
+    (root,) = [s for s in spans if not s.parent_id]
+    assert root.attributes["grainery.reminder"] == "daily"
+    # (In process the span API's tracer is the last silo's: one tracing silo per process.)
+    assert tree(spans, root) == (f"grainery.reminder.tick internal@{root.silo}", (
+        ("Back/receive_reminder server@a", (
+            ("grainery.forward client@a", (
+                ("Back/receive_reminder server@b", (
+                    ("grainery.activate internal@b", ()),
+                    ("grainery.turn internal", ()),
+                )),
+            )),
+        )),
+    ))

@@ -242,6 +242,74 @@ class UnregisterReminderResponse(_message.Message):
     removed: bool
     def __init__(self, removed: bool = ...) -> None: ...
 
+class JournalRequest(_message.Message):
+    __slots__ = ("grain_type", "grain_key", "after", "limit")
+    GRAIN_TYPE_FIELD_NUMBER: _ClassVar[int]
+    GRAIN_KEY_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    grain_type: str
+    grain_key: str
+    after: int
+    limit: int
+    def __init__(self, grain_type: _Optional[str] = ..., grain_key: _Optional[str] = ..., after: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class JournalEntry(_message.Message):
+    __slots__ = ("seq", "kind", "data_json", "time_ms")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    DATA_JSON_FIELD_NUMBER: _ClassVar[int]
+    TIME_MS_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    kind: str
+    data_json: str
+    time_ms: int
+    def __init__(self, seq: _Optional[int] = ..., kind: _Optional[str] = ..., data_json: _Optional[str] = ..., time_ms: _Optional[int] = ...) -> None: ...
+
+class JournalResponse(_message.Message):
+    __slots__ = ("entries",)
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[JournalEntry]
+    def __init__(self, entries: _Optional[_Iterable[_Union[JournalEntry, _Mapping]]] = ...) -> None: ...
+
+class SignalRequest(_message.Message):
+    __slots__ = ("grain_type", "grain_key", "name", "payload_json")
+    GRAIN_TYPE_FIELD_NUMBER: _ClassVar[int]
+    GRAIN_KEY_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_JSON_FIELD_NUMBER: _ClassVar[int]
+    grain_type: str
+    grain_key: str
+    name: str
+    payload_json: str
+    def __init__(self, grain_type: _Optional[str] = ..., grain_key: _Optional[str] = ..., name: _Optional[str] = ..., payload_json: _Optional[str] = ...) -> None: ...
+
+class SignalResponse(_message.Message):
+    __slots__ = ("seq",)
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    def __init__(self, seq: _Optional[int] = ...) -> None: ...
+
+class RunRequest(_message.Message):
+    __slots__ = ("grain_type", "grain_key", "run", "wait", "reason")
+    GRAIN_TYPE_FIELD_NUMBER: _ClassVar[int]
+    GRAIN_KEY_FIELD_NUMBER: _ClassVar[int]
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    WAIT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    grain_type: str
+    grain_key: str
+    run: int
+    wait: float
+    reason: str
+    def __init__(self, grain_type: _Optional[str] = ..., grain_key: _Optional[str] = ..., run: _Optional[int] = ..., wait: _Optional[float] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class RunResponse(_message.Message):
+    __slots__ = ("status_json",)
+    STATUS_JSON_FIELD_NUMBER: _ClassVar[int]
+    status_json: str
+    def __init__(self, status_json: _Optional[str] = ...) -> None: ...
+
 class SiloReportRequest(_message.Message):
     __slots__ = ("history_seconds", "top")
     HISTORY_SECONDS_FIELD_NUMBER: _ClassVar[int]

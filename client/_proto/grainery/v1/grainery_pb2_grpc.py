@@ -302,6 +302,26 @@ class ManagementStub(object):
                 request_serializer=grainery_dot_v1_dot_grainery__pb2.UnregisterReminderRequest.SerializeToString,
                 response_deserializer=grainery_dot_v1_dot_grainery__pb2.UnregisterReminderResponse.FromString,
                 _registered_method=True)
+        self.Journal = channel.unary_unary(
+                '/grainery.v1.Management/Journal',
+                request_serializer=grainery_dot_v1_dot_grainery__pb2.JournalRequest.SerializeToString,
+                response_deserializer=grainery_dot_v1_dot_grainery__pb2.JournalResponse.FromString,
+                _registered_method=True)
+        self.Signal = channel.unary_unary(
+                '/grainery.v1.Management/Signal',
+                request_serializer=grainery_dot_v1_dot_grainery__pb2.SignalRequest.SerializeToString,
+                response_deserializer=grainery_dot_v1_dot_grainery__pb2.SignalResponse.FromString,
+                _registered_method=True)
+        self.RunStatus = channel.unary_unary(
+                '/grainery.v1.Management/RunStatus',
+                request_serializer=grainery_dot_v1_dot_grainery__pb2.RunRequest.SerializeToString,
+                response_deserializer=grainery_dot_v1_dot_grainery__pb2.RunResponse.FromString,
+                _registered_method=True)
+        self.CancelRun = channel.unary_unary(
+                '/grainery.v1.Management/CancelRun',
+                request_serializer=grainery_dot_v1_dot_grainery__pb2.RunRequest.SerializeToString,
+                response_deserializer=grainery_dot_v1_dot_grainery__pb2.RunResponse.FromString,
+                _registered_method=True)
         self.SiloReport = channel.unary_unary(
                 '/grainery.v1.Management/SiloReport',
                 request_serializer=grainery_dot_v1_dot_grainery__pb2.SiloReportRequest.SerializeToString,
@@ -343,6 +363,31 @@ class ManagementServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Journal(self, request, context):
+        """Durable agents (messages at the end of this file).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Signal(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RunStatus(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelRun(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SiloReport(self, request, context):
         """What the web dashboard and `grainery top` show of one silo (see "Dashboard" below).
         """
@@ -379,6 +424,26 @@ def add_ManagementServicer_to_server(servicer, server):
                     servicer.UnregisterReminder,
                     request_deserializer=grainery_dot_v1_dot_grainery__pb2.UnregisterReminderRequest.FromString,
                     response_serializer=grainery_dot_v1_dot_grainery__pb2.UnregisterReminderResponse.SerializeToString,
+            ),
+            'Journal': grpc.unary_unary_rpc_method_handler(
+                    servicer.Journal,
+                    request_deserializer=grainery_dot_v1_dot_grainery__pb2.JournalRequest.FromString,
+                    response_serializer=grainery_dot_v1_dot_grainery__pb2.JournalResponse.SerializeToString,
+            ),
+            'Signal': grpc.unary_unary_rpc_method_handler(
+                    servicer.Signal,
+                    request_deserializer=grainery_dot_v1_dot_grainery__pb2.SignalRequest.FromString,
+                    response_serializer=grainery_dot_v1_dot_grainery__pb2.SignalResponse.SerializeToString,
+            ),
+            'RunStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.RunStatus,
+                    request_deserializer=grainery_dot_v1_dot_grainery__pb2.RunRequest.FromString,
+                    response_serializer=grainery_dot_v1_dot_grainery__pb2.RunResponse.SerializeToString,
+            ),
+            'CancelRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelRun,
+                    request_deserializer=grainery_dot_v1_dot_grainery__pb2.RunRequest.FromString,
+                    response_serializer=grainery_dot_v1_dot_grainery__pb2.RunResponse.SerializeToString,
             ),
             'SiloReport': grpc.unary_unary_rpc_method_handler(
                     servicer.SiloReport,
@@ -500,6 +565,114 @@ class Management(object):
             '/grainery.v1.Management/UnregisterReminder',
             grainery_dot_v1_dot_grainery__pb2.UnregisterReminderRequest.SerializeToString,
             grainery_dot_v1_dot_grainery__pb2.UnregisterReminderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Journal(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/grainery.v1.Management/Journal',
+            grainery_dot_v1_dot_grainery__pb2.JournalRequest.SerializeToString,
+            grainery_dot_v1_dot_grainery__pb2.JournalResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Signal(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/grainery.v1.Management/Signal',
+            grainery_dot_v1_dot_grainery__pb2.SignalRequest.SerializeToString,
+            grainery_dot_v1_dot_grainery__pb2.SignalResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RunStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/grainery.v1.Management/RunStatus',
+            grainery_dot_v1_dot_grainery__pb2.RunRequest.SerializeToString,
+            grainery_dot_v1_dot_grainery__pb2.RunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/grainery.v1.Management/CancelRun',
+            grainery_dot_v1_dot_grainery__pb2.RunRequest.SerializeToString,
+            grainery_dot_v1_dot_grainery__pb2.RunResponse.FromString,
             options,
             channel_credentials,
             insecure,
