@@ -53,6 +53,4 @@ async def lookup(
         "state_bytes": len(stored.raw), "etag": stored.etag or None,
         # A stateless worker has no directory entry: any silo runs its calls locally.
         "stateless_worker": kind.stateless_max_local is not None,
-        # An agent's journal joins the lookup once durable agents are merged.
-        "journal": None,
     }

@@ -11,11 +11,12 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import grpc
+import orjson
 from redis.exceptions import RedisError
 
 from grainery.client._proto.grainery.v1 import grainery_pb2 as pb
 from grainery.client.errors import GrainError
-from grainery.client.routing import MemberInfo
+from grainery.client.routing import GrainId, MemberInfo
 from grainery.silo.dashboard.http import DashboardServer, HttpError, server_ssl_context
 from grainery.silo.dashboard.lookup import GrainLookupError, lookup
 from grainery.silo.dashboard.overview import gather
@@ -26,6 +27,8 @@ from grainery.silo.reminders.model import RUNTIME_PREFIX
 if TYPE_CHECKING:
     from grainery.silo.runtime import Silo
 
+JOURNAL_SHOWN = 20  # newest entries of a grain's journal in the lookup
+JOURNAL_DATA_CHARS = 200
 HISTORY_SHOWN = 120  # seconds of history the page asks each silo for
 TOP_SHOWN = 10
 
@@ -93,7 +96,24 @@ class Dashboard:
         if found["active"]:
             found["activation"] = await self._inspect(found["address"], grain_type, key)
         found["reminders"] = await self._reminders(grain_type, key)
+        found["journal"] = await self._journal(grain_type, key)
         return found
+
+    async def _journal(self, grain_type: str, key: str) -> list[dict[str, Any]] | str:
+        """The last entries of the grain's journal (a durable agent's steps, signals and
+        runs), newest first; each entry's data cut to JOURNAL_DATA_CHARS characters."""
+        try:
+            entries = await self._silo.journal.last(GrainId(grain_type, key), JOURNAL_SHOWN)
+        except (RedisError, GrainError) as exc:
+            return f"could not read the journal: {type(exc).__name__}"
+        shown = []
+        for entry in entries:
+            data = orjson.dumps(entry.data, default=str).decode()
+            if len(data) > JOURNAL_DATA_CHARS:
+                data = data[:JOURNAL_DATA_CHARS] + "…"
+            shown.append({"seq": entry.seq, "kind": entry.kind, "data": data,
+                          "time_ms": entry.time_ms})
+        return shown
 
     async def _reminders(self, grain_type: str, key: str) -> list[dict[str, Any]] | str:
         """The grain's reminders, the runtime's own ($...) included; a store error as text."""

@@ -3,7 +3,7 @@ a lookup sees a state size), and calls that fail (so the error rate moves)."""
 
 from __future__ import annotations
 
-from grainery import ReminderTick, stateless_worker
+from grainery import ReminderTick, durable, stateless_worker
 from grainery.silo import Grain
 
 
@@ -34,3 +34,14 @@ class Helper(Grain):
 
     async def help(self) -> str:
         return self.silo_id
+
+
+class Planner(Grain):
+    """A durable agent: its steps are journaled, so a lookup shows its journal."""
+
+    @durable
+    async def plan(self, steps: int) -> list[int]:
+        return [await self.step(f"s{i}", self._double, i) for i in range(steps)]
+
+    async def _double(self, i: int) -> int:
+        return i * 2

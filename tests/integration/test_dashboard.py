@@ -151,6 +151,15 @@ def test_a_lookup_says_where_the_grain_lives_and_what_its_activation_does(
         "beat", 1.0, False, "")
     status, body = _get(f"{url}api/grain?type=Helper&key=h", Authorization=f"Bearer {TOKEN}")
     assert status == 200 and json.loads(body)["stateless_worker"] is True
+    assert found["journal"] == []
+    # A durable agent's journal: its steps, newest first.
+    with cluster.sync_client() as client:
+        assert client.get_grain("Planner", "p1").plan(3) == [0, 2, 4]
+    status, body = _get(f"{url}api/grain?type=Planner&key=p1", Authorization=f"Bearer {TOKEN}")
+    journal = json.loads(body)["journal"]
+    seqs = [entry["seq"] for entry in journal]
+    assert seqs == sorted(seqs, reverse=True) and len(seqs) >= 3
+    assert all(any(f"s{i}" in entry["data"] for entry in journal) for i in range(3)), journal
 
 
 def test_grainery_top_once_shows_every_member(cluster: TestCluster) -> None:
@@ -298,6 +307,14 @@ def test_the_dashboard_in_a_browser(cluster: TestCluster, tmp_path: Path) -> Non
                 return True
 
             eventually_sync(lookup_names_the_host, 10, "the lookup showing where Meter/m3 lives")
+            # A durable agent's journal, as rows under the lookup.
+            with cluster.sync_client() as client:
+                client.get_grain("Planner", "browser").plan(2)
+            page.fill("#lookup-type", "Planner")
+            page.fill("#lookup-key", "browser")
+            page.click("#lookup button")
+            eventually_sync(lambda: page.locator("#lookup-journal tbody tr").count() == 4, 10,
+                            "the agent's journal (run, two steps, end) under the lookup")
             eventually_sync(lambda: page.locator("#busiest tbody tr").count() > 0, 10,
                             "the busiest grains listed")
             page.screenshot(path=str(shots / "dashboard.png"), full_page=True)

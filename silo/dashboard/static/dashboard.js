@@ -164,6 +164,7 @@ async function lookup(event) {
   const reply = await fetch(`/api/grain?${query}`, { credentials: "same-origin", cache: "no-store" });
   if (!reply.ok) {
     out.replaceChildren(el("dt", {}, "error"), el("dd", { class: "error" }, await reply.text()));
+    fill(document.querySelector("#lookup-journal tbody"), []);
     return;
   }
   const grain = await reply.json();
@@ -176,10 +177,15 @@ async function lookup(event) {
     ["state size", `${grain.state_bytes} bytes`],
     ...activationFields(grain.activation),
     ["reminders", reminderText(grain.reminders)],
-    ["journal", grain.journal === null ? "not in this build" : JSON.stringify(grain.journal)],
+    ["journal", typeof grain.journal === "string" ? grain.journal
+      : grain.journal.length ? `last ${grain.journal.length} entries, newest first:` : "empty"],
   ];
   out.replaceChildren(...fields.flatMap(([name, value]) => [el("dt", {}, name),
     el("dd", { "data-field": name }, value)]));
+  const entries = typeof grain.journal === "string" ? [] : grain.journal;
+  fill(document.querySelector("#lookup-journal tbody"), entries.map((e) => el("tr", {},
+    el("td", { class: "num" }, String(e.seq)), el("td", {}, e.kind),
+    el("td", {}, new Date(e.time_ms).toLocaleTimeString()), el("td", { class: "data" }, e.data))));
 }
 
 function reminderText(reminders) {
