@@ -48,10 +48,13 @@ lint: $(DEV_STAMP)
 test: $(DEV_STAMP) node-deps proto-check lint
 	$(BIN)/python -m pytest -q
 
-# The long chaos run (a short one is part of `make test`). GRAINERY_CHAOS_SEED=N replays
-# a run's fault schedule; GRAINERY_CHAOS_SECONDS / GRAINERY_CHAOS_SILOS change its size.
+# The long chaos runs (smaller ones are part of `make test`): the cluster chaos run
+# (GRAINERY_CHAOS_SEED=N replays a run's fault schedule; GRAINERY_CHAOS_SECONDS /
+# GRAINERY_CHAOS_SILOS change its size), then 200 concurrent durable workflows while the
+# silo where they wait is killed again and again.
 chaos: $(DEV_STAMP)
 	GRAINERY_CHAOS_SECONDS=$${GRAINERY_CHAOS_SECONDS:-240} $(BIN)/python -m pytest -q -s tests/chaos
+	$(BIN)/python -m pytest -q -m soak tests/integration/test_durable_failover.py
 
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench.run

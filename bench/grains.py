@@ -7,8 +7,11 @@ is the smallest possible resident grain for the memory benchmark.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
+from grainery import implicit_subscription
 from grainery.silo import Grain
 
 
@@ -48,3 +51,25 @@ async def no_op_filter(call: object, proceed: Callable[[], Awaitable[object]]) -
     """A silo-wide incoming filter that does nothing but pass the call on: the cost of the
     call pipeline when a filter is installed (``--filter bench.grains:no_op_filter``)."""
     return await proceed()
+
+
+# ----- streams (bench/streams.py) -----
+@implicit_subscription("bench-stream")
+class BenchStreamSink(Grain):
+    """Receives every event of the stream ("bench-stream", its key) and keeps, in memory, how
+    long each took from the publisher's clock (``event["t"]``, same machine) to this hook."""
+
+    async def on_activate(self) -> None:
+        self._latencies: list[float] = []
+        self._count = 0
+
+    async def on_stream_event(self, namespace: str, key: str, event: Any, token: str) -> None:
+        self._latencies.append(time.time() - float(event["t"]))
+        self._count += 1
+
+    async def received(self) -> int:
+        return self._count
+
+    async def take_latencies(self) -> list[float]:
+        taken, self._latencies = self._latencies, []
+        return taken

@@ -43,6 +43,7 @@ MODULES = [
     "bench.failover",
     "bench.reminders",
     "bench.durable",
+    "bench.streams",
 ]
 
 Key = tuple[str, str, int | None]  # (benchmark, case, in_flight)
@@ -155,6 +156,19 @@ CHECKS = [
     Check("durable 5-step workflow / 5 plain calls, p50 latency @1",
           Ref("durable", "workflow-5-steps", 1, "p50_ms"),
           Ref("durable", "plain-5-calls", 1, "p50_ms"), "<=", None),
+    Check("streams 1 silo / bare Redis XADD+XREAD, events/s",
+          Ref("streams", "streams-1silo", 64, "events_per_s"),
+          Ref("streams", "bare-redis", 64, "events_per_s"), ">=", 0.5),
+    Check("streams 3 silos / bare Redis XADD+XREAD, events/s",
+          Ref("streams", "streams-3silos", 64, "events_per_s"),
+          Ref("streams", "bare-redis", 64, "events_per_s"), ">=", None),
+    Check("streams 1 silo, publish-to-hook p99 ms @1000 events/s",
+          Ref("streams", "streams-1silo", 1000, "p99_ms"), None, "<=", 20.0),
+    Check("streams 3 silos, publish-to-hook p99 ms @1000 events/s",
+          Ref("streams", "streams-3silos", 1000, "p99_ms"), None, "<=", 20.0),
+    Check("streams 1 silo / bare Redis, p99 @1000 events/s",
+          Ref("streams", "streams-1silo", 1000, "p99_ms"),
+          Ref("streams", "bare-redis", 1000, "p99_ms"), "<=", None),
     Check("failover: seconds until every grain answers",
           Ref("failover", "kill-9-one-of-3", 16, "recovery_s"), None, "<=", 5.0),
     Check("reminders: register rate, reminders/s",

@@ -48,6 +48,7 @@ from grainery.client.routing import (
     MembershipSnapshot,
     Router,
 )
+from grainery.client.streams import ClientStream, PublishBatcher
 from grainery.client.tasks import spawn
 from grainery.client.tracing import CallTracer, global_tracer_provider, require_opentelemetry
 
@@ -143,6 +144,8 @@ class GrainClient:
             self.tracer = CallTracer(
                 provider, grain_keys=trace_grain_keys, arguments=trace_arguments
             )
+        # Concurrent stream publishes of this client share calls (client/streams.py).
+        self.publisher = PublishBatcher(self)
 
     async def __aenter__(self) -> GrainClient:
         await self.connect()
@@ -188,6 +191,9 @@ class GrainClient:
             self.pool, address, self._metadata, grain_type, grain.key, include_runtime,
             self.default_timeout if timeout is None else timeout,
         )
+    def get_stream(self, namespace: str, key: str) -> ClientStream:
+        """The stream ``(namespace, key)``: ``publish(event)``, ``subscribe(from_token)``."""
+        return ClientStream(self, namespace, str(key))
 
     def invoke(
         self,

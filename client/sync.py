@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from grainery.client.context import current_request_context, request_context
 from grainery.client.grain_client import GrainClient
+from grainery.client.streams import SyncClientStream
 
 T = TypeVar("T")
 
@@ -65,6 +66,15 @@ class SyncGrainClient:
 
     def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine of the wrapped client on its loop thread; blocks for the result."""
+        return self._run(coroutine)
+
+    def get_stream(self, namespace: str, key: str) -> SyncClientStream:
+        """The stream ``(namespace, key)``: ``publish(event)``, ``for token, event in
+        subscribe(from_token)`` (blocking)."""
+        return SyncClientStream(self, self._client.get_stream(namespace, key))
 
     def get_grain(self, grain_type: str, key: str) -> SyncGrainRef:
         return SyncGrainRef(self, grain_type, str(key))

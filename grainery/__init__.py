@@ -47,6 +47,7 @@ from grainery.silo.durable.errors import (
 from grainery.silo.durable.retry import RetryPolicy
 from grainery.silo.grain import Grain, StatelessWorkerStateError
 from grainery.silo.reminders.model import ReminderInfo, ReminderTick
+from grainery.silo.streams.subscriptions import implicit_subscription
 
 try:
     __version__ = version("grainery")
@@ -91,6 +92,7 @@ __all__ = [
     "UnknownMethodError",
     "__version__",
     "durable",
+    "implicit_subscription",
     "interleave",
     "one_way",
     "read_only",

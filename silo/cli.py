@@ -24,6 +24,7 @@ from grainery.client.routing import PlacementRing
 from grainery.silo.config import SILO_OPTIONS, SiloConfig, env_defaults
 from grainery.silo.reminders import cli as reminders_cli
 from grainery.silo.startup_error import StartupError
+from grainery.silo.streams import cli as streams_cli
 
 DEFAULT_TARGET = "127.0.0.1:7070"
 
@@ -113,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     from grainery.silo.durable import cli as durable_cli  # journal, signal, run-status, ...
 
     durable_cli.add_commands(command, _add_client_options)
+    streams_cli.add_commands(command, _add_client_options)  # publish, subscribe
 
     from grainery.silo.dashboard import top as top_command
 
@@ -339,6 +341,10 @@ def _main(argv: Sequence[str] | None) -> int:
         if options.command in durable_cli.RUNNERS:
             durable_runner = durable_cli.RUNNERS[options.command]
             return asyncio.run(durable_runner(options, _security(options)))
+        if options.command in ("publish", "subscribe"):
+            stream_runner = (streams_cli.run_publish if options.command == "publish"
+                             else streams_cli.run_subscribe)
+            return asyncio.run(stream_runner(options, _security(options)))
         runner = {"call": run_call, "status": run_status, "health": run_health,
                   "top": run_top}[options.command]
         return asyncio.run(runner(options))

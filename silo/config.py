@@ -70,6 +70,12 @@ SILO_OPTIONS: tuple[Option, ...] = (
     Option("--token", "GRAINERY_TOKEN", "require this bearer token on every call"),
     Option("--filter", "GRAINERY_FILTERS", "call filter MODULE:NAME (an async def) run around "
            "every call that runs on this silo", repeat=True),
+    Option("--stream-maxlen", "GRAINERY_STREAM_MAXLEN", "events kept per stream "
+           "(approximate: at least this many)", int, 100_000),
+    Option("--stream-max-age", "GRAINERY_STREAM_MAX_AGE", "seconds an event is kept "
+           "(0 = no age limit)", float, 0.0),
+    Option("--stream-attempts", "GRAINERY_STREAM_ATTEMPTS", "on_stream_event failures "
+           "before an event is dead-lettered for that subscriber", int, 5),
     Option("--reflection", "GRAINERY_REFLECTION", "serve gRPC reflection (on/off)", default="on"),
     Option("--log-format", "GRAINERY_LOG_FORMAT", "human or json", default="human"),
     Option("--log-level", "GRAINERY_LOG_LEVEL", "log level", default="INFO"),
@@ -117,6 +123,9 @@ class SiloConfig:
     tls_ca: str | None = None
     token: str | None = None
     filter: tuple[str, ...] = ()
+    stream_maxlen: int = 100_000
+    stream_max_age: float = 0.0
+    stream_attempts: int = 5
     reflection: str = "on"
     log_format: str = "human"
     log_level: str = "INFO"

@@ -16,6 +16,7 @@ from grainery.silo.decorators import interleave
 from grainery.silo.reminders import grain_api as reminders
 from grainery.silo.reminders.model import ReminderInfo, ReminderTick
 from grainery.silo.reminders.runtime import dispatch_runtime_reminder
+from grainery.silo.streams import grain_api as streams
 from grainery.silo.timers import GrainTimer, Timers
 
 if TYPE_CHECKING:
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from grainery.silo.blocking import BlockingPool
     from grainery.silo.durable.retry import RetryPolicy
     from grainery.silo.journal.journal import Journal
+    from grainery.silo.streams.grain_api import GrainStream
 
 T = TypeVar("T")
 
@@ -244,6 +246,26 @@ class Grain:
 
     async def _unregister_runtime_reminder(self, name: str) -> bool:
         return await reminders.unregister(self, name, runtime=True)
+    # ----- streams (silo/streams/) ----------------------------------------
+    def get_stream(self, namespace: str, key: str) -> GrainStream:
+        """The stream ``(namespace, key)``: ``token = await stream.publish(event)``."""
+        return streams.get_stream(self, namespace, key)
+
+    async def subscribe(self, namespace: str, key: str) -> bool:
+        """Subscribe this grain to the stream's events published from now on; they reach
+        ``on_stream_event(namespace, key, event, token)`` (at-least-once, in order). Stored in
+        Redis: it outlives this activation and silo restarts. False if already subscribed."""
+        return await streams.subscribe(self, namespace, key)
+
+    async def unsubscribe(self, namespace: str, key: str) -> bool:
+        """End the explicit subscription (False if there was none)."""
+        return await streams.unsubscribe(self, namespace, key)
+
+    async def _deliver_stream_events(self, namespace: str, key: str,
+                                     events: list[list[str]]) -> int:
+        """Runtime hook: the pump delivers several events of a stream in one turn (see
+        silo/streams/grain_api.py); not callable from the wire."""
+        return await streams.deliver_events(self, namespace, key, events)
 
     def deactivate_on_idle(self) -> None:
         """Ask the runtime to deactivate this grain once the current call ends."""

@@ -19,4 +19,5 @@ HOOK_NAMES: frozenset[str] = frozenset({
     "on_durable_signal",  # durable agents (silo/durable/control.py)
     "on_durable_cancel",
     "on_durable_status",
+    "_deliver_stream_events",  # streams: a batch of on_stream_event in one turn (Grain's own)
 })

@@ -117,6 +117,37 @@ class SiloMetrics:
         self.tasks = Gauge(
             "grainery_tasks", "asyncio tasks alive in the silo's event loop", registry=r
         )
+        # ----- streams (silo/streams/) -----
+        self.stream_published = Counter(
+            "grainery_stream_events_published", "Stream events published through this silo",
+            ["namespace"], registry=r,
+        )
+        self.stream_delivered = Counter(
+            "grainery_stream_events_delivered", "Stream events whose subscriber's "
+            "on_stream_event returned (delivered by this silo's pump)", ["namespace"],
+            registry=r,
+        )
+        self.stream_redelivered = Counter(
+            "grainery_stream_events_redelivered", "Stream deliveries attempted again after a "
+            "failed attempt", ["namespace"], registry=r,
+        )
+        self.stream_dead_lettered = Counter(
+            "grainery_stream_events_dead_lettered", "Stream events skipped for a subscriber "
+            "after its hook failed every attempt (recorded in the dead letters)",
+            ["namespace"], registry=r,
+        )
+        self.stream_delivery_lag = Histogram(
+            "grainery_stream_delivery_lag_seconds", "From publish (the store's clock) to the "
+            "subscriber's hook returning", ["namespace"], buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.stream_client_subscriptions = Gauge(
+            "grainery_stream_client_subscriptions", "Streams/Subscribe calls open on this silo",
+            registry=r,
+        )
+        self.stream_partitions = Gauge(
+            "grainery_stream_partitions", "Stream partitions this silo pumps (leases held)",
+            registry=r,
+        )
 
     def count_tasks(self, loop: asyncio.AbstractEventLoop) -> None:
         """Report ``loop``'s live asyncio tasks as ``grainery_tasks``: under steady load the

@@ -55,6 +55,9 @@ from grainery.silo.storage.embedded import EmbeddedStore, running_store_url
 from grainery.silo.storage.keys import KeySpace
 from grainery.silo.storage.pool import StorePool
 from grainery.silo.storage.redis_state import RedisGrainStorage
+from grainery.silo.streams.grain_api import register_service, unregister_service
+from grainery.silo.streams.service import StreamService, StreamSettings
+from grainery.silo.streams.servicer import StreamsServicer
 from grainery.silo.system_calls import SystemCalls
 from grainery.silo.tracing import SiloTracing, check_available
 from grainery.silo.tracing import configure as configure_tracing
@@ -128,6 +131,8 @@ class Silo:
         self.watchdog.start()
         await self.membership.start()
         self._on_membership_change(self.membership.snapshot)
+        register_service(self.silo_id, self.streams)
+        self.streams.start()
         self._spawn(self.catalog.run_idle_collector(self._idle_interval()))
         sweeper = DirectorySweeper(self.directory, self.membership, 5 * config.heartbeat_interval)
         self._spawn(sweeper.run())
@@ -209,6 +214,18 @@ class Silo:
         self.membership.on_change(self.reminder_service.membership_changed)
         self.membership.on_fenced(self.reminder_service.membership_changed)
         self.membership.on_rejoined(self.reminder_service.membership_changed)
+        # Streams (silo/streams/): the pump follows the ring's partitions.
+        self.streams = StreamService(
+            self.redis, config.cluster,
+            [(name, self.registry.get(name).cls) for name in self.registry.names()],
+            self.membership, self.system_calls.call, self.metrics,
+            StreamSettings(config.stream_maxlen, config.stream_max_age, config.stream_attempts,
+                           config.lease_duration),
+        )
+        self.streams_servicer = StreamsServicer(self.streams)
+        for follow in (self.membership.on_change, self.membership.on_fenced,
+                       self.membership.on_rejoined):
+            follow(self.streams.partitions_changed)
         self.health = health.aio.HealthServicer()
         self.management = ManagementServicer(
             self.catalog, self.dispatcher, self.membership,
@@ -220,7 +237,7 @@ class Silo:
         add_services(
             self.server, config, GatewayServicer(self.dispatcher, lambda: self.system_key),
             DirectoryServicer(self.registry, self.directory, self.membership),
-            self.management, self.health,
+            self.management, self.health, self.streams_servicer,
         )
         self.membership.on_change(self._on_membership_change)
         self.membership.on_fenced(self.catalog.abandon_all)
@@ -297,6 +314,8 @@ class Silo:
         self.reminder_service.pause()  # claim nothing more; ticks in flight finish below
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.membership.set_leaving()
+        await self.streams.stop()  # hands its partitions' leases over at once
+        self.streams_servicer.closing()  # client subscriptions move to other silos
         self.catalog.accepting = False
         await self._drain_calls(deadline)
         log.info("calls drained; deactivating %d grains", len(self.catalog))
@@ -339,6 +358,10 @@ class Silo:
         if hasattr(self, "reminder_service"):
             await self.reminder_service.stop(0.0)  # idempotent; after a failed start too
         self.watchdog.stop()
+        if hasattr(self, "streams"):
+            unregister_service(self.silo_id, self.streams)
+            await self.streams.stop()
+            await self.streams_servicer.close()
         self.blocking.close()
         for task in list(self._tasks):
             task.cancel()

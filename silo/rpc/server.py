@@ -18,7 +18,7 @@ MAX_METADATA_BYTES = 128 * 1024
 
 GRAINERY_SERVICES = tuple(
     pb.DESCRIPTOR.services_by_name[name].full_name
-    for name in ("Gateway", "Directory", "Management")
+    for name in ("Gateway", "Directory", "Management", "Streams")
 )
 
 
@@ -67,10 +67,13 @@ def add_services(
     directory: DirectoryServicer,
     management: ManagementServicer,
     health_servicer: health.aio.HealthServicer,
+    streams: pb_grpc.StreamsServicer | None = None,
 ) -> None:
     pb_grpc.add_GatewayServicer_to_server(gateway, server)
     pb_grpc.add_DirectoryServicer_to_server(directory, server)
     pb_grpc.add_ManagementServicer_to_server(management, server)
+    if streams is not None:
+        pb_grpc.add_StreamsServicer_to_server(streams, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if config.reflection.lower() not in ("off", "false", "0", "no"):
         names = (*GRAINERY_SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,

@@ -310,6 +310,54 @@ class RunResponse(_message.Message):
     status_json: str
     def __init__(self, status_json: _Optional[str] = ...) -> None: ...
 
+class PublishRequest(_message.Message):
+    __slots__ = ("namespace", "key", "event_json")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    EVENT_JSON_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    key: str
+    event_json: str
+    def __init__(self, namespace: _Optional[str] = ..., key: _Optional[str] = ..., event_json: _Optional[str] = ...) -> None: ...
+
+class PublishResponse(_message.Message):
+    __slots__ = ("token",)
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    token: str
+    def __init__(self, token: _Optional[str] = ...) -> None: ...
+
+class SubscribeRequest(_message.Message):
+    __slots__ = ("namespace", "key", "from_token", "announce_start")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    FROM_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    ANNOUNCE_START_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    key: str
+    from_token: str
+    announce_start: bool
+    def __init__(self, namespace: _Optional[str] = ..., key: _Optional[str] = ..., from_token: _Optional[str] = ..., announce_start: bool = ...) -> None: ...
+
+class StreamEvent(_message.Message):
+    __slots__ = ("token", "event_json")
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    EVENT_JSON_FIELD_NUMBER: _ClassVar[int]
+    token: str
+    event_json: str
+    def __init__(self, token: _Optional[str] = ..., event_json: _Optional[str] = ...) -> None: ...
+
+class PublishBatchRequest(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[PublishRequest]
+    def __init__(self, events: _Optional[_Iterable[_Union[PublishRequest, _Mapping]]] = ...) -> None: ...
+
+class PublishBatchResponse(_message.Message):
+    __slots__ = ("tokens",)
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    tokens: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, tokens: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class SiloReportRequest(_message.Message):
     __slots__ = ("history_seconds", "top")
     HISTORY_SECONDS_FIELD_NUMBER: _ClassVar[int]

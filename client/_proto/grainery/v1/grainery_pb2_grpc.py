@@ -736,3 +736,185 @@ class Management(object):
             timeout,
             metadata,
             _registered_method=True)
+
+
+class StreamsStub(object):
+    """----- Streams (issue 12) ------------------------------------------------------------------
+    A stream is (namespace, key): an ordered, durable, bounded log of JSON events in the store.
+    Every event gets a token (the store's stream entry id, "<ms>-<seq>"), increasing per stream.
+    Delivery to subscribing grains is at-least-once and in order per subscription; a client
+    follows a stream with Subscribe and resumes after a disconnect from the last token it saw.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Publish = channel.unary_unary(
+                '/grainery.v1.Streams/Publish',
+                request_serializer=grainery_dot_v1_dot_grainery__pb2.PublishRequest.SerializeToString,
+                response_deserializer=grainery_dot_v1_dot_grainery__pb2.PublishResponse.FromString,
+                _registered_method=True)
+        self.Subscribe = channel.unary_stream(
+                '/grainery.v1.Streams/Subscribe',
+                request_serializer=grainery_dot_v1_dot_grainery__pb2.SubscribeRequest.SerializeToString,
+                response_deserializer=grainery_dot_v1_dot_grainery__pb2.StreamEvent.FromString,
+                _registered_method=True)
+        self.PublishBatch = channel.unary_unary(
+                '/grainery.v1.Streams/PublishBatch',
+                request_serializer=grainery_dot_v1_dot_grainery__pb2.PublishBatchRequest.SerializeToString,
+                response_deserializer=grainery_dot_v1_dot_grainery__pb2.PublishBatchResponse.FromString,
+                _registered_method=True)
+
+
+class StreamsServicer(object):
+    """----- Streams (issue 12) ------------------------------------------------------------------
+    A stream is (namespace, key): an ordered, durable, bounded log of JSON events in the store.
+    Every event gets a token (the store's stream entry id, "<ms>-<seq>"), increasing per stream.
+    Delivery to subscribing grains is at-least-once and in order per subscription; a client
+    follows a stream with Subscribe and resumes after a disconnect from the last token it saw.
+    """
+
+    def Publish(self, request, context):
+        """Appends one event; answers with its token. INVALID_ARGUMENT for a namespace or key that
+        is empty or too long, an event that is not valid JSON or is larger than the bound.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Subscribe(self, request, context):
+        """The stream's events after `from_token`, then each new one as it is published, until the
+        caller cancels. Empty `from_token`: only events published from now on; "0": from the
+        oldest event still retained. A token older than the retention resumes at the oldest
+        retained event.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PublishBatch(self, request, context):
+        """Several events (of any streams) in one call, appended in the order given; the tokens come
+        back in the same order. Every event is checked first: one bad event refuses the whole
+        batch (INVALID_ARGUMENT naming its index) and nothing is appended. At most 1,000 events.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_StreamsServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Publish': grpc.unary_unary_rpc_method_handler(
+                    servicer.Publish,
+                    request_deserializer=grainery_dot_v1_dot_grainery__pb2.PublishRequest.FromString,
+                    response_serializer=grainery_dot_v1_dot_grainery__pb2.PublishResponse.SerializeToString,
+            ),
+            'Subscribe': grpc.unary_stream_rpc_method_handler(
+                    servicer.Subscribe,
+                    request_deserializer=grainery_dot_v1_dot_grainery__pb2.SubscribeRequest.FromString,
+                    response_serializer=grainery_dot_v1_dot_grainery__pb2.StreamEvent.SerializeToString,
+            ),
+            'PublishBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.PublishBatch,
+                    request_deserializer=grainery_dot_v1_dot_grainery__pb2.PublishBatchRequest.FromString,
+                    response_serializer=grainery_dot_v1_dot_grainery__pb2.PublishBatchResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'grainery.v1.Streams', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('grainery.v1.Streams', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Streams(object):
+    """----- Streams (issue 12) ------------------------------------------------------------------
+    A stream is (namespace, key): an ordered, durable, bounded log of JSON events in the store.
+    Every event gets a token (the store's stream entry id, "<ms>-<seq>"), increasing per stream.
+    Delivery to subscribing grains is at-least-once and in order per subscription; a client
+    follows a stream with Subscribe and resumes after a disconnect from the last token it saw.
+    """
+
+    @staticmethod
+    def Publish(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/grainery.v1.Streams/Publish',
+            grainery_dot_v1_dot_grainery__pb2.PublishRequest.SerializeToString,
+            grainery_dot_v1_dot_grainery__pb2.PublishResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Subscribe(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/grainery.v1.Streams/Subscribe',
+            grainery_dot_v1_dot_grainery__pb2.SubscribeRequest.SerializeToString,
+            grainery_dot_v1_dot_grainery__pb2.StreamEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PublishBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/grainery.v1.Streams/PublishBatch',
+            grainery_dot_v1_dot_grainery__pb2.PublishBatchRequest.SerializeToString,
+            grainery_dot_v1_dot_grainery__pb2.PublishBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

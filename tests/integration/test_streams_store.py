@@ -1,0 +1,84 @@
+"""The store scripts behind streams, against a real Redis-protocol server (issue 12): a
+partition's lease, the fenced position write (a pump that lost the lease cannot move a
+position), subscriptions starting at the stream's end."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from grainery.silo.streams.names import StreamId, StreamKeys, subscriber_field
+from grainery.silo.streams.retention import trim_by_age
+from grainery.silo.streams.store import StreamStore
+from grainery.silo.testing import TestStore
+
+
+@pytest.fixture
+async def store(store: TestStore) -> AsyncIterator[StreamStore]:
+    connection = aioredis.Redis.from_url(store.url)
+    yield StreamStore(connection, StreamKeys(f"test-{uuid.uuid4().hex[:8]}"), maxlen=1000)
+    await connection.aclose()
+
+
+async def test_a_superseded_pump_cannot_move_a_position(store: StreamStore) -> None:
+    stream = StreamId("orders", "k")
+    partition = store.keys.partition(stream)
+    field = subscriber_field("Watcher", "k")
+    tokens = [await store.publish(stream, str(n)) for n in range(3)]
+    assert await store.hold_lease(partition, "silo-a:1", 5000)
+    assert not await store.hold_lease(partition, "silo-b:1", 5000)  # a's, until released
+    assert await store.advance(stream, field, tokens[0], "silo-a:1", explicit=False) == 1
+    # silo-b believes it owns the partition (its view of the ring changed first): refused.
+    assert await store.advance(stream, field, tokens[2], "silo-b:1", explicit=False) == -1
+    assert await store.positions(stream) == {field: tokens[0]}
+    await store.release_lease(partition, "silo-b:1")  # not its lease: nothing happens
+    assert not await store.hold_lease(partition, "silo-b:1", 5000)
+    await store.release_lease(partition, "silo-a:1")
+    assert await store.hold_lease(partition, "silo-b:1", 5000)
+    assert await store.advance(stream, field, tokens[1], "silo-a:1", explicit=False) == -1
+    assert await store.advance(stream, field, tokens[1], "silo-b:1", explicit=False) == 1
+    assert await store.positions(stream) == {field: tokens[1]}
+
+
+async def test_a_subscription_starts_at_the_end_and_ends_with_unsubscribe(
+    store: StreamStore,
+) -> None:
+    stream = StreamId("orders", "sub")
+    partition = store.keys.partition(stream)
+    field = subscriber_field("Follower", "f")
+    before = await store.publish(stream, '"before"')
+    assert await store.subscribe(stream, field)
+    assert not await store.subscribe(stream, field)
+    assert await store.positions(stream) == {field: before}
+    assert await store.explicit_subscribers(stream) == [field]
+    assert stream in await store.streams_of(partition)
+    assert await store.hold_lease(partition, "silo-a:1", 5000)
+    after = await store.publish(stream, '"after"')
+    assert await store.range_after(stream, before, 10) == [(after, '"after"')]
+    assert await store.unsubscribe(stream, field)
+    assert not await store.unsubscribe(stream, field)
+    # The pump that still delivered to it learns that it is gone: nothing is written.
+    assert await store.advance(stream, field, after, "silo-a:1", explicit=True) == 0
+    assert await store.positions(stream) == {}
+
+
+async def test_retention_bounds_a_stream_by_length_and_by_age(store: StreamStore) -> None:
+    """Trimming is approximate (whole internal nodes of about 100 entries): a stream keeps at
+    least the bound and not much more."""
+    store.maxlen = 50
+    stream = StreamId("logs", "long")
+    for n in range(500):
+        await store.publish(stream, str(n))
+    length = await store.redis.xlen(store.keys.events(stream))
+    assert 50 <= length <= 150, length
+    aged = StreamId("logs", "aged")
+    store.maxlen = 100_000
+    for n in range(300):
+        await store.publish(aged, str(n))
+    partition = store.keys.partition(aged)
+    removed = await trim_by_age(store, [partition], max_age=-1.0)  # everything is too old
+    assert removed >= 200
+    assert await store.redis.xlen(store.keys.events(aged)) == 300 - removed
