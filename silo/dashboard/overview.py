@@ -26,6 +26,9 @@ Fetch = Callable[[MemberInfo], Awaitable[pb.SiloReportResponse]]
 log = logging.getLogger("grainery.dashboard")
 REMINDER_SERIES = ("reminder_ticks_per_second", "reminder_failures_per_second",
                    "reminder_lag_p50_ms", "reminder_lag_p99_ms")
+STREAM_SERIES = ("stream_published_per_second", "stream_delivered_per_second",
+                 "stream_redelivered_per_second", "stream_dead_lettered_per_second",
+                 "stream_lag_p50_ms", "stream_lag_p99_ms")
 QUANTILES = {"p50_ms": 0.5, "p95_ms": 0.95, "p99_ms": 0.99}
 
 
@@ -75,7 +78,7 @@ async def gather(
             "ring_share": round(shares.get(member.silo_id, 0.0), 4)
             if member.state == ACTIVE else 0.0,
             "activations": None, "calls_in_flight": None, "tasks": None, "error": None,
-            "reminder_partitions": None,
+            "reminder_partitions": None, "stream_partitions": None,
         }
         if isinstance(report, str):
             row["error"] = report
@@ -86,6 +89,8 @@ async def gather(
                        calls_in_flight=int(report.stats.calls_in_flight),
                        tasks=int(report.stats.tasks),
                        reminder_partitions=int(report.points[-1].reminder_partitions)
+                       if report.points else None,
+                       stream_partitions=int(report.points[-1].stream_partitions)
                        if report.points else None)
             good[member.silo_id] = report
         rows.append(row)
@@ -108,11 +113,13 @@ def merge_series(reports: dict[str, pb.SiloReportResponse]) -> dict[str, Any]:
     points = {silo: {p.time: p for p in r.points} for silo, r in reports.items() if r.points}
     series: dict[str, Any] = {"time": [], "calls_per_second": [], "errors_per_second": [],
                               **{name: [] for name in QUANTILES}, "by_silo": {},
-                              **{name: [] for name in REMINDER_SERIES}}
+                              **{name: [] for name in REMINDER_SERIES},
+                              **{name: [] for name in STREAM_SERIES}}
     if not points:
         return series
     first = next(iter(reports.values()))
     bounds, late_bounds = first.latency_bounds, first.reminder_lateness_bounds
+    lag_bounds = first.stream_lag_bounds
     last = min(max(by_time) for by_time in points.values())
     times = sorted({t for by_time in points.values() for t in by_time if t <= last})
     for silo in points:
@@ -121,6 +128,8 @@ def merge_series(reports: dict[str, pb.SiloReportResponse]) -> dict[str, Any]:
         calls = errors = ticks = failed = 0.0
         buckets = [0] * (len(bounds) + 1)
         late = [0] * (len(late_bounds) + 1)
+        lag = [0] * (len(lag_bounds) + 1)
+        stream_rates = dict.fromkeys(STREAM_SERIES[:4], 0.0)
         for silo, by_time in points.items():
             point = by_time.get(second)
             if point is None:
@@ -136,11 +145,25 @@ def merge_series(reports: dict[str, pb.SiloReportResponse]) -> dict[str, Any]:
             failed += point.reminder_failures / point.interval
             for index, count in enumerate(point.reminder_lateness_buckets[: len(late)]):
                 late[index] += count
+            for name, events in zip(STREAM_SERIES[:4], (
+                point.stream_published, point.stream_delivered, point.stream_redelivered,
+                point.stream_dead_lettered,
+            ), strict=True):
+                stream_rates[name] += events / point.interval
+            for index, count in enumerate(point.stream_lag_buckets[: len(lag)]):
+                lag[index] += count
         series["time"].append(second)
         series["reminder_ticks_per_second"].append(round(ticks, 2))
         series["reminder_failures_per_second"].append(round(failed, 2))
-        for name, q in (("reminder_lag_p50_ms", 0.5), ("reminder_lag_p99_ms", 0.99)):
-            value = percentile(late_bounds, late, q)
+        for name, rate in stream_rates.items():
+            series[name].append(round(rate, 2))
+        for name, q, the_bounds, counts in (
+            ("reminder_lag_p50_ms", 0.5, late_bounds, late),
+            ("reminder_lag_p99_ms", 0.99, late_bounds, late),
+            ("stream_lag_p50_ms", 0.5, lag_bounds, lag),
+            ("stream_lag_p99_ms", 0.99, lag_bounds, lag),
+        ):
+            value = percentile(the_bounds, counts, q)
             series[name].append(None if value is None else round(value * 1000, 3))
         series["calls_per_second"].append(round(calls, 2))
         series["errors_per_second"].append(round(errors, 2))

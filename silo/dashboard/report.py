@@ -29,6 +29,10 @@ def point_to_proto(point: Point) -> pb.MetricsPoint:
         reminder_failures=point.reminder_failures,
         reminder_lateness_buckets=point.reminder_lateness_buckets,
         reminder_partitions=point.reminder_partitions,
+        stream_published=point.stream_published, stream_delivered=point.stream_delivered,
+        stream_redelivered=point.stream_redelivered,
+        stream_dead_lettered=point.stream_dead_lettered,
+        stream_lag_buckets=point.stream_lag_buckets, stream_partitions=point.stream_partitions,
     )
 
 
@@ -67,6 +71,7 @@ class SiloReporter:
             busiest=[_busy_to_proto(b) for b in busiest],
             slowest=[_busy_to_proto(b) for b in slowest],
             activity_window=window, reminder_lateness_bounds=self._sampler.lateness_bounds,
+            stream_lag_bounds=self._sampler.stream_lag_bounds,
         )
 
     def inspect(self, request: pb.InspectGrainRequest) -> pb.InspectGrainResponse:

@@ -5,10 +5,11 @@ The dashboard's charts need rates and percentiles *over time*; Prometheus keeps 
 totals, and a silo must not depend on a Prometheus server being there. So the silo samples
 its own registry (``grainery_calls_total`` by outcome, ``grainery_call_duration_seconds``
 buckets, summed over grain types and methods; the same for ``grainery_reminder_ticks_total``
-and ``grainery_reminder_lateness_seconds``, the reminders' lag) and keeps the differences in
-a ring buffer of ``HISTORY`` points. A sample reads the registry only (no grain, no store):
-one pass over the metric children, about a millisecond for two hundred (grain type, method)
-pairs (``python -m bench.dashboard_cost``).
+and ``grainery_reminder_lateness_seconds``, the reminders' lag; stream events published,
+delivered, redelivered and dead-lettered, and ``grainery_stream_delivery_lag_seconds``) and
+keeps the differences in a ring buffer of ``HISTORY`` points. A sample reads the registry
+only (no grain, no store): one pass over the metric children, about a millisecond for two
+hundred (grain type, method) pairs (``python -m bench.dashboard_cost``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from grainery.silo.dashboard.series import cumulative_to_buckets, deltas
 from grainery.silo.metrics import SiloMetrics
@@ -31,7 +32,8 @@ INTERVAL = 1.0  # seconds between samples
 
 @dataclass(frozen=True)
 class Point:
-    """One interval of this silo's calls and reminder ticks (see MetricsPoint in the proto)."""
+    """One interval of this silo's calls, reminder ticks and stream deliveries (see
+    MetricsPoint in the proto)."""
 
     time: int
     interval: float
@@ -44,6 +46,12 @@ class Point:
     reminder_failures: int = 0
     reminder_lateness_buckets: tuple[int, ...] = ()
     reminder_partitions: int = 0
+    stream_published: int = 0
+    stream_delivered: int = 0
+    stream_redelivered: int = 0
+    stream_dead_lettered: int = 0
+    stream_lag_buckets: tuple[int, ...] = ()
+    stream_partitions: int = 0
 
 
 @dataclass
@@ -96,6 +104,24 @@ def _collect(counter: Counter, histogram: Histogram, bounds: tuple[float, ...]) 
     return totals
 
 
+def _sum(counter: Counter) -> float:
+    """A counter's total over its labels (fast read, or ``collect()``)."""
+    try:
+        children: dict[Any, Any] = counter._metrics.copy()
+        return float(sum(child._value.get() for child in children.values()))
+    except AttributeError:
+        return sum(sample.value for metric in counter.collect() for sample in metric.samples
+                   if sample.name.endswith("_total"))
+
+
+def _gauge(gauge: Gauge) -> int:
+    try:
+        return int(gauge._value.get())
+    except AttributeError:
+        samples = next(iter(gauge.collect())).samples
+        return int(samples[0].value) if samples else 0
+
+
 def _bounds(histogram: Histogram) -> tuple[float, ...]:
     """A histogram's bucket bounds without +Inf."""
     return tuple(float(b) for b in histogram._upper_bounds[:-1])
@@ -112,7 +138,9 @@ class MetricsSampler:
         self.points: deque[Point] = deque(maxlen=history)
         self.bounds: tuple[float, ...] = _bounds(metrics.call_duration)
         self.lateness_bounds: tuple[float, ...] = _bounds(metrics.reminder_lateness)
+        self.stream_lag_bounds: tuple[float, ...] = _bounds(metrics.stream_delivery_lag)
         self._last = self._totals()
+        self._last_streams = self._stream_totals()
         self._last_at = time.monotonic()
 
     def _pair(self, counter: Counter, histogram: Histogram,
@@ -128,18 +156,23 @@ class MetricsSampler:
                 self._pair(metrics.reminder_ticks, metrics.reminder_lateness,
                            self.lateness_bounds))
 
-    def _partitions(self) -> int:
-        try:
-            return int(self._metrics.reminder_partitions._value.get())
-        except AttributeError:
-            samples = next(iter(self._metrics.reminder_partitions.collect())).samples
-            return int(samples[0].value) if samples else 0
+    def _stream_totals(self) -> tuple[float, float, float, _Totals]:
+        """Published, redelivered and dead-lettered events; delivered ones (``count``) with
+        their publish-to-delivery lag buckets."""
+        metrics = self._metrics
+        delivered = self._pair(metrics.stream_delivered, metrics.stream_delivery_lag,
+                               self.stream_lag_bounds)
+        return (_sum(metrics.stream_published), _sum(metrics.stream_redelivered),
+                _sum(metrics.stream_dead_lettered), delivered)
 
     def sample(self) -> Point:
         """Take one sample now and keep it (the loop calls this every INTERVAL)."""
         calls, ticks = totals = self._totals()
+        published, redelivered, dead, delivered = streams = self._stream_totals()
         now = time.monotonic()
         (last_calls, last_ticks), self._last = self._last, totals
+        (last_published, last_redelivered, last_dead, last_delivered), self._last_streams = (
+            self._last_streams, streams)
         interval, self._last_at = max(now - self._last_at, 1e-6), now
         point = Point(
             time=int(time.time()), interval=interval,
@@ -150,7 +183,13 @@ class MetricsSampler:
             reminder_ticks=max(0, int(ticks.count - last_ticks.count)),
             reminder_failures=max(0, int(ticks.failed - last_ticks.failed)),
             reminder_lateness_buckets=tuple(deltas(last_ticks.buckets, ticks.buckets)),
-            reminder_partitions=self._partitions(),
+            reminder_partitions=_gauge(self._metrics.reminder_partitions),
+            stream_published=max(0, int(published - last_published)),
+            stream_delivered=max(0, int(delivered.count - last_delivered.count)),
+            stream_redelivered=max(0, int(redelivered - last_redelivered)),
+            stream_dead_lettered=max(0, int(dead - last_dead)),
+            stream_lag_buckets=tuple(deltas(last_delivered.buckets, delivered.buckets)),
+            stream_partitions=_gauge(self._metrics.stream_partitions),
         )
         self.points.append(point)
         return point

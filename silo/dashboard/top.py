@@ -91,6 +91,11 @@ def render(view: dict[str, Any]) -> str:
         f"not ok/s {(_last(series['reminder_failures_per_second']) or 0):.1f}   "
         f"lag p50 {_ms(_last(series['reminder_lag_p50_ms']))}  "
         f"p99 {_ms(_last(series['reminder_lag_p99_ms']))}",
+        f"stream events/s published {(_last(series['stream_published_per_second']) or 0):.1f}"
+        f"  delivered {(_last(series['stream_delivered_per_second']) or 0):.1f}"
+        f"  dead-lettered {(_last(series['stream_dead_lettered_per_second']) or 0):.1f}   "
+        f"lag p50 {_ms(_last(series['stream_lag_p50_ms']))}  "
+        f"p99 {_ms(_last(series['stream_lag_p99_ms']))}",
         f"calls/s, last {len(series['time'][-HISTORY:])} s: "
         f"{sparkline(series['calls_per_second'])}",
         "",

@@ -3,7 +3,9 @@ a lookup sees a state size), and calls that fail (so the error rate moves)."""
 
 from __future__ import annotations
 
-from grainery import ReminderTick, durable, stateless_worker
+from typing import Any
+
+from grainery import ReminderTick, durable, implicit_subscription, stateless_worker
 from grainery.silo import Grain
 
 
@@ -45,3 +47,12 @@ class Planner(Grain):
 
     async def _double(self, i: int) -> int:
         return i * 2
+
+
+@implicit_subscription("beats")
+class Listener(Grain):
+    """Gets every event of the "beats" streams of its key: the stream charts move."""
+
+    async def on_stream_event(self, namespace: str, key: str, event: Any, token: str) -> None:
+        self.state["seen"] = self.state.get("seen", 0) + 1
+        await self.write_state()

@@ -63,6 +63,10 @@ class Load:
                         self.calls += 1
                     except Exception:  # noqa: BLE001 - a killed silo's grains move: go on
                         pass
+                try:  # an event on a stream a grain listens to
+                    client.get_stream("beats", f"l{self.calls % 2}").publish({"n": self.calls})
+                except Exception:  # noqa: BLE001 - as above
+                    pass
                 try:  # now and then, a failing call (its grains on more than one silo)
                     client.get_grain("Meter", f"failing-{self.calls % 3}").fail()
                 except Exception:  # noqa: BLE001 - failing is the point
@@ -189,6 +193,7 @@ def test_grainery_top_once_shows_every_member(cluster: TestCluster) -> None:
         view = json.loads(done.stdout)
         assert {m["state"] for m in view["members"]} == {"active"}
         assert max(view["series"]["calls_per_second"] or [0]) > 0, view["series"]
+        assert max(view["series"]["stream_delivered_per_second"] or [0]) > 0, view["series"]
         return True
 
     eventually_sync(as_json, 30, "grainery top --json showing the call rate")
@@ -287,7 +292,9 @@ def test_the_dashboard_in_a_browser(cluster: TestCluster, tmp_path: Path) -> Non
             eventually_sync(lambda: points() > before, 10, "the calls chart growing")
             # A few more seconds of history, for a screenshot worth showing in the README.
             eventually_sync(lambda: points() >= 8, 15, "eight seconds of history on the chart")
-            for chart, what in (("calls", "a call rate"), ("reminders", "reminder ticks")):
+            for chart, what in (("calls", "a call rate"), ("reminders", "reminder ticks"),
+                                ("streams", "stream events published"),
+                                ("stream-lag", "a stream delivery lag")):
                 eventually_sync(
                     lambda chart=chart: float(
                         page.get_attribute(f"#chart-{chart}", "data-last") or 0) > 0,

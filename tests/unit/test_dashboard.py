@@ -84,6 +84,25 @@ def test_the_sampler_follows_reminder_ticks_and_their_lag() -> None:
     assert sampler.sample().reminder_ticks == 0
 
 
+def test_the_sampler_follows_stream_events_and_their_delivery_lag() -> None:
+    metrics = SiloMetrics()
+    sampler = MetricsSampler(metrics, lambda: 0, lambda: 0)
+    metrics.stream_published.labels("a").inc(5)
+    metrics.stream_published.labels("b").inc(2)
+    for lag in (0.004, 0.004, 0.2):
+        metrics.stream_delivered.labels("a").inc()
+        metrics.stream_delivery_lag.labels("a").observe(lag)
+    metrics.stream_redelivered.labels("a").inc(2)
+    metrics.stream_dead_lettered.labels("b").inc()
+    metrics.stream_partitions.set(3)
+    point = sampler.sample()
+    assert (point.stream_published, point.stream_delivered, point.stream_redelivered,
+            point.stream_dead_lettered, point.stream_partitions) == (7, 3, 2, 1, 3)
+    p50 = percentile(sampler.stream_lag_bounds, list(point.stream_lag_buckets), 0.5)
+    assert p50 is not None and 0.0025 < p50 <= 0.005
+    assert sampler.sample().stream_published == 0
+
+
 def test_activity_counts_the_current_and_previous_window_only() -> None:
     activity = GrainActivity()
     start = 100 * WINDOW

@@ -62,6 +62,7 @@ function renderMembers(members, bySilo) {
     el("td", { class: "num" }, num(m.calls_in_flight)),
     el("td", { class: "num" }, num(m.tasks)),
     el("td", { class: "num" }, num(m.reminder_partitions)),
+    el("td", { class: "num" }, num(m.stream_partitions)),
     el("td", { class: "error" }, m.error || "")));
   fill(document.querySelector("#members tbody"), rows);
 }
@@ -121,6 +122,10 @@ function renderCharts(series) {
     "not ok": series.reminder_failures_per_second }, times);
   drawChart("chart-reminder-lag", { p50: series.reminder_lag_p50_ms, p99: series.reminder_lag_p99_ms },
     times);
+  drawChart("chart-streams", { published: series.stream_published_per_second,
+    delivered: series.stream_delivered_per_second, redelivered: series.stream_redelivered_per_second,
+    "dead-lettered": series.stream_dead_lettered_per_second }, times);
+  drawChart("chart-stream-lag", { p50: series.stream_lag_p50_ms, p99: series.stream_lag_p99_ms }, times);
 }
 
 function render(view) {

@@ -367,7 +367,7 @@ class SiloReportRequest(_message.Message):
     def __init__(self, history_seconds: _Optional[int] = ..., top: _Optional[int] = ...) -> None: ...
 
 class MetricsPoint(_message.Message):
-    __slots__ = ("time", "interval", "calls", "errors", "latency_buckets", "calls_in_flight", "activations", "reminder_ticks", "reminder_failures", "reminder_lateness_buckets", "reminder_partitions")
+    __slots__ = ("time", "interval", "calls", "errors", "latency_buckets", "calls_in_flight", "activations", "reminder_ticks", "reminder_failures", "reminder_lateness_buckets", "reminder_partitions", "stream_published", "stream_delivered", "stream_redelivered", "stream_dead_lettered", "stream_lag_buckets", "stream_partitions")
     TIME_FIELD_NUMBER: _ClassVar[int]
     INTERVAL_FIELD_NUMBER: _ClassVar[int]
     CALLS_FIELD_NUMBER: _ClassVar[int]
@@ -379,6 +379,12 @@ class MetricsPoint(_message.Message):
     REMINDER_FAILURES_FIELD_NUMBER: _ClassVar[int]
     REMINDER_LATENESS_BUCKETS_FIELD_NUMBER: _ClassVar[int]
     REMINDER_PARTITIONS_FIELD_NUMBER: _ClassVar[int]
+    STREAM_PUBLISHED_FIELD_NUMBER: _ClassVar[int]
+    STREAM_DELIVERED_FIELD_NUMBER: _ClassVar[int]
+    STREAM_REDELIVERED_FIELD_NUMBER: _ClassVar[int]
+    STREAM_DEAD_LETTERED_FIELD_NUMBER: _ClassVar[int]
+    STREAM_LAG_BUCKETS_FIELD_NUMBER: _ClassVar[int]
+    STREAM_PARTITIONS_FIELD_NUMBER: _ClassVar[int]
     time: int
     interval: float
     calls: int
@@ -390,7 +396,13 @@ class MetricsPoint(_message.Message):
     reminder_failures: int
     reminder_lateness_buckets: _containers.RepeatedScalarFieldContainer[int]
     reminder_partitions: int
-    def __init__(self, time: _Optional[int] = ..., interval: _Optional[float] = ..., calls: _Optional[int] = ..., errors: _Optional[int] = ..., latency_buckets: _Optional[_Iterable[int]] = ..., calls_in_flight: _Optional[int] = ..., activations: _Optional[int] = ..., reminder_ticks: _Optional[int] = ..., reminder_failures: _Optional[int] = ..., reminder_lateness_buckets: _Optional[_Iterable[int]] = ..., reminder_partitions: _Optional[int] = ...) -> None: ...
+    stream_published: int
+    stream_delivered: int
+    stream_redelivered: int
+    stream_dead_lettered: int
+    stream_lag_buckets: _containers.RepeatedScalarFieldContainer[int]
+    stream_partitions: int
+    def __init__(self, time: _Optional[int] = ..., interval: _Optional[float] = ..., calls: _Optional[int] = ..., errors: _Optional[int] = ..., latency_buckets: _Optional[_Iterable[int]] = ..., calls_in_flight: _Optional[int] = ..., activations: _Optional[int] = ..., reminder_ticks: _Optional[int] = ..., reminder_failures: _Optional[int] = ..., reminder_lateness_buckets: _Optional[_Iterable[int]] = ..., reminder_partitions: _Optional[int] = ..., stream_published: _Optional[int] = ..., stream_delivered: _Optional[int] = ..., stream_redelivered: _Optional[int] = ..., stream_dead_lettered: _Optional[int] = ..., stream_lag_buckets: _Optional[_Iterable[int]] = ..., stream_partitions: _Optional[int] = ...) -> None: ...
 
 class GrainActivity(_message.Message):
     __slots__ = ("grain_type", "grain_key", "calls", "total_seconds", "slowest_seconds")
@@ -407,7 +419,7 @@ class GrainActivity(_message.Message):
     def __init__(self, grain_type: _Optional[str] = ..., grain_key: _Optional[str] = ..., calls: _Optional[int] = ..., total_seconds: _Optional[float] = ..., slowest_seconds: _Optional[float] = ...) -> None: ...
 
 class SiloReportResponse(_message.Message):
-    __slots__ = ("stats", "latency_bounds", "points", "busiest", "slowest", "activity_window", "reminder_lateness_bounds")
+    __slots__ = ("stats", "latency_bounds", "points", "busiest", "slowest", "activity_window", "reminder_lateness_bounds", "stream_lag_bounds")
     STATS_FIELD_NUMBER: _ClassVar[int]
     LATENCY_BOUNDS_FIELD_NUMBER: _ClassVar[int]
     POINTS_FIELD_NUMBER: _ClassVar[int]
@@ -415,6 +427,7 @@ class SiloReportResponse(_message.Message):
     SLOWEST_FIELD_NUMBER: _ClassVar[int]
     ACTIVITY_WINDOW_FIELD_NUMBER: _ClassVar[int]
     REMINDER_LATENESS_BOUNDS_FIELD_NUMBER: _ClassVar[int]
+    STREAM_LAG_BOUNDS_FIELD_NUMBER: _ClassVar[int]
     stats: SiloStatsResponse
     latency_bounds: _containers.RepeatedScalarFieldContainer[float]
     points: _containers.RepeatedCompositeFieldContainer[MetricsPoint]
@@ -422,7 +435,8 @@ class SiloReportResponse(_message.Message):
     slowest: _containers.RepeatedCompositeFieldContainer[GrainActivity]
     activity_window: float
     reminder_lateness_bounds: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, stats: _Optional[_Union[SiloStatsResponse, _Mapping]] = ..., latency_bounds: _Optional[_Iterable[float]] = ..., points: _Optional[_Iterable[_Union[MetricsPoint, _Mapping]]] = ..., busiest: _Optional[_Iterable[_Union[GrainActivity, _Mapping]]] = ..., slowest: _Optional[_Iterable[_Union[GrainActivity, _Mapping]]] = ..., activity_window: _Optional[float] = ..., reminder_lateness_bounds: _Optional[_Iterable[float]] = ...) -> None: ...
+    stream_lag_bounds: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, stats: _Optional[_Union[SiloStatsResponse, _Mapping]] = ..., latency_bounds: _Optional[_Iterable[float]] = ..., points: _Optional[_Iterable[_Union[MetricsPoint, _Mapping]]] = ..., busiest: _Optional[_Iterable[_Union[GrainActivity, _Mapping]]] = ..., slowest: _Optional[_Iterable[_Union[GrainActivity, _Mapping]]] = ..., activity_window: _Optional[float] = ..., reminder_lateness_bounds: _Optional[_Iterable[float]] = ..., stream_lag_bounds: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class InspectGrainRequest(_message.Message):
     __slots__ = ("grain_type", "grain_key")
