@@ -114,7 +114,7 @@ def merge_series(reports: dict[str, pb.SiloReportResponse]) -> dict[str, Any]:
     series: dict[str, Any] = {"time": [], "calls_per_second": [], "errors_per_second": [],
                               **{name: [] for name in QUANTILES}, "by_silo": {},
                               **{name: [] for name in REMINDER_SERIES},
-                              **{name: [] for name in STREAM_SERIES}}
+                              **{name: [] for name in STREAM_SERIES}, "events": {}}
     if not points:
         return series
     first = next(iter(reports.values()))
@@ -124,12 +124,17 @@ def merge_series(reports: dict[str, pb.SiloReportResponse]) -> dict[str, Any]:
     times = sorted({t for by_time in points.values() for t in by_time if t <= last})
     for silo in points:
         series["by_silo"][silo] = []
+    names = sorted({name for by_time in points.values() for point in by_time.values()
+                    for name in point.events})
+    events: dict[str, list[float]] = {name: [] for name in names}
+    series["events"] = events
     for second in times:
         calls = errors = ticks = failed = 0.0
         buckets = [0] * (len(bounds) + 1)
         late = [0] * (len(late_bounds) + 1)
         lag = [0] * (len(lag_bounds) + 1)
         stream_rates = dict.fromkeys(STREAM_SERIES[:4], 0.0)
+        event_rates = dict.fromkeys(names, 0.0)
         for silo, by_time in points.items():
             point = by_time.get(second)
             if point is None:
@@ -145,18 +150,22 @@ def merge_series(reports: dict[str, pb.SiloReportResponse]) -> dict[str, Any]:
             failed += point.reminder_failures / point.interval
             for index, count in enumerate(point.reminder_lateness_buckets[: len(late)]):
                 late[index] += count
-            for name, events in zip(STREAM_SERIES[:4], (
+            for name, number in zip(STREAM_SERIES[:4], (
                 point.stream_published, point.stream_delivered, point.stream_redelivered,
                 point.stream_dead_lettered,
             ), strict=True):
-                stream_rates[name] += events / point.interval
+                stream_rates[name] += number / point.interval
             for index, count in enumerate(point.stream_lag_buckets[: len(lag)]):
                 lag[index] += count
+            for name, count in point.events.items():
+                event_rates[name] += count / point.interval
         series["time"].append(second)
         series["reminder_ticks_per_second"].append(round(ticks, 2))
         series["reminder_failures_per_second"].append(round(failed, 2))
         for name, rate in stream_rates.items():
             series[name].append(round(rate, 2))
+        for name, rate in event_rates.items():
+            events[name].append(round(rate, 2))
         for name, q, the_bounds, counts in (
             ("reminder_lag_p50_ms", 0.5, late_bounds, late),
             ("reminder_lag_p99_ms", 0.99, late_bounds, late),

@@ -33,6 +33,7 @@ def point_to_proto(point: Point) -> pb.MetricsPoint:
         stream_redelivered=point.stream_redelivered,
         stream_dead_lettered=point.stream_dead_lettered,
         stream_lag_buckets=point.stream_lag_buckets, stream_partitions=point.stream_partitions,
+        events=point.events,
     )
 
 

@@ -6,10 +6,11 @@ totals, and a silo must not depend on a Prometheus server being there. So the si
 its own registry (``grainery_calls_total`` by outcome, ``grainery_call_duration_seconds``
 buckets, summed over grain types and methods; the same for ``grainery_reminder_ticks_total``
 and ``grainery_reminder_lateness_seconds``, the reminders' lag; stream events published,
-delivered, redelivered and dead-lettered, and ``grainery_stream_delivery_lag_seconds``) and
-keeps the differences in a ring buffer of ``HISTORY`` points. A sample reads the registry
-only (no grain, no store): one pass over the metric children, about a millisecond for two
-hundred (grain type, method) pairs (``python -m bench.dashboard_cost``).
+delivered, redelivered and dead-lettered, and ``grainery_stream_delivery_lag_seconds``;
+durable steps by outcome and runs by event) and keeps the differences in a ring buffer of
+``HISTORY`` points. A sample reads the registry only (no grain, no store): one pass over the
+metric children, about a millisecond for two hundred (grain type, method) pairs (``python -m
+bench.dashboard_cost``).
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ class Point:
     stream_dead_lettered: int = 0
     stream_lag_buckets: tuple[int, ...] = ()
     stream_partitions: int = 0
+    # Other events of the interval by "family.label" (durable steps by outcome, runs by event).
+    events: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -114,6 +117,20 @@ def _sum(counter: Counter) -> float:
                    if sample.name.endswith("_total"))
 
 
+def _by_last_label(counter: Counter, family: str, into: dict[str, float]) -> None:
+    """Add a counter's totals per value of its last label to ``into["family.value"]``."""
+    try:
+        children: dict[Any, Any] = counter._metrics.copy()
+        pairs = [(labels[-1], child._value.get()) for labels, child in children.items()]
+    except AttributeError:
+        pairs = [(list(sample.labels.values())[-1], sample.value)
+                 for metric in counter.collect() for sample in metric.samples
+                 if sample.name.endswith("_total")]
+    for label, value in pairs:
+        key = f"{family}.{label}"
+        into[key] = into.get(key, 0.0) + value
+
+
 def _gauge(gauge: Gauge) -> int:
     try:
         return int(gauge._value.get())
@@ -141,6 +158,7 @@ class MetricsSampler:
         self.stream_lag_bounds: tuple[float, ...] = _bounds(metrics.stream_delivery_lag)
         self._last = self._totals()
         self._last_streams = self._stream_totals()
+        self._last_events = self._event_totals()
         self._last_at = time.monotonic()
 
     def _pair(self, counter: Counter, histogram: Histogram,
@@ -156,6 +174,13 @@ class MetricsSampler:
                 self._pair(metrics.reminder_ticks, metrics.reminder_lateness,
                            self.lateness_bounds))
 
+    def _event_totals(self) -> dict[str, float]:
+        """Durable agents' steps by outcome and runs by event."""
+        totals: dict[str, float] = {}
+        _by_last_label(self._metrics.durable_steps, "durable_steps", totals)
+        _by_last_label(self._metrics.durable_runs, "durable_runs", totals)
+        return totals
+
     def _stream_totals(self) -> tuple[float, float, float, _Totals]:
         """Published, redelivered and dead-lettered events; delivered ones (``count``) with
         their publish-to-delivery lag buckets."""
@@ -169,6 +194,8 @@ class MetricsSampler:
         """Take one sample now and keep it (the loop calls this every INTERVAL)."""
         calls, ticks = totals = self._totals()
         published, redelivered, dead, delivered = streams = self._stream_totals()
+        events = self._event_totals()
+        last_events, self._last_events = self._last_events, events
         now = time.monotonic()
         (last_calls, last_ticks), self._last = self._last, totals
         (last_published, last_redelivered, last_dead, last_delivered), self._last_streams = (
@@ -190,6 +217,8 @@ class MetricsSampler:
             stream_dead_lettered=max(0, int(dead - last_dead)),
             stream_lag_buckets=tuple(deltas(last_delivered.buckets, delivered.buckets)),
             stream_partitions=_gauge(self._metrics.stream_partitions),
+            events={key: max(0, int(value - last_events.get(key, 0.0)))
+                    for key, value in events.items()},
         )
         self.points.append(point)
         return point

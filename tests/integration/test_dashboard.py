@@ -322,6 +322,11 @@ def test_the_dashboard_in_a_browser(cluster: TestCluster, tmp_path: Path) -> Non
             page.click("#lookup button")
             eventually_sync(lambda: page.locator("#lookup-journal tbody tr").count() == 4, 10,
                             "the agent's journal (run, two steps, end) under the lookup")
+            eventually_sync(
+                lambda: {"steps ok", "runs started", "runs completed"} <= set(
+                    (page.get_attribute("#chart-durable", "data-series") or "").split(",")),
+                10, "the durable agents' steps and runs on their chart",
+            )
             eventually_sync(lambda: page.locator("#busiest tbody tr").count() > 0, 10,
                             "the busiest grains listed")
             page.screenshot(path=str(shots / "dashboard.png"), full_page=True)

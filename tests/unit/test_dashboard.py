@@ -103,6 +103,21 @@ def test_the_sampler_follows_stream_events_and_their_delivery_lag() -> None:
     assert sampler.sample().stream_published == 0
 
 
+def test_the_sampler_counts_durable_steps_and_runs_by_label() -> None:
+    metrics = SiloMetrics()
+    sampler = MetricsSampler(metrics, lambda: 0, lambda: 0)
+    metrics.durable_steps.labels("A", "ok").inc(3)
+    metrics.durable_steps.labels("B", "ok").inc(1)
+    metrics.durable_steps.labels("A", "replayed").inc(2)
+    metrics.durable_runs.labels("A", "started").inc()
+    assert sampler.sample().events == {
+        "durable_steps.ok": 4, "durable_steps.replayed": 2, "durable_runs.started": 1}
+    metrics.durable_runs.labels("A", "completed").inc()
+    assert sampler.sample().events == {
+        "durable_steps.ok": 0, "durable_steps.replayed": 0, "durable_runs.started": 0,
+        "durable_runs.completed": 1}
+
+
 def test_activity_counts_the_current_and_previous_window_only() -> None:
     activity = GrainActivity()
     start = 100 * WINDOW

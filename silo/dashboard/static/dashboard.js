@@ -109,6 +109,7 @@ function drawChart(id, series, times) {
   }
   box.setAttribute("data-points", String(times.length));
   box.setAttribute("data-last", String(names.length ? series[names[0]][times.length - 1] : ""));
+  box.setAttribute("data-series", names.join(","));
 }
 
 function renderCharts(series) {
@@ -126,6 +127,12 @@ function renderCharts(series) {
     delivered: series.stream_delivered_per_second, redelivered: series.stream_redelivered_per_second,
     "dead-lettered": series.stream_dead_lettered_per_second }, times);
   drawChart("chart-stream-lag", { p50: series.stream_lag_p50_ms, p99: series.stream_lag_p99_ms }, times);
+  // "durable_steps.ok" -> "steps ok", "durable_runs.started" -> "runs started"
+  const durable = {};
+  for (const [name, values] of Object.entries(series.events || {})) {
+    if (name.startsWith("durable_")) durable[name.slice(8).replace(".", " ")] = values;
+  }
+  drawChart("chart-durable", durable, times);
 }
 
 function render(view) {

@@ -367,7 +367,14 @@ class SiloReportRequest(_message.Message):
     def __init__(self, history_seconds: _Optional[int] = ..., top: _Optional[int] = ...) -> None: ...
 
 class MetricsPoint(_message.Message):
-    __slots__ = ("time", "interval", "calls", "errors", "latency_buckets", "calls_in_flight", "activations", "reminder_ticks", "reminder_failures", "reminder_lateness_buckets", "reminder_partitions", "stream_published", "stream_delivered", "stream_redelivered", "stream_dead_lettered", "stream_lag_buckets", "stream_partitions")
+    __slots__ = ("time", "interval", "calls", "errors", "latency_buckets", "calls_in_flight", "activations", "reminder_ticks", "reminder_failures", "reminder_lateness_buckets", "reminder_partitions", "stream_published", "stream_delivered", "stream_redelivered", "stream_dead_lettered", "stream_lag_buckets", "stream_partitions", "events")
+    class EventsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     TIME_FIELD_NUMBER: _ClassVar[int]
     INTERVAL_FIELD_NUMBER: _ClassVar[int]
     CALLS_FIELD_NUMBER: _ClassVar[int]
@@ -385,6 +392,7 @@ class MetricsPoint(_message.Message):
     STREAM_DEAD_LETTERED_FIELD_NUMBER: _ClassVar[int]
     STREAM_LAG_BUCKETS_FIELD_NUMBER: _ClassVar[int]
     STREAM_PARTITIONS_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
     time: int
     interval: float
     calls: int
@@ -402,7 +410,8 @@ class MetricsPoint(_message.Message):
     stream_dead_lettered: int
     stream_lag_buckets: _containers.RepeatedScalarFieldContainer[int]
     stream_partitions: int
-    def __init__(self, time: _Optional[int] = ..., interval: _Optional[float] = ..., calls: _Optional[int] = ..., errors: _Optional[int] = ..., latency_buckets: _Optional[_Iterable[int]] = ..., calls_in_flight: _Optional[int] = ..., activations: _Optional[int] = ..., reminder_ticks: _Optional[int] = ..., reminder_failures: _Optional[int] = ..., reminder_lateness_buckets: _Optional[_Iterable[int]] = ..., reminder_partitions: _Optional[int] = ..., stream_published: _Optional[int] = ..., stream_delivered: _Optional[int] = ..., stream_redelivered: _Optional[int] = ..., stream_dead_lettered: _Optional[int] = ..., stream_lag_buckets: _Optional[_Iterable[int]] = ..., stream_partitions: _Optional[int] = ...) -> None: ...
+    events: _containers.ScalarMap[str, int]
+    def __init__(self, time: _Optional[int] = ..., interval: _Optional[float] = ..., calls: _Optional[int] = ..., errors: _Optional[int] = ..., latency_buckets: _Optional[_Iterable[int]] = ..., calls_in_flight: _Optional[int] = ..., activations: _Optional[int] = ..., reminder_ticks: _Optional[int] = ..., reminder_failures: _Optional[int] = ..., reminder_lateness_buckets: _Optional[_Iterable[int]] = ..., reminder_partitions: _Optional[int] = ..., stream_published: _Optional[int] = ..., stream_delivered: _Optional[int] = ..., stream_redelivered: _Optional[int] = ..., stream_dead_lettered: _Optional[int] = ..., stream_lag_buckets: _Optional[_Iterable[int]] = ..., stream_partitions: _Optional[int] = ..., events: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class GrainActivity(_message.Message):
     __slots__ = ("grain_type", "grain_key", "calls", "total_seconds", "slowest_seconds")
