@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -336,3 +337,10 @@ async def test_the_overview_asks_live_members_only_and_shows_what_each_says() ->
     assert rows["c"]["error"] == "no answer" and rows["c"]["activations"] is None
     assert rows["d"]["ring_share"] == 0.0 and rows["a"]["ring_share"] == 0.5
     assert view["activations"]["by_type"] == {"T": 4}
+    # grainery top draws the same view, members without a report included.
+    from grainery.silo.dashboard.top import render
+
+    frame = render(view)
+    assert re.search(r"^d +h:4 +dead ", frame, re.M), frame
+    assert re.search(r"^c +h:3 +active .*\(no answer\)$", frame, re.M), frame
+    assert "ACTIVATIONS  T=4" in frame and "(no calls in the last seconds)" in frame
