@@ -26,8 +26,9 @@ $(BENCH_STAMP): pyproject.toml | $(DEV_STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	touch $@
 
+# KEEP=1: afterwards keep the cluster running and print the dashboard's URL (Ctrl-C stops).
 demo: $(RUNTIME_STAMP)
-	$(BIN)/python examples/demo.py
+	$(BIN)/python examples/demo.py $(if $(KEEP),--keep)
 
 node-deps:
 	@if command -v npm >/dev/null 2>&1 && [ -f tests/node/package.json ]; then \

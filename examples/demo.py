@@ -11,11 +11,17 @@
 5. The whole cluster is stopped and silo-a restarted alone on the same data
    directory: the memory is still there (the store's append-only file).
 Exits non-zero if any agent forgot anything.
+
+With --keep (`make demo KEEP=1`) the cluster is then brought back to three silos and kept
+running under a light load: the demo prints the web dashboard's URL (and the
+`grainery top` command) and runs until Ctrl-C.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
 import os
 import re
 import shutil
@@ -40,12 +46,15 @@ AGENTS = ["alice", "bob", "carol", "dave", "erin", "frank"]
 
 
 class DemoSilo:
-    def __init__(self, name: str, data_dir: Path, redis_url: str | None = None) -> None:
+    def __init__(self, name: str, data_dir: Path, redis_url: str | None = None,
+                 dashboard: bool = False) -> None:
         self.name, self.port = name, free_port()
         self.address = f"127.0.0.1:{self.port}"
         args = [sys.executable, "-m", "grainery", "silo", "--grains", GRAINS,
                 "--port", str(self.port), "--silo-id", name, "--cluster", "demo",
                 "--data-dir", str(data_dir), "--log-level", "WARNING"]
+        if dashboard:  # it prints "dashboard of silo NAME at URL"
+            args += ["--dashboard-port", "0"]
         # The first silo runs the embedded store on any free port (so the demo never clashes
         # with a store already on the default port); the others join it with --redis.
         args += ["--redis", redis_url] if redis_url else ["--store-port", "0"]
@@ -153,7 +162,32 @@ async def finish_durable(
     return ok
 
 
-async def main() -> int:
+async def keep_running(silos: list[DemoSilo], data_dir: Path) -> None:
+    """--keep: three silos again (the restarted silo-a serves the dashboard), a light load,
+    and the URL to open; until Ctrl-C."""
+    first = silos[0]
+    url = first.wait_line(r"embedded store at (\S+)").group(1)
+    for name in ("silo-b", "silo-c"):
+        silos.append(DemoSilo(name, data_dir, url))
+    for silo in silos:
+        silo.wait_line("serving on")
+    dashboard = first.wait_line(r"dashboard of silo \S+ at (\S+)").group(1)
+    say("== keeping the cluster running (Ctrl-C stops it)")
+    say(f"  dashboard: {dashboard}")
+    say(f"  terminal:  .venv/bin/grainery top --address {first.address}")
+    async with GrainClient([s.address for s in silos]) as client:
+        await client.wait_for_members(3)
+        turn = 0
+        while True:  # a light load, so the charts move: one agent talks every 0.2 s
+            name = AGENTS[turn % len(AGENTS)]
+            with contextlib.suppress(Exception):
+                await client.get_grain("ChatAgent", name).chat(f"Still there, {name}?")
+                await client.get_grain("Counter", "messages").get()
+            turn += 1
+            await asyncio.sleep(0.2)
+
+
+async def main(keep: bool = False) -> int:
     data_dir = Path(tempfile.mkdtemp(prefix="grainery-demo-"))
     silos: list[DemoSilo] = []
     try:
@@ -190,12 +224,15 @@ async def main() -> int:
         for silo in reversed(silos):
             if silo is not victim:
                 silo.stop()
-        restarted = DemoSilo("silo-a", data_dir)
+        restarted = DemoSilo("silo-a", data_dir, dashboard=keep)
         silos = [restarted]
         restarted.wait_line("serving on")
         async with GrainClient(restarted.address) as client:
             ok &= await check_memory(client, "after a full restart")
         say("== done: " + ("every agent remembered everything" if ok else "MEMORY WAS LOST"))
+        if keep and ok:
+            with contextlib.suppress(asyncio.CancelledError):
+                await keep_running(silos, data_dir)
         return 0 if ok else 1
     finally:
         for silo in silos:
@@ -208,4 +245,12 @@ async def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    parser = argparse.ArgumentParser(description="Grainery's three-silo demo")
+    parser.add_argument("--keep", action="store_true",
+                        help="afterwards, keep a 3-silo cluster running and print the "
+                             "dashboard's URL (until Ctrl-C)")
+    options = parser.parse_args()
+    try:
+        sys.exit(asyncio.run(main(options.keep)))
+    except KeyboardInterrupt:  # --keep ends with Ctrl-C; main's cleanup has run
+        sys.exit(0)

@@ -62,6 +62,7 @@ from grainery.client.errors import (
 from grainery.client.routing import GrainId
 from grainery.client.tasks import spawn
 from grainery.silo.call import CURRENT_CALL, GrainCall
+from grainery.silo.dashboard.activity import GrainActivity
 from grainery.silo.filters import incoming_call
 from grainery.silo.storage.pool import NotSentError
 from grainery.silo.storage.protocols import GrainStorage
@@ -200,6 +201,7 @@ class Activation:
         "_queue",
         "_readers",
         "_restore_pending",
+        "activity",
         "context",
         "durable",
         "grain",
@@ -243,6 +245,7 @@ class Activation:
         self.metrics = metrics  # for the timers' tick counts (None in bare unit tests)
         self.timers: Timers | None = None  # created by the grain's first register_timer
         self.durable: DurableRuntime | None = None  # durable runs (silo/durable/runtime.py)
+        self.activity = GrainActivity()  # its recent calls, for the dashboard's top grains
 
     async def wait_gone(self) -> None:
         """Wait until the activation has finished deactivating (or was abandoned)."""

@@ -95,6 +95,10 @@ class Catalog:
     def counts_by_type(self) -> dict[str, int]:
         return dict(Counter(a.grain_type.name for a in self._everything()))
 
+    def activations(self) -> Iterator[Activation]:
+        """Every started activation (for reports: the dashboard's top grains)."""
+        return self._everything()
+
     def _everything(self) -> Iterator[Activation]:
         """Every started activation: the table's and the stateless workers'."""
         return chain(self._table.values(), self.workers.activations())

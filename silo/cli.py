@@ -115,6 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     durable_cli.add_commands(command, _add_client_options)
     streams_cli.add_commands(command, _add_client_options)  # publish, subscribe
+
+    from grainery.silo.dashboard import top as top_command
+
+    top = command("top", "the cluster live in the terminal: members, rates, latency, "
+                  "busiest and slowest grains (the web dashboard's view)")
+    _add_client_options(top)
+    top_command.add_arguments(top)
     return parser
 
 
@@ -274,6 +281,13 @@ def _shown_state(listed: str, same_silo: bool, reported: str) -> str:
     return reported
 
 
+# ----- grainery top ------------------------------------------------------
+async def run_top(options: argparse.Namespace) -> int:
+    from grainery.silo.dashboard.top import run_top as top
+
+    return await top(options, _security(options))
+
+
 # ----- grainery health ---------------------------------------------------
 async def run_health(options: argparse.Namespace) -> int:
     from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -331,7 +345,8 @@ def _main(argv: Sequence[str] | None) -> int:
             stream_runner = (streams_cli.run_publish if options.command == "publish"
                              else streams_cli.run_subscribe)
             return asyncio.run(stream_runner(options, _security(options)))
-        runner = {"call": run_call, "status": run_status, "health": run_health}[options.command]
+        runner = {"call": run_call, "status": run_status, "health": run_health,
+                  "top": run_top}[options.command]
         return asyncio.run(runner(options))
     except GrainError as error:
         print(f"grainery: {type(error).__name__} ({error.code.name}): {error.message}",

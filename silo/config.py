@@ -44,6 +44,10 @@ SILO_OPTIONS: tuple[Option, ...] = (
     Option("--metrics-port", "GRAINERY_METRICS_PORT", "serve Prometheus /metrics here", int),
     Option("--metrics-host", "GRAINERY_METRICS_HOST", "interface for /metrics",
            default="127.0.0.1"),
+    Option("--dashboard-port", "GRAINERY_DASHBOARD_PORT", "serve the web dashboard here "
+           "(0 = any free port)", int),
+    Option("--dashboard-host", "GRAINERY_DASHBOARD_HOST", "interface for the dashboard",
+           default="127.0.0.1"),
     Option("--data-dir", "GRAINERY_DATA_DIR", "embedded store data directory",
            default=".grainery-data"),
     Option("--store-port", "GRAINERY_STORE_PORT", "embedded store port on 127.0.0.1 "
@@ -102,6 +106,8 @@ class SiloConfig:
     idle_timeout: float = 900.0
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
+    dashboard_port: int | None = None
+    dashboard_host: str = "127.0.0.1"
     data_dir: str = ".grainery-data"
     store_port: int = DEFAULT_STORE_PORT
     heartbeat_interval: float = 1.0
@@ -140,6 +146,8 @@ class SiloConfig:
             raise ValueError("--redis and --join both name the store: pass one of them")
         if not 0 <= self.store_port <= 65535:
             raise ValueError("--store-port is a port number (0 = any free port)")
+        if self.dashboard_port is not None and not 0 <= self.dashboard_port <= 65535:
+            raise ValueError("--dashboard-port is a port number (0 = any free port)")
         if self.idle_timeout <= 0:
             raise ValueError("--idle-timeout must be positive")
         if self.log_format not in ("human", "json"):

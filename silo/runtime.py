@@ -37,6 +37,7 @@ from grainery.silo.cluster.membership import MembershipService
 from grainery.silo.cluster.sweeper import DirectorySweeper
 from grainery.silo.cluster.system_key import cluster_system_key
 from grainery.silo.config import SiloConfig
+from grainery.silo.dashboard.service import Dashboard
 from grainery.silo.dispatcher import Dispatcher, DispatchLimits
 from grainery.silo.durable.control import DurableControl
 from grainery.silo.filters import SiloFilters, load_filters
@@ -139,6 +140,10 @@ class Silo:
         self.metrics.count_tasks(asyncio.get_running_loop())
         if config.metrics_port is not None:
             self.metrics.serve(config.metrics_host, config.metrics_port)
+        self._spawn(self.dashboard.sampler.run())
+        await self.dashboard.start()
+        if self.dashboard.url:
+            announce(f"dashboard of silo {self.silo_id} at {self.dashboard.url}")
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         self.registry.log_summary()
         announce(f"silo {self.silo_id} serving on {self.address} (cluster {config.cluster})")
@@ -222,13 +227,17 @@ class Silo:
                        self.membership.on_rejoined):
             follow(self.streams.partitions_changed)
         self.health = health.aio.HealthServicer()
+        self.management = ManagementServicer(
+            self.catalog, self.dispatcher, self.membership,
+            ReminderRpcs(self.reminders, self.registry),
+            DurableControl(self.registry, self.journal, self.system_calls),
+        )
+        self.dashboard = Dashboard(self)  # its report answers Management.SiloReport
+        self.management.reporter = self.dashboard.reporter
         add_services(
             self.server, config, GatewayServicer(self.dispatcher, lambda: self.system_key),
             DirectoryServicer(self.registry, self.directory, self.membership),
-            ManagementServicer(self.catalog, self.dispatcher, self.membership,
-                               ReminderRpcs(self.reminders, self.registry),
-                               DurableControl(self.registry, self.journal, self.system_calls)),
-            self.health, self.streams_servicer,
+            self.management, self.health, self.streams_servicer,
         )
         self.membership.on_change(self._on_membership_change)
         self.membership.on_fenced(self.catalog.abandon_all)
@@ -344,6 +353,8 @@ class Silo:
         await self._close()
 
     async def _close(self) -> None:
+        if hasattr(self, "dashboard"):
+            await self.dashboard.stop()
         if hasattr(self, "reminder_service"):
             await self.reminder_service.stop(0.0)  # idempotent; after a failed start too
         self.watchdog.stop()

@@ -101,8 +101,9 @@ def check_store(config: SiloConfig) -> None:
 
 
 def check_port(config: SiloConfig) -> None:
-    """The gRPC and metrics ports are free. Checked before gRPC binds, since gRPC's C core
-    logs a failed bind to stderr itself (several lines, whatever Python does with the error)."""
+    """The gRPC, metrics and dashboard ports are free. Checked before gRPC binds, since gRPC's
+    C core logs a failed bind to stderr itself (several lines, whatever Python does with the
+    error)."""
     if config.port and not port_is_free(config.host, config.port):
         raise StartupError(
             f"port {config.host}:{config.port} is in use (another silo?)",
@@ -112,4 +113,9 @@ def check_port(config: SiloConfig) -> None:
         raise StartupError(
             f"metrics port {config.metrics_host}:{config.metrics_port} is in use",
             "pick another with --metrics-port PORT",
+        )
+    if config.dashboard_port and not port_is_free(config.dashboard_host, config.dashboard_port):
+        raise StartupError(
+            f"dashboard port {config.dashboard_host}:{config.dashboard_port} is in use",
+            "pick another with --dashboard-port PORT (0 = any free port)",
         )

@@ -27,6 +27,7 @@ from grainery.client.tasks import spawn
 from grainery.silo.catalog import Catalog
 from grainery.silo.cluster.directory import RedisGrainDirectory
 from grainery.silo.cluster.membership import MembershipService
+from grainery.silo.dashboard.report import SiloReporter
 from grainery.silo.dispatcher import Dispatcher
 from grainery.silo.durable.control import DurableControl, serve
 from grainery.silo.registry import GrainRegistry
@@ -256,11 +257,16 @@ class ManagementServicer(pb_grpc.ManagementServicer):
         self, catalog: Catalog, dispatcher: Dispatcher, membership: MembershipService,
         reminders: ReminderRpcs | None = None,
         durable: DurableControl | None = None,
+        reporter: SiloReporter | None = None,
     ) -> None:
+        """``reporter``: builds SiloReport (the dashboard's view of this silo) around the
+        silo's stats, and answers InspectGrain; without one, SiloReport is the stats alone
+        and InspectGrain finds nothing."""
         self._catalog = catalog
         self._dispatcher = dispatcher
         self._membership = membership
         self._reminders = reminders
+        self.reporter = reporter
         self._durable = durable  # durable agents: Journal, Signal, RunStatus, CancelRun
 
     def _durable_control(self) -> DurableControl:
@@ -292,9 +298,7 @@ class ManagementServicer(pb_grpc.ManagementServicer):
         return await serve(  # type: ignore[no-any-return]
             context, self._durable_control().cancel(request, context.time_remaining()))
 
-    async def SiloStats(  # noqa: N802
-        self, request: pb.SiloStatsRequest, context: grpc.aio.ServicerContext
-    ) -> pb.SiloStatsResponse:
+    def stats(self) -> pb.SiloStatsResponse:
         counts = self._catalog.counts_by_type()
         state = self._membership.state
         if state in (ACTIVE, LEAVING) and not self._membership.serving:
@@ -310,6 +314,33 @@ class ManagementServicer(pb_grpc.ManagementServicer):
             membership_version=self._membership.snapshot.version,
             tasks=len(asyncio.all_tasks()),
         )
+
+    async def SiloStats(  # noqa: N802 - gRPC method name
+        self, request: pb.SiloStatsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SiloStatsResponse:
+        return self.stats()
+
+    async def InspectGrain(  # noqa: N802
+        self, request: pb.InspectGrainRequest, context: grpc.aio.ServicerContext
+    ) -> pb.InspectGrainResponse:
+        try:
+            if self.reporter is None:
+                return pb.InspectGrainResponse()
+            return self.reporter.inspect(request)
+        except GrainError as error:
+            await abort_with(context, error)
+        except Exception:  # noqa: BLE001
+            await abort_internal(context, "InspectGrain")
+
+    async def SiloReport(  # noqa: N802
+        self, request: pb.SiloReportRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SiloReportResponse:
+        try:
+            if self.reporter is None:
+                return pb.SiloReportResponse(stats=self.stats())
+            return self.reporter(request, self.stats())
+        except Exception:  # noqa: BLE001
+            await abort_internal(context, "SiloReport")
 
     # ----- reminders (silo/reminders/rpc.py) ----------------------------------
     def _reminder_rpcs(self) -> ReminderRpcs:

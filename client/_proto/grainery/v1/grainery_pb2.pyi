@@ -357,3 +357,120 @@ class PublishBatchResponse(_message.Message):
     TOKENS_FIELD_NUMBER: _ClassVar[int]
     tokens: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, tokens: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SiloReportRequest(_message.Message):
+    __slots__ = ("history_seconds", "top")
+    HISTORY_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    TOP_FIELD_NUMBER: _ClassVar[int]
+    history_seconds: int
+    top: int
+    def __init__(self, history_seconds: _Optional[int] = ..., top: _Optional[int] = ...) -> None: ...
+
+class MetricsPoint(_message.Message):
+    __slots__ = ("time", "interval", "calls", "errors", "latency_buckets", "calls_in_flight", "activations", "reminder_ticks", "reminder_failures", "reminder_lateness_buckets", "reminder_partitions", "stream_published", "stream_delivered", "stream_redelivered", "stream_dead_lettered", "stream_lag_buckets", "stream_partitions", "events")
+    class EventsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    CALLS_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_BUCKETS_FIELD_NUMBER: _ClassVar[int]
+    CALLS_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    ACTIVATIONS_FIELD_NUMBER: _ClassVar[int]
+    REMINDER_TICKS_FIELD_NUMBER: _ClassVar[int]
+    REMINDER_FAILURES_FIELD_NUMBER: _ClassVar[int]
+    REMINDER_LATENESS_BUCKETS_FIELD_NUMBER: _ClassVar[int]
+    REMINDER_PARTITIONS_FIELD_NUMBER: _ClassVar[int]
+    STREAM_PUBLISHED_FIELD_NUMBER: _ClassVar[int]
+    STREAM_DELIVERED_FIELD_NUMBER: _ClassVar[int]
+    STREAM_REDELIVERED_FIELD_NUMBER: _ClassVar[int]
+    STREAM_DEAD_LETTERED_FIELD_NUMBER: _ClassVar[int]
+    STREAM_LAG_BUCKETS_FIELD_NUMBER: _ClassVar[int]
+    STREAM_PARTITIONS_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    time: int
+    interval: float
+    calls: int
+    errors: int
+    latency_buckets: _containers.RepeatedScalarFieldContainer[int]
+    calls_in_flight: int
+    activations: int
+    reminder_ticks: int
+    reminder_failures: int
+    reminder_lateness_buckets: _containers.RepeatedScalarFieldContainer[int]
+    reminder_partitions: int
+    stream_published: int
+    stream_delivered: int
+    stream_redelivered: int
+    stream_dead_lettered: int
+    stream_lag_buckets: _containers.RepeatedScalarFieldContainer[int]
+    stream_partitions: int
+    events: _containers.ScalarMap[str, int]
+    def __init__(self, time: _Optional[int] = ..., interval: _Optional[float] = ..., calls: _Optional[int] = ..., errors: _Optional[int] = ..., latency_buckets: _Optional[_Iterable[int]] = ..., calls_in_flight: _Optional[int] = ..., activations: _Optional[int] = ..., reminder_ticks: _Optional[int] = ..., reminder_failures: _Optional[int] = ..., reminder_lateness_buckets: _Optional[_Iterable[int]] = ..., reminder_partitions: _Optional[int] = ..., stream_published: _Optional[int] = ..., stream_delivered: _Optional[int] = ..., stream_redelivered: _Optional[int] = ..., stream_dead_lettered: _Optional[int] = ..., stream_lag_buckets: _Optional[_Iterable[int]] = ..., stream_partitions: _Optional[int] = ..., events: _Optional[_Mapping[str, int]] = ...) -> None: ...
+
+class GrainActivity(_message.Message):
+    __slots__ = ("grain_type", "grain_key", "calls", "total_seconds", "slowest_seconds")
+    GRAIN_TYPE_FIELD_NUMBER: _ClassVar[int]
+    GRAIN_KEY_FIELD_NUMBER: _ClassVar[int]
+    CALLS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SLOWEST_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    grain_type: str
+    grain_key: str
+    calls: int
+    total_seconds: float
+    slowest_seconds: float
+    def __init__(self, grain_type: _Optional[str] = ..., grain_key: _Optional[str] = ..., calls: _Optional[int] = ..., total_seconds: _Optional[float] = ..., slowest_seconds: _Optional[float] = ...) -> None: ...
+
+class SiloReportResponse(_message.Message):
+    __slots__ = ("stats", "latency_bounds", "points", "busiest", "slowest", "activity_window", "reminder_lateness_bounds", "stream_lag_bounds")
+    STATS_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_BOUNDS_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    BUSIEST_FIELD_NUMBER: _ClassVar[int]
+    SLOWEST_FIELD_NUMBER: _ClassVar[int]
+    ACTIVITY_WINDOW_FIELD_NUMBER: _ClassVar[int]
+    REMINDER_LATENESS_BOUNDS_FIELD_NUMBER: _ClassVar[int]
+    STREAM_LAG_BOUNDS_FIELD_NUMBER: _ClassVar[int]
+    stats: SiloStatsResponse
+    latency_bounds: _containers.RepeatedScalarFieldContainer[float]
+    points: _containers.RepeatedCompositeFieldContainer[MetricsPoint]
+    busiest: _containers.RepeatedCompositeFieldContainer[GrainActivity]
+    slowest: _containers.RepeatedCompositeFieldContainer[GrainActivity]
+    activity_window: float
+    reminder_lateness_bounds: _containers.RepeatedScalarFieldContainer[float]
+    stream_lag_bounds: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, stats: _Optional[_Union[SiloStatsResponse, _Mapping]] = ..., latency_bounds: _Optional[_Iterable[float]] = ..., points: _Optional[_Iterable[_Union[MetricsPoint, _Mapping]]] = ..., busiest: _Optional[_Iterable[_Union[GrainActivity, _Mapping]]] = ..., slowest: _Optional[_Iterable[_Union[GrainActivity, _Mapping]]] = ..., activity_window: _Optional[float] = ..., reminder_lateness_bounds: _Optional[_Iterable[float]] = ..., stream_lag_bounds: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class InspectGrainRequest(_message.Message):
+    __slots__ = ("grain_type", "grain_key")
+    GRAIN_TYPE_FIELD_NUMBER: _ClassVar[int]
+    GRAIN_KEY_FIELD_NUMBER: _ClassVar[int]
+    grain_type: str
+    grain_key: str
+    def __init__(self, grain_type: _Optional[str] = ..., grain_key: _Optional[str] = ...) -> None: ...
+
+class InspectGrainResponse(_message.Message):
+    __slots__ = ("active", "phase", "queued", "turns", "idle_seconds", "recent", "activity_window", "workers")
+    ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_FIELD_NUMBER: _ClassVar[int]
+    TURNS_FIELD_NUMBER: _ClassVar[int]
+    IDLE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    RECENT_FIELD_NUMBER: _ClassVar[int]
+    ACTIVITY_WINDOW_FIELD_NUMBER: _ClassVar[int]
+    WORKERS_FIELD_NUMBER: _ClassVar[int]
+    active: bool
+    phase: str
+    queued: int
+    turns: int
+    idle_seconds: float
+    recent: GrainActivity
+    activity_window: float
+    workers: int
+    def __init__(self, active: bool = ..., phase: _Optional[str] = ..., queued: _Optional[int] = ..., turns: _Optional[int] = ..., idle_seconds: _Optional[float] = ..., recent: _Optional[_Union[GrainActivity, _Mapping]] = ..., activity_window: _Optional[float] = ..., workers: _Optional[int] = ...) -> None: ...

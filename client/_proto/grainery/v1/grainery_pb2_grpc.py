@@ -322,6 +322,16 @@ class ManagementStub(object):
                 request_serializer=grainery_dot_v1_dot_grainery__pb2.RunRequest.SerializeToString,
                 response_deserializer=grainery_dot_v1_dot_grainery__pb2.RunResponse.FromString,
                 _registered_method=True)
+        self.SiloReport = channel.unary_unary(
+                '/grainery.v1.Management/SiloReport',
+                request_serializer=grainery_dot_v1_dot_grainery__pb2.SiloReportRequest.SerializeToString,
+                response_deserializer=grainery_dot_v1_dot_grainery__pb2.SiloReportResponse.FromString,
+                _registered_method=True)
+        self.InspectGrain = channel.unary_unary(
+                '/grainery.v1.Management/InspectGrain',
+                request_serializer=grainery_dot_v1_dot_grainery__pb2.InspectGrainRequest.SerializeToString,
+                response_deserializer=grainery_dot_v1_dot_grainery__pb2.InspectGrainResponse.FromString,
+                _registered_method=True)
 
 
 class ManagementServicer(object):
@@ -378,6 +388,20 @@ class ManagementServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SiloReport(self, request, context):
+        """What the web dashboard and `grainery top` show of one silo (see "Dashboard" below).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def InspectGrain(self, request, context):
+        """One grain's activation on this silo, if it has one (the dashboard's grain lookup).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ManagementServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -420,6 +444,16 @@ def add_ManagementServicer_to_server(servicer, server):
                     servicer.CancelRun,
                     request_deserializer=grainery_dot_v1_dot_grainery__pb2.RunRequest.FromString,
                     response_serializer=grainery_dot_v1_dot_grainery__pb2.RunResponse.SerializeToString,
+            ),
+            'SiloReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.SiloReport,
+                    request_deserializer=grainery_dot_v1_dot_grainery__pb2.SiloReportRequest.FromString,
+                    response_serializer=grainery_dot_v1_dot_grainery__pb2.SiloReportResponse.SerializeToString,
+            ),
+            'InspectGrain': grpc.unary_unary_rpc_method_handler(
+                    servicer.InspectGrain,
+                    request_deserializer=grainery_dot_v1_dot_grainery__pb2.InspectGrainRequest.FromString,
+                    response_serializer=grainery_dot_v1_dot_grainery__pb2.InspectGrainResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -639,6 +673,60 @@ class Management(object):
             '/grainery.v1.Management/CancelRun',
             grainery_dot_v1_dot_grainery__pb2.RunRequest.SerializeToString,
             grainery_dot_v1_dot_grainery__pb2.RunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SiloReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/grainery.v1.Management/SiloReport',
+            grainery_dot_v1_dot_grainery__pb2.SiloReportRequest.SerializeToString,
+            grainery_dot_v1_dot_grainery__pb2.SiloReportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InspectGrain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/grainery.v1.Management/InspectGrain',
+            grainery_dot_v1_dot_grainery__pb2.InspectGrainRequest.SerializeToString,
+            grainery_dot_v1_dot_grainery__pb2.InspectGrainResponse.FromString,
             options,
             channel_credentials,
             insecure,
