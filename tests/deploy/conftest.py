@@ -208,6 +208,7 @@ class LocalSilo:
     metrics_url: str
     log: Path
     healthcheck: list[str]
+    dashboard_url: str | None = None  # when the image's env turns the dashboard on
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -268,6 +269,12 @@ class LocalCompose:
             "GRAINERY_CLUSTER": self.cluster,
             "GRAINERY_DATA_DIR": str(self.workdir / f"{name}-data"),
         }
+        dashboard_url = None
+        if "GRAINERY_DASHBOARD_PORT" in env:
+            dashboard_port = free_port()
+            overrides["GRAINERY_DASHBOARD_HOST"] = "127.0.0.1"
+            overrides["GRAINERY_DASHBOARD_PORT"] = str(dashboard_port)
+            dashboard_url = f"http://127.0.0.1:{dashboard_port}/"
         if "GRAINERY_ADVERTISE" in env:
             assert env["GRAINERY_ADVERTISE"] == f"{name}:{inner_port}", "advertise own name"
             overrides["GRAINERY_ADVERTISE"] = target
@@ -295,7 +302,7 @@ class LocalCompose:
                  for a in self._exe(check)]
         proc = self._spawn(argv, env, self.workdir / f"{name}.log")
         return LocalSilo(name, proc, target, f"http://127.0.0.1:{metrics_port}/metrics",
-                         self.workdir / f"{name}.log", check)
+                         self.workdir / f"{name}.log", check, dashboard_url)
 
     def _exe(self, argv: list[str]) -> list[str]:
         return [self.grainery if argv[0] == "grainery" else argv[0], *argv[1:]]
@@ -351,6 +358,13 @@ class LocalCompose:
     def scrape(silo: LocalSilo) -> str:
         with urllib.request.urlopen(silo.metrics_url, timeout=5) as response:
             return str(response.read().decode())
+
+    @staticmethod
+    def dashboard(silo: LocalSilo, path: str = "") -> tuple[int, str]:
+        """GET a page of the silo's dashboard: (status, body)."""
+        assert silo.dashboard_url is not None, f"{silo.name} has no dashboard"
+        with urllib.request.urlopen(silo.dashboard_url + path, timeout=5) as response:
+            return int(response.status), str(response.read().decode())
 
     def close(self) -> None:
         for proc in self.procs:

@@ -49,6 +49,9 @@ def test_compose_cluster_runs_as_local_processes(local_compose: Any) -> None:
 
     for silo in silos:
         assert "grainery_calls_total" in lc.scrape(silo), silo.name
+        # The image turns the web dashboard on; its overview lists the whole cluster.
+        status, overview = lc.dashboard(silo, "api/overview")
+        assert status == 200 and all(s.name in overview for s in silos[:3]), silo.name
 
     # Activate counters until the silo we will kill hosts some of them.
     victim, survivors = silos[1], [s for s in silos if s is not silos[1]]

@@ -122,10 +122,12 @@ def test_fixed_silos_have_distinct_ids_addresses_and_ports(deploy: Any) -> None:
     for name, env in envs.items():
         # The advertised address must be reachable on the compose network: own name, own port.
         assert env["GRAINERY_ADVERTISE"] == f"{name}:{env['GRAINERY_PORT']}"
-        (mapping,) = deploy.services[name]["ports"]
-        host, container = str(mapping).rsplit(":", 1)
-        assert container == env["GRAINERY_PORT"]
+        mappings = [str(m).rsplit(":", 1) for m in deploy.services[name]["ports"]]
+        (host,) = [h for h, container in mappings if container == env["GRAINERY_PORT"]]
         host_ports.add(host)
+        # The web dashboard is published too (the image's GRAINERY_DASHBOARD_PORT).
+        assert [c for _, c in mappings if c != env["GRAINERY_PORT"]] == \
+            [env["GRAINERY_DASHBOARD_PORT"]]
     assert len(host_ports) == len(FIXED_SILOS)
 
 
