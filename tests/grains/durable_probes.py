@@ -11,21 +11,10 @@ store's URL comes from ``GRAINERY_TEST_STORE_URL``.
 from __future__ import annotations
 
 import asyncio
-import os
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from grainery import Grain, RetryPolicy, RunCancelledError, durable, read_only
-
-_store: aioredis.Redis | None = None
-
-
-def store() -> aioredis.Redis:
-    global _store
-    if _store is None:
-        _store = aioredis.Redis.from_url(os.environ["GRAINERY_TEST_STORE_URL"])
-    return _store
+from tests.grains.probe_store import store
 
 
 def probe(key: str, what: str) -> str:

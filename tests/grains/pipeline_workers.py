@@ -9,23 +9,13 @@ the maximum) and how many each silo served. The store's URL comes from
 from __future__ import annotations
 
 import asyncio
-import os
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from grainery import Grain, stateless_worker
+from tests.grains.probe_store import store
 
 MAX_LOCAL = 4
 
-_store: aioredis.Redis | None = None
-
-
-def store() -> aioredis.Redis:
-    global _store
-    if _store is None:
-        _store = aioredis.Redis.from_url(os.environ["GRAINERY_TEST_STORE_URL"])
-    return _store
 
 
 def run_key(run: str, silo_id: str, what: str) -> str:

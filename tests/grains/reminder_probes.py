@@ -10,26 +10,11 @@ The store's URL comes from ``GRAINERY_TEST_STORE_URL`` (set by the tests for the
 
 from __future__ import annotations
 
-import os
 from typing import Any
-
-import redis.asyncio as aioredis
 
 from grainery import Grain, ReminderTick
 from grainery.silo.reminders.runtime import RUNTIME_REMINDERS
-
-_store: aioredis.Redis | None = None
-
-
-def store() -> aioredis.Redis:
-    global _store
-    if _store is None:
-        # Blocking: hundreds of ticks at once wait for a connection instead of failing.
-        pool = aioredis.BlockingConnectionPool.from_url(
-            os.environ["GRAINERY_TEST_STORE_URL"], max_connections=32, timeout=20
-        )
-        _store = aioredis.Redis(connection_pool=pool)
-    return _store
+from tests.grains.probe_store import store
 
 
 def record_key(namespace: str) -> str:

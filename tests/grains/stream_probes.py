@@ -10,21 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from grainery import Grain, implicit_subscription
-
-_store: aioredis.Redis | None = None
-
-
-def store() -> aioredis.Redis:
-    global _store
-    if _store is None:
-        _store = aioredis.Redis.from_url(os.environ["GRAINERY_TEST_STORE_URL"])
-    return _store
+from tests.grains.probe_store import store
 
 
 def received_key(grain_type: str, key: str, namespace: str, stream_key: str) -> str:

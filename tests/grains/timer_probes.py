@@ -9,20 +9,8 @@ to the count it left at and ``...:reason`` to why. The store's URL comes from
 
 from __future__ import annotations
 
-import os
-
-import redis.asyncio as aioredis
-
 from grainery import Grain
-
-_store: aioredis.Redis | None = None
-
-
-def store() -> aioredis.Redis:
-    global _store
-    if _store is None:
-        _store = aioredis.Redis.from_url(os.environ["GRAINERY_TEST_STORE_URL"])
-    return _store
+from tests.grains.probe_store import store
 
 
 def record(key: str, what: str) -> str:

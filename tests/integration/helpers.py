@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +16,11 @@ from grainery.silo.testing import SiloProcess, TestCluster
 from tests.eventually import eventually_sync
 
 GRAINS = ["tests.grains.probes"]
+
+
+def unique(prefix: str) -> str:
+    """A key no other test (or earlier run on the same store) uses."""
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
 def stop_all(silos: list[SiloProcess], timeout: float = 15.0) -> None:

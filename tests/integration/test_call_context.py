@@ -11,7 +11,6 @@ and chains are refused with ``invalid_context`` and the silo keeps serving.
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -30,7 +29,7 @@ from grainery.client._proto.grainery.v1 import grainery_pb2 as pb
 from grainery.client._proto.grainery.v1 import grainery_pb2_grpc as pb_grpc
 from grainery.silo.testing import TestCluster, TestStore
 from tests.eventually import eventually
-from tests.integration.helpers import running_cluster
+from tests.integration.helpers import running_cluster, unique
 
 GRAINS = ["tests.grains.pipeline_context"]
 GENEROUS = 20.0  # a cycle that is waited out, not refused, would end with `deadline`
@@ -38,8 +37,6 @@ GENEROUS = 20.0  # a cycle that is waited out, not refused, would end with `dead
 ROUNDING = 0.25
 
 
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 @pytest.fixture(scope="module")

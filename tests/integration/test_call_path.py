@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import grpc
@@ -33,7 +32,7 @@ from grainery.client._proto.grainery.v1 import grainery_pb2 as pb
 from grainery.client._proto.grainery.v1 import grainery_pb2_grpc as pb_grpc
 from grainery.silo.testing import SiloProcess, TestCluster, TestStore
 from tests.eventually import eventually
-from tests.integration.helpers import running_cluster
+from tests.integration.helpers import running_cluster, unique
 
 GRAINS = ["tests.grains.calls"]
 MAX_MESSAGE = 256 * 1024
@@ -42,8 +41,6 @@ MAX_MESSAGE = 256 * 1024
 ROUNDING = 0.25
 
 
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -26,12 +25,11 @@ from grainery.silo.storage.keys import KeySpace
 from grainery.silo.testing import TestCluster, TestStore
 from tests.eventually import eventually
 from tests.grains.durable_probes import probe
+from tests.integration.helpers import unique
 
 GRAINS = ["tests.grains.durable_probes"]
 
 
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
 @pytest.fixture(scope="module")
@@ -49,11 +47,6 @@ async def client(cluster: TestCluster) -> AsyncIterator[GrainClient]:
         yield connected
 
 
-@pytest.fixture
-async def redis(store: TestStore) -> AsyncIterator[aioredis.Redis]:
-    connection = aioredis.Redis.from_url(store.url)
-    yield connection
-    await connection.aclose()
 
 
 async def ledger(redis: aioredis.Redis, key: str) -> dict[str, int]:

@@ -9,8 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -21,12 +20,11 @@ from examples.supply_chain import INITIAL_STOCK
 from grainery.silo.testing import SiloProcess, TestCluster, TestStore
 from tests.eventually import eventually
 from tests.grains.durable_probes import probe
+from tests.integration.helpers import unique
 
 GRAINS = ["tests.grains.durable_probes", "examples.supply_chain"]
 
 
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
 @pytest.fixture(scope="module")
@@ -36,11 +34,6 @@ def cluster(store: TestStore) -> Iterator[TestCluster]:
         yield running
 
 
-@pytest.fixture
-async def redis(store: TestStore) -> AsyncIterator[aioredis.Redis]:
-    connection = aioredis.Redis.from_url(store.url)
-    yield connection
-    await connection.aclose()
 
 
 def silo_named(cluster: TestCluster, name: str) -> SiloProcess:

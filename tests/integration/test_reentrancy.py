@@ -6,7 +6,6 @@ tests/unit/test_one_way_in_process.py."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import grpc
@@ -17,12 +16,11 @@ from grainery.client._proto.grainery.v1 import grainery_pb2 as pb
 from grainery.client._proto.grainery.v1 import grainery_pb2_grpc as pb_grpc
 from grainery.silo.testing import TestCluster, TestStore
 from tests.eventually import eventually
+from tests.integration.helpers import unique
 
 GRAINS = ["tests.grains.pipeline_j"]
 
 
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
 @pytest.fixture(scope="module")

@@ -9,23 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
 
 from grainery.silo.reminders.model import MAX_UNDELIVERABLE, member_of, next_due
 from grainery.silo.reminders.store import ReminderLimitError, ReminderStore
-from grainery.silo.testing import TestStore
 
 PERIOD_MS = 60_000
 
 
-@pytest.fixture
-async def redis(store: TestStore) -> AsyncIterator[aioredis.Redis]:
-    connection = aioredis.Redis.from_url(store.url)
-    yield connection
-    await connection.aclose()
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ from grainery.client.routing import GrainId
 from grainery.silo.storage.keys import KeySpace
 from grainery.silo.testing import SiloProcess, TestCluster, TestStore
 from tests.eventually import eventually, eventually_sync
+from tests.integration.helpers import unique
 
 GRAINS = ["tests.grains.probes"]
 MAX_MESSAGE = 256 * 1024
@@ -47,8 +47,6 @@ REPO = Path(__file__).resolve().parents[2]
 STATUS = grpc.StatusCode
 
 
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
 def new_cluster(store: TestStore, extra_args: tuple[str, ...] = ()) -> TestCluster:

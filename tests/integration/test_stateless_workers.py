@@ -9,7 +9,6 @@ for a worker; a grain's call to a worker runs on the grain's silo; status shows 
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 
@@ -23,14 +22,12 @@ from grainery.client.routing import GrainId
 from grainery.silo.testing import TestCluster, TestStore
 from tests.eventually import eventually
 from tests.grains.pipeline_workers import MAX_LOCAL, run_key
-from tests.integration.helpers import running_cluster
+from tests.integration.helpers import running_cluster, unique
 
 GRAINS = ["tests.grains.pipeline_workers"]
 WORKER_TYPES = ("ToolRunner", "QuickTool")
 
 
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
 @pytest.fixture(scope="module")

@@ -46,11 +46,6 @@ async def client(cluster: TestCluster) -> AsyncIterator[GrainClient]:
         yield connected
 
 
-@pytest.fixture
-async def redis(store: TestStore) -> AsyncIterator[aioredis.Redis]:
-    connection = aioredis.Redis.from_url(store.url)
-    yield connection
-    await connection.aclose()
 
 
 async def publish_numbers(client: GrainClient, namespace: str, key: str, count: int,

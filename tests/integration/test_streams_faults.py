@@ -6,7 +6,7 @@ full restart of the cluster."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -33,11 +33,6 @@ def cluster(store: TestStore) -> Iterator[TestCluster]:
         yield c
 
 
-@pytest.fixture
-async def redis(store: TestStore) -> AsyncIterator[aioredis.Redis]:
-    connection = aioredis.Redis.from_url(store.url)
-    yield connection
-    await connection.aclose()
 
 
 async def pumping_silo(redis: aioredis.Redis, cluster: TestCluster,

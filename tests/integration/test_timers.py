@@ -7,7 +7,6 @@ process: tests/unit/test_timers.py."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -17,12 +16,11 @@ from grainery.client import GrainClient
 from grainery.silo.testing import TestCluster, TestStore
 from tests.eventually import eventually
 from tests.grains.timer_probes import record
+from tests.integration.helpers import unique
 
 GRAINS = ["tests.grains.timer_probes"]
 
 
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
 @pytest.fixture(scope="module")
@@ -40,11 +38,6 @@ async def client(cluster: TestCluster) -> AsyncIterator[GrainClient]:
         yield connected
 
 
-@pytest.fixture
-async def redis(store: TestStore) -> AsyncIterator[aioredis.Redis]:
-    connection = aioredis.Redis.from_url(store.url)
-    yield connection
-    await connection.aclose()
 
 
 async def count(redis: aioredis.Redis, key: str, what: str = "ticks") -> int:
