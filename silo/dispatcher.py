@@ -303,6 +303,8 @@ class Dispatcher:
                 self._count(grain_type.name, method.name, "deadline")
                 raise DeadlineExceededError(f"deadline exceeded before {grain} could run")
             placement: Placement | None = self._locator.local(grain)  # hot path: no task/timer
+            if placement is None and call.hops == 0:
+                placement = self._locator.remote(grain)  # where it lives, if remembered
             if placement is None:
                 # The activation the locator may start is shared by every caller and outlives
                 # this one's deadline: its on_activate must not run as part of this call.
@@ -323,9 +325,17 @@ class Dispatcher:
                 finally:
                     CURRENT_CALL.reset(token)
             if isinstance(placement, Remote):
-                response = await self._forward(placement, call, deadline)
+                try:
+                    response = await self._forward(placement, call, deadline)
+                except GrainError as error:
+                    if error.retry_safe:  # refused there (leaving, fenced): look it up again
+                        self._locator.forget(grain)
+                    raise
                 if response is not None:
+                    if response.address != placement.address:
+                        self._locator.forget(grain)  # it ran elsewhere: look it up next time
                     return response
+                self._locator.forget(grain)
                 continue
             try:
                 return await self._run_local(placement, method, call)

@@ -11,7 +11,11 @@ Both are context managers, and neither leaves a process behind: every child is s
 exit from the ``with`` block, by an ``atexit`` hook if the test process ends without
 stopping it, and by the kernel (``PR_SET_PDEATHSIG``) if the test process is killed. The
 death signal follows the *thread* that forked the child, so children are forked by one
-long-lived spawner thread, not by whichever (possibly short-lived) thread asked.
+long-lived spawner thread, not by whichever (possibly short-lived) thread asked. Where
+util-linux's ``setpriv`` exists (every Debian), the child is started through
+``setpriv --pdeathsig``, so no Python code runs between fork and exec: a ``preexec_fn``
+there can deadlock on a lock another thread (gRPC's, the allocator's) held at the fork,
+leaving the spawner waiting for an exec that never comes.
 """
 
 from __future__ import annotations
@@ -52,9 +56,15 @@ def _death_signal(signum: int) -> Any:
     return set_it
 
 
+_SETPRIV = shutil.which("setpriv")
+
+
 def _spawn(argv: Sequence[str], death_signal: int, **options: Any) -> subprocess.Popen[bytes]:
     """Fork on the spawner thread; the child gets ``death_signal`` when this process dies."""
     def popen() -> subprocess.Popen[bytes]:
+        if _SETPRIV is not None:  # exec'ed in place: the child keeps the pid Popen reports
+            wrapped = [_SETPRIV, "--pdeathsig", signal.Signals(death_signal).name, "--", *argv]
+            return subprocess.Popen(wrapped, **options)  # noqa: S603 - no shell
         return subprocess.Popen(  # noqa: S603 - argv from the caller, no shell
             list(argv), preexec_fn=_death_signal(death_signal), **options  # noqa: PLW1509
         )

@@ -7,12 +7,20 @@ that no caller's deadline can cancel an activation halfway.
 
 Stateless workers skip all of that: the ring and the directory are never consulted, and
 the call runs on this silo, in the worker pool of its (type, key) (silo/workers.py).
+
+Where another silo hosts a grain is remembered (``remote``), so the next call this silo
+forwards there (a stream delivery, a reminder tick, a gateway-only client's call) costs no
+directory lookup. A remembered location is trusted only under the membership view it was
+learnt in, and only while its silo is alive: any view change forgets them all (a join moves
+grains to new owners), and a forward that fails forgets the grain. A stale one costs no
+correctness: the silo it names resolves the call again (one more hop, bounded).
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -35,6 +43,8 @@ class Remote:
 
 
 Placement = Activation | Remote
+
+REMOTE_LOCATIONS = 100_000  # remembered locations of grains on other silos (LRU)
 
 
 T = TypeVar("T")
@@ -72,6 +82,9 @@ class GrainLocator:
         self._directory = directory
         self._membership = membership
         self._pending: dict[GrainId, asyncio.Task[Placement]] = {}
+        # grain -> (where, the incarnation hosting or owning it); valid for one view version.
+        self._remote: OrderedDict[GrainId, tuple[Remote, str]] = OrderedDict()
+        self._remote_version = -1
 
     def local(self, grain: GrainId) -> Activation | None:
         """The active local activation, if any (no await: the hot path); for a stateless
@@ -80,6 +93,38 @@ class GrainLocator:
         if activation is not None and activation.phase is Phase.ACTIVE:
             return activation
         return self._catalog.workers.idle(grain)
+
+    def remote(self, grain: GrainId) -> Remote | None:
+        """The remembered location of a grain on another silo (no await: the hot path), if it
+        was learnt under the current membership view and its silo is alive."""
+        if not self._remote:
+            return None
+        if self._remote_version != self._membership.snapshot.version:
+            self._remote.clear()
+            return None
+        cached = self._remote.get(grain)
+        if cached is None:
+            return None
+        remote, incarnation = cached
+        if self._membership.is_alive(incarnation) is not True:
+            del self._remote[grain]
+            return None
+        return remote
+
+    def forget(self, grain: GrainId) -> None:
+        """The remembered location failed (a forward to it did not go through)."""
+        self._remote.pop(grain, None)
+
+    def _learn(self, grain: GrainId, remote: Remote, incarnation: str) -> Remote:
+        version = self._membership.snapshot.version
+        if self._remote_version != version:
+            self._remote.clear()
+            self._remote_version = version
+        self._remote[grain] = (remote, incarnation)
+        self._remote.move_to_end(grain)
+        if len(self._remote) > REMOTE_LOCATIONS:
+            self._remote.popitem(last=False)
+        return remote
 
     async def resolve(
         self, grain: GrainId, grain_type: GrainType, hops: int, deadline: float
@@ -122,11 +167,13 @@ class GrainLocator:
         if owner is not None and owner.incarnation != membership.incarnation and hops == 0:
             entry = await self._directory.lookup(grain)
             if entry is None:
-                return Remote(owner.address, owner.silo_id)
+                return self._learn(grain, Remote(owner.address, owner.silo_id), owner.incarnation)
             if entry.incarnation != membership.incarnation:
                 if await self._alive(entry.incarnation):
-                    return Remote(entry.address, entry.silo_id)
-                return Remote(owner.address, owner.silo_id)
+                    return self._learn(
+                        grain, Remote(entry.address, entry.silo_id), entry.incarnation
+                    )
+                return self._learn(grain, Remote(owner.address, owner.silo_id), owner.incarnation)
             # The entry is a leftover of this very silo: take it back below.
         registration = await self._directory.register(
             grain, membership.incarnation, membership.silo_id, membership.address

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from grainery.client._proto.grainery.v1 import grainery_pb2 as pb
 from grainery.client.codec import decode_result
 from grainery.client.errors import SiloUnavailableError
 from grainery.client.routing import GrainId
@@ -317,3 +318,49 @@ async def test_the_sweeper_removes_the_entries_of_a_dead_silo(
     cluster.settle()
     assert await sweeper.sweep_once() == 3
     assert set(cluster.store.entries) == {GrainId("Counter", mine)}
+
+
+def lookups(cluster: InProcessCluster, silo: InProcessSilo, key: str) -> int:
+    return sum(1 for op in cluster.ops_for("Counter", key)
+               if op.operation == "lookup" and op.silo_id == silo.silo_id)
+
+
+async def test_a_silo_remembers_where_another_silo_hosts_a_grain(
+    cluster: InProcessCluster,
+) -> None:
+    """Forwarding the same grain again costs no directory lookup (stream deliveries and
+    reminder ticks forward every call); a view change forgets what was remembered."""
+    a, b = cluster.add("a"), cluster.add("b")
+    key = cluster.key_owned_by(b, "Counter")
+    for expected in (1, 2, 3):
+        assert (await a.call("Counter", key, "add", 1))["n"] == expected
+    assert lookups(cluster, a, key) == 1
+    assert [sent.address for sent in a.peers.sent] == [b.address] * 3
+    cluster.add("c")  # a new view: what a remembered is not trusted under it
+    assert (await a.call("Counter", key, "add", 1))["silo"] in ("b", "c")
+    assert lookups(cluster, a, key) == 2
+
+
+async def test_a_remembered_location_that_went_stale_still_reaches_the_one_activation(
+    cluster: InProcessCluster,
+) -> None:
+    """The grain left the silo a remembers (deactivated there, then activated on a by a
+    direct call): a's next call is forwarded to the old silo, which resolves it again, and
+    the grain still has exactly one activation."""
+    a, b = cluster.add("a"), cluster.add("b")
+    key = cluster.key_owned_by(b, "Counter")
+    assert (await a.call("Counter", key, "add", 1))["silo"] == "b"
+    activation = b.catalog.get(GrainId("Counter", key))
+    assert activation is not None
+    activation.deactivate("test")
+    await activation.wait_gone()
+    # Activated on a behind a's back: b's directory entry is gone, a registers itself.
+    request = pb.InvokeRequest(grain_type="Counter", grain_key=key, method="add",
+                               args_json="[1]", hops=1)
+    moved = await a.dispatcher.invoke(request, 5.0)
+    assert decode_result(moved.result_json)["silo"] == "a"
+    result = await b.call("Counter", key, "add", 1)  # b forwards to the live one
+    assert result == {"n": 3, "silo": "a"}
+    entry = cluster.entry("Counter", key)
+    assert entry is not None and entry.incarnation == a.membership.incarnation
+    assert b.catalog.get(GrainId("Counter", key)) is None
