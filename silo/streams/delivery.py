@@ -34,6 +34,7 @@ from grainery.client.errors import (
     UnknownGrainTypeError,
     UnknownMethodError,
 )
+from grainery.silo import tracing
 from grainery.silo.streams.feed import StreamFeed
 from grainery.silo.streams.grain_api import BATCH_HOOK, interrupted_at
 from grainery.silo.streams.names import StreamId, token_millis
@@ -182,9 +183,17 @@ class Subscription:
         if not self._holds():
             raise LeaseLost
         try:
-            await self._call(subscriber.grain_type, subscriber.key, BATCH_HOOK,
-                             [stream.namespace, stream.key, [list(e) for e in chunk]],
-                             policy.timeout)
+            # The delivery's dispatch and turn nest under this span when tracing is on.
+            with tracing.span("grainery.stream.deliver", "consumer", {
+                "messaging.system": "grainery", "messaging.destination.name": stream.namespace,
+                "messaging.batch.message_count": len(chunk),
+                "grainery.grain_type": subscriber.grain_type,
+                "grainery.stream.first_token": chunk[0][0],
+                "grainery.stream.attempt": self._attempt,
+            } if tracing.enabled() else None):
+                await self._call(subscriber.grain_type, subscriber.key, BATCH_HOOK,
+                                 [stream.namespace, stream.key, [list(e) for e in chunk]],
+                                 policy.timeout)
             self._handled(chunk)
             return entries[len(chunk):]
         except SUBSCRIBER_FAULTS as error:

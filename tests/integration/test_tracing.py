@@ -5,7 +5,8 @@ to a receiver this test runs; the Python client records its own spans in memory.
   third silo, is ONE trace with the expected parent/child spans on each silo (the client's
   call stream, the silos' forwarding stream and grain-to-grain stream all carry it);
 - a Node.js caller's ``traceparent`` metadata (unary Invoke) joins its trace;
-- the silos' spans name their silo and carry no grain key and no argument values.
+- the silos' spans name their silo and carry no grain key and no argument values;
+- a stream delivery is a consumer span around the subscriber's hook call and its turn.
 """
 
 from __future__ import annotations
@@ -44,8 +45,9 @@ def receiver() -> Iterator[OtlpReceiver]:
 def cluster(store: TestStore, receiver: OtlpReceiver) -> Iterator[TestCluster]:
     # A short batch delay so spans reach the receiver within a moment of the call.
     silos = TestCluster(
-        store, [*GRAINS, "tests.grains.calls"], size=3,
-        extra_args=["--otlp-endpoint", receiver.endpoint], env={"OTEL_BSP_SCHEDULE_DELAY": "50"},
+        store, [*GRAINS, "tests.grains.calls", "tests.grains.stream_probes"], size=3,
+        extra_args=["--otlp-endpoint", receiver.endpoint],
+        env={"OTEL_BSP_SCHEDULE_DELAY": "50", "GRAINERY_TEST_STORE_URL": store.url},
     )
     with running_cluster(silos) as running:
         yield running
@@ -168,3 +170,33 @@ async def test_a_unary_python_call_carries_its_trace_in_the_metadata(
 
     (server,) = await eventually(served, 10.0, "the silo's span under the client's")
     assert (server.name, server.silo) == ("Recorder/ping", a.name)
+
+
+async def test_a_stream_delivery_is_a_span_around_the_subscribers_turn(
+    cluster: TestCluster, receiver: OtlpReceiver
+) -> None:
+    key = f"traced-{secrets.token_hex(4)}"
+    async with cluster.client() as client:
+        token = await client.get_stream("orders", key).publish({"n": 1})
+
+    def delivery() -> tuple[SpanRecord, list[SpanRecord]]:
+        for span in receiver.spans():
+            if (span.name == "grainery.stream.deliver"
+                    and span.attributes.get("grainery.stream.first_token") == token):
+                return span, receiver.spans(span.trace_id)
+        raise AssertionError("no delivery span yet")
+
+    async def check() -> tuple[SpanRecord, list[SpanRecord]]:
+        span, trace = delivery()
+        names = {s.name for s in trace}
+        assert {"OrderWatcher/_deliver_stream_events", "grainery.turn"} <= names, names
+        return span, trace
+
+    span, trace = await eventually(check, 10.0, "the delivery's spans at the receiver")
+    assert span.kind == "consumer" and not span.parent_id  # the pump starts the trace
+    assert span.attributes["messaging.destination.name"] == "orders"
+    assert span.attributes["messaging.batch.message_count"] == 1
+    hook = next(s for s in trace if s.name == "OrderWatcher/_deliver_stream_events"
+                and s.parent_id == span.span_id)
+    assert hook.kind == "server"
+    assert key not in str([s.attributes for s in trace])  # no grain key unless enabled
