@@ -66,6 +66,8 @@ async def test_a_forwarded_call_through_three_silos_is_one_trace(
 ) -> None:
     a, b, c = cluster.silos
     names = {a.name: "A", b.name: "B", c.name: "C"}
+    # Every silo's ring must agree with the client's: B places Recorder on C by its own view.
+    await cluster.wait_for_stable_membership(3)
     async with cluster.client() as plain:
         await plain.wait_for_members(3)
         prefix = secrets.token_hex(4)
