@@ -17,7 +17,6 @@ from tests.grains.probe_store import store
 MAX_LOCAL = 4
 
 
-
 def run_key(run: str, silo_id: str, what: str) -> str:
     return f"workers-test:{run}:{silo_id}:{what}"
 

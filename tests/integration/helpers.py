@@ -4,18 +4,29 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from grainery.client import GrainClient
 from grainery.silo.testing import SiloProcess, TestCluster
 from tests.eventually import eventually_sync
 
 GRAINS = ["tests.grains.probes"]
+
+
+@asynccontextmanager
+async def live_client(cluster: TestCluster) -> AsyncIterator[GrainClient]:
+    """A client of a module's shared cluster, after checking that no silo died in an earlier
+    test (the failure then shows the dead silo's log tail instead of a connection error)."""
+    for silo in cluster.silos:
+        assert silo.alive, f"silo {silo.name} died:\n{silo.log_tail()}"
+    async with cluster.client() as connected:
+        yield connected
 
 
 def unique(prefix: str) -> str:

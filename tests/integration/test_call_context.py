@@ -37,8 +37,6 @@ GENEROUS = 20.0  # a cycle that is waited out, not refused, would end with `dead
 ROUNDING = 0.25
 
 
-
-
 @pytest.fixture(scope="module")
 def one_silo(store: TestStore) -> Iterator[TestCluster]:
     with running_cluster(TestCluster(store, GRAINS, size=1)) as cluster:

@@ -41,8 +41,6 @@ MAX_MESSAGE = 256 * 1024
 ROUNDING = 0.25
 
 
-
-
 @pytest.fixture(scope="module")
 def one_silo(store: TestStore) -> Iterator[TestCluster]:
     cluster = TestCluster(store, GRAINS, size=1,

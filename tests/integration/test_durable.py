@@ -25,11 +25,9 @@ from grainery.silo.storage.keys import KeySpace
 from grainery.silo.testing import TestCluster, TestStore
 from tests.eventually import eventually
 from tests.grains.durable_probes import probe
-from tests.integration.helpers import unique
+from tests.integration.helpers import live_client, unique
 
 GRAINS = ["tests.grains.durable_probes"]
-
-
 
 
 @pytest.fixture(scope="module")
@@ -41,12 +39,8 @@ def cluster(store: TestStore) -> Iterator[TestCluster]:
 
 @pytest.fixture
 async def client(cluster: TestCluster) -> AsyncIterator[GrainClient]:
-    for silo in cluster.silos:
-        assert silo.alive, f"silo {silo.name} died:\n{silo.log_tail()}"
-    async with cluster.client() as connected:
+    async with live_client(cluster) as connected:
         yield connected
-
-
 
 
 async def ledger(redis: aioredis.Redis, key: str) -> dict[str, int]:

@@ -25,15 +25,11 @@ from tests.integration.helpers import unique
 GRAINS = ["tests.grains.durable_probes", "examples.supply_chain"]
 
 
-
-
 @pytest.fixture(scope="module")
 def cluster(store: TestStore) -> Iterator[TestCluster]:
     env = {"GRAINERY_TEST_STORE_URL": store.url}
     with TestCluster(store, GRAINS, size=3, env=env) as running:
         yield running
-
-
 
 
 def silo_named(cluster: TestCluster, name: str) -> SiloProcess:

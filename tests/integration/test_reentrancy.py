@@ -16,11 +16,9 @@ from grainery.client._proto.grainery.v1 import grainery_pb2 as pb
 from grainery.client._proto.grainery.v1 import grainery_pb2_grpc as pb_grpc
 from grainery.silo.testing import TestCluster, TestStore
 from tests.eventually import eventually
-from tests.integration.helpers import unique
+from tests.integration.helpers import live_client, unique
 
 GRAINS = ["tests.grains.pipeline_j"]
-
-
 
 
 @pytest.fixture(scope="module")
@@ -31,9 +29,7 @@ def cluster(store: TestStore) -> Iterator[TestCluster]:
 
 @pytest.fixture
 async def client(cluster: TestCluster) -> AsyncIterator[GrainClient]:
-    for silo in cluster.silos:
-        assert silo.alive, f"silo {silo.name} died:\n{silo.log_tail()}"
-    async with cluster.client() as connected:
+    async with live_client(cluster) as connected:
         yield connected
 
 

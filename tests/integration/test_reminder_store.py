@@ -19,8 +19,6 @@ from grainery.silo.reminders.store import ReminderLimitError, ReminderStore
 PERIOD_MS = 60_000
 
 
-
-
 @pytest.fixture
 def reminders(redis: aioredis.Redis) -> ReminderStore:
     return ReminderStore(redis, f"store-{uuid.uuid4().hex[:8]}", partitions=8)

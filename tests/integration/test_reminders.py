@@ -36,7 +36,7 @@ from grainery.silo.reminders.store import PARTITIONS, ReminderStore
 from grainery.silo.testing import SiloProcess, TestCluster, TestStore
 from tests.eventually import eventually
 from tests.grains.reminder_probes import record_key
-from tests.integration.helpers import stop_all
+from tests.integration.helpers import running_cluster, stop_all
 
 GRAINS = ["tests.grains.reminder_probes"]
 NO_HOOK_KEY = "nohook:1"
@@ -49,22 +49,15 @@ def ns() -> str:
 @pytest.fixture(scope="module")
 def cluster(store: TestStore) -> Iterator[TestCluster]:
     env = {"GRAINERY_TEST_STORE_URL": store.url}
-    running = TestCluster(store, GRAINS, size=3, env=env)
-    running.start()
-    try:
+    with running_cluster(TestCluster(store, GRAINS, size=3, env=env)) as running:
         yield running
-    finally:
-        stop_all(running.silos)
 
 
 @pytest.fixture
 async def client(cluster: TestCluster) -> AsyncIterator[GrainClient]:
-    for silo in cluster.live:
-        assert silo.alive, f"silo {silo.name} died:\n{silo.log_tail()}"
+    # (Tests here kill silos on purpose: a client of the live ones, no liveness check.)
     async with cluster.client() as connected:
         yield connected
-
-
 
 
 async def store_now_ms(redis: aioredis.Redis) -> int:

@@ -47,8 +47,6 @@ REPO = Path(__file__).resolve().parents[2]
 STATUS = grpc.StatusCode
 
 
-
-
 def new_cluster(store: TestStore, extra_args: tuple[str, ...] = ()) -> TestCluster:
     return TestCluster(store, GRAINS, size=1, env={"GRAINERY_TEST_REDIS": store.url},
                        extra_args=["--max-message-bytes", str(MAX_MESSAGE), *extra_args])

@@ -28,8 +28,6 @@ GRAINS = ["tests.grains.pipeline_workers"]
 WORKER_TYPES = ("ToolRunner", "QuickTool")
 
 
-
-
 @pytest.fixture(scope="module")
 def three_silos(store: TestStore) -> Iterator[TestCluster]:
     cluster = TestCluster(store, GRAINS, size=3, env={"GRAINERY_TEST_STORE_URL": store.url})

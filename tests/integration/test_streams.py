@@ -23,7 +23,7 @@ from grainery.client._proto.grainery.v1 import grainery_pb2_grpc as pb_grpc
 from grainery.silo.streams.names import MAX_EVENT_BYTES, MAX_KEY_CHARS, StreamId, StreamKeys
 from grainery.silo.testing import TestCluster, TestStore
 from tests.eventually import eventually
-from tests.integration.helpers import running_cluster
+from tests.integration.helpers import live_client, running_cluster
 from tests.integration.stream_helpers import GRAINS, unique, wait_received
 
 ORDER_EVENTS = 10_000  # the size (about 6 s here)
@@ -39,13 +39,9 @@ def cluster(store: TestStore) -> Iterator[TestCluster]:
 
 @pytest.fixture
 async def client(cluster: TestCluster) -> AsyncIterator[GrainClient]:
-    for silo in cluster.silos:
-        assert silo.alive, f"silo {silo.name} died:\n{silo.log_tail()}"
     await cluster.wait_for_stable_membership(2)
-    async with cluster.client() as connected:
+    async with live_client(cluster) as connected:
         yield connected
-
-
 
 
 async def publish_numbers(client: GrainClient, namespace: str, key: str, count: int,

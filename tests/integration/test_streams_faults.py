@@ -33,8 +33,6 @@ def cluster(store: TestStore) -> Iterator[TestCluster]:
         yield c
 
 
-
-
 async def pumping_silo(redis: aioredis.Redis, cluster: TestCluster,
                        stream: StreamId) -> SiloProcess:
     """The silo holding the lease of the stream's partition (its incarnation is

@@ -16,11 +16,9 @@ from grainery.client import GrainClient
 from grainery.silo.testing import TestCluster, TestStore
 from tests.eventually import eventually
 from tests.grains.timer_probes import record
-from tests.integration.helpers import unique
+from tests.integration.helpers import live_client, unique
 
 GRAINS = ["tests.grains.timer_probes"]
-
-
 
 
 @pytest.fixture(scope="module")
@@ -32,12 +30,8 @@ def cluster(store: TestStore) -> Iterator[TestCluster]:
 
 @pytest.fixture
 async def client(cluster: TestCluster) -> AsyncIterator[GrainClient]:
-    for silo in cluster.silos:
-        assert silo.alive, f"silo {silo.name} died:\n{silo.log_tail()}"
-    async with cluster.client() as connected:
+    async with live_client(cluster) as connected:
         yield connected
-
-
 
 
 async def count(redis: aioredis.Redis, key: str, what: str = "ticks") -> int:
