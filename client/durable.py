@@ -3,12 +3,16 @@ result, cancel it (``GrainRef.journal/signal/run_status/run_result/cancel``).
 
 Each is one Management RPC to a silo (the one the router names for the grain: it forwards
 to the grain's activation if needed); a silo that is unreachable or leaving is retried on
-another after the membership is re-learned, like a call.
+another after the membership is re-learned, like a call. Reads (journal, status) and
+signals are also resent after a transport failure, when the first attempt may have reached
+the grain: a read changes nothing, and a signal carries an id the grain records it under
+once (a silo killed between recording a signal and answering is the case this covers).
 """
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -54,8 +58,10 @@ class RunFailedError(GrainError):
 
 async def _control(
     client: GrainClient, grain: GrainId, timeout: float | None,
-    send: Callable[[SiloStubs, float, Any], Awaitable[T]],
+    send: Callable[[SiloStubs, float, Any], Awaitable[T]], idempotent: bool = False,
 ) -> T:
+    """Send until answered; retried: what provably did not run, and (``idempotent``) any
+    transport failure, until the deadline."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + (client.default_timeout if timeout is None else timeout)
     attempt = 0
@@ -68,8 +74,9 @@ async def _control(
         except grpc.aio.AioRpcError as rpc_error:
             error = from_rpc_error(rpc_error)
             attempt += 1
-            if not (error.retry_safe and isinstance(error, RETRYABLE)) \
-                    or loop.time() >= deadline:
+            resend = isinstance(error, RETRYABLE) and (
+                error.retry_safe or (idempotent and isinstance(error, TransportError)))
+            if not resend or loop.time() >= deadline:
                 raise error from None
             client.router.forget(grain)
             await asyncio.sleep(min(0.05 * 2 ** min(attempt, 5), 1.0))
@@ -86,22 +93,25 @@ async def journal(client: GrainClient, grain: GrainId, after: int = 0, limit: in
             request, timeout=remaining, metadata=metadata)
         return reply
 
-    response = await _control(client, grain, timeout, send)
+    response = await _control(client, grain, timeout, send, idempotent=True)
     return [{"seq": e.seq, "kind": e.kind, "data": orjson.loads(e.data_json) if e.data_json
              else None, "time_ms": e.time_ms} for e in response.entries]
 
 
 async def signal(client: GrainClient, grain: GrainId, name: str, payload: Any = None,
-                 timeout: float | None = None) -> int:
+                 timeout: float | None = None, signal_id: str | None = None) -> int:
+    """Send a signal; the grain records it once under ``signal_id`` (a fresh uuid4 if
+    None), however many times a transport failure makes this resend it."""
     request = pb.SignalRequest(grain_type=grain.grain_type, grain_key=grain.key, name=name,
-                               payload_json=orjson.dumps(payload).decode())
+                               payload_json=orjson.dumps(payload).decode(),
+                               signal_id=uuid.uuid4().hex if signal_id is None else signal_id)
 
     async def send(stubs: SiloStubs, remaining: float, metadata: Any) -> pb.SignalResponse:
         reply: pb.SignalResponse = await stubs.management.Signal(
             request, timeout=remaining, metadata=metadata)
         return reply
 
-    return int((await _control(client, grain, timeout, send)).seq)
+    return int((await _control(client, grain, timeout, send, idempotent=True)).seq)
 
 
 async def run_status(client: GrainClient, grain: GrainId, run: int = 0, wait: float = 0.0,
@@ -116,7 +126,7 @@ async def run_status(client: GrainClient, grain: GrainId, run: int = 0, wait: fl
         reply: pb.RunResponse = await rpc(request, timeout=remaining, metadata=metadata)
         return reply
 
-    response = await _control(client, grain, budget, send)
+    response = await _control(client, grain, budget, send, idempotent=not cancel)
     status: dict[str, Any] = orjson.loads(response.status_json)
     return status
 

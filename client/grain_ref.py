@@ -62,12 +62,16 @@ class GrainRef:
 
         return await durable.journal(self._client, self.grain, after, limit)
 
-    async def signal(self, name: str, payload: Any = None) -> int:
+    async def signal(self, name: str, payload: Any = None, signal_id: str | None = None
+                     ) -> int:
         """Send signal ``name`` to the grain's durable run (buffered if it does not wait
-        for it yet); returns the signal's journal sequence number."""
+        for it yet); returns the signal's journal sequence number. The grain records a
+        signal once per ``signal_id`` (default: a fresh uuid4 per call, kept across the
+        call's own resends); pass your own id to make your retries of it safe too."""
         from grainery.client import durable
 
-        return await durable.signal(self._client, self.grain, name, payload)
+        return await durable.signal(self._client, self.grain, name, payload,
+                                    signal_id=signal_id)
 
     async def run_status(self, run: int = 0) -> dict[str, Any]:
         """The status of the grain's run ``run`` (0: the current one, else the last)."""

@@ -326,10 +326,10 @@ class Grain:
     # Runtime hooks (silo/hooks.py) behind the Management RPCs Signal, CancelRun, RunStatus;
     # interleaved, so they reach the grain while its run executes or waits.
     @interleave
-    async def on_durable_signal(self, name: str, payload: Any) -> int:
+    async def on_durable_signal(self, name: str, payload: Any, signal_id: str = "") -> int:
         from grainery.silo.durable.control import durable_runtime
 
-        return await durable_runtime(self).signal(name, payload)
+        return await durable_runtime(self).signal(name, payload, signal_id)
 
     @interleave
     async def on_durable_cancel(self, run: int, reason: str) -> dict[str, Any]:

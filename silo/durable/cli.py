@@ -34,6 +34,10 @@ def add_commands(command: Callable[[str, str], argparse.ArgumentParser],
     _grain(signal)
     signal.add_argument("name")
     signal.add_argument("payload_json", nargs="?", default="null", help="JSON payload")
+    signal.add_argument("--id", dest="signal_id", default=None,
+                        help="idempotency key: the grain records a signal once per id, so "
+                             "rerunning this command with the same id is safe (default: a "
+                             "fresh id)")
 
     status = command("run-status", "the status of a grain's durable run, as JSON")
     client_options(status)
@@ -82,7 +86,7 @@ async def run_signal(options: argparse.Namespace, security: Any) -> int:
         raise ValueError(f"payload is not valid JSON: {exc}") from None
     async with _client(options, security) as cluster:
         seq = await durable.signal(cluster, GrainId(options.grain_type, options.key),
-                                   options.name, payload)
+                                   options.name, payload, signal_id=options.signal_id)
     print(json.dumps({"signal": options.name, "seq": seq}))
     return 0
 

@@ -21,7 +21,7 @@ from grainery.client._proto.grainery.v1 import grainery_pb2 as pb
 from grainery.client.errors import GrainError, InvalidArgumentsError
 from grainery.client.routing import GrainId
 from grainery.silo.durable.decorator import durable_methods
-from grainery.silo.durable.runtime import DurableRuntime, runtime_of
+from grainery.silo.durable.runtime import MAX_SIGNAL_ID, DurableRuntime, runtime_of
 from grainery.silo.journal.store import MAX_READ, RedisJournalStore
 from grainery.silo.registry import GrainRegistry
 
@@ -73,10 +73,14 @@ class DurableControl:
         grain = self._grain(request.grain_type, request.grain_key)
         if not request.name:
             raise InvalidArgumentsError("a signal needs a name")
+        if len(request.signal_id) > MAX_SIGNAL_ID:
+            raise InvalidArgumentsError(
+                f"a signal id is at most {MAX_SIGNAL_ID} characters, not {len(request.signal_id)}")
         payload = _json(request.payload_json, "payload_json")
+        # The id only when there is one: a silo of the previous release takes two arguments.
+        args = [request.name, payload] + ([request.signal_id] if request.signal_id else [])
         seq = await self._system_calls.call(
-            grain.grain_type, grain.key, "on_durable_signal", [request.name, payload],
-            timeout or CONTROL_TIMEOUT,
+            grain.grain_type, grain.key, "on_durable_signal", args, timeout or CONTROL_TIMEOUT,
         )
         return pb.SignalResponse(seq=int(seq))
 

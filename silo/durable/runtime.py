@@ -63,6 +63,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("grainery.durable")
 
 MAX_SIGNAL_NAME = 200
+MAX_SIGNAL_ID = 200  # a client-chosen idempotency key (the SDK sends a uuid4 hex)
 END_SEARCH = 5000  # journal entries searched for an ended run's outcome
 
 
@@ -345,14 +346,22 @@ class DurableRuntime:
                 return {"signal": name, "signal_seq": item[0], "payload": item[2]}
         return None
 
-    async def signal(self, name: str, payload: Any) -> int:
-        """Buffer a signal durably, then hand it to the run if it waits for it."""
+    async def signal(self, name: str, payload: Any, signal_id: str = "") -> int:
+        """Buffer a signal durably, then hand it to the run if it waits for it. A signal
+        whose ``signal_id`` the journal has seen (a client retrying one whose answer it lost)
+        is not buffered again: the answer is the first one's seq."""
         if not isinstance(name, str) or not name or len(name) > MAX_SIGNAL_NAME:
             raise ValueError(f"a signal name must be a non-empty str of at most "
                              f"{MAX_SIGNAL_NAME} characters, not {name!r}")
+        if not isinstance(signal_id, str) or len(signal_id) > MAX_SIGNAL_ID:
+            raise ValueError(f"a signal id must be a str of at most {MAX_SIGNAL_ID} "
+                             f"characters, not {signal_id!r}")
         await self.ready()
-        seq = await self.journal.record("$signal", {"name": name, "payload": payload},
-                                        mark="sig:", mark_value=name)
+        data = {"name": name, "payload": payload, **({"id": signal_id} if signal_id else {})}
+        seq, recorded = await self.journal.record_once("$signal", data, signal_id,
+                                                       mark="sig:", mark_value=name)
+        if not recorded:
+            return seq
         self.signals.append((seq, name, payload))
         run = self.run
         if run is not None and run.wake is not None and not run.wake.done() \

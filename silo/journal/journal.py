@@ -61,6 +61,16 @@ class Journal:
             self._max_entries, mark, mark_value, unmark,
         )
 
+    async def record_once(
+        self, kind: str, data: Any, once_id: str, mark: str = "", mark_value: str = "",
+    ) -> tuple[int, bool]:
+        """``record`` unless an entry with ``once_id`` was recorded among the grain's latest
+        signals: (its seq, whether this call recorded it). See RedisJournalStore.append_once."""
+        return await self._store.append_once(
+            self._context.grain_id, self._context.fence.activation, kind, encode_data(data),
+            self._max_entries, mark, mark_value, (), once_id,
+        )
+
     async def read(self, after: int = 0, limit: int = 100) -> list[JournalEntry]:
         """Entries with ``seq > after``, oldest first, at most ``limit`` (up to 1000)."""
         return await self._store.read(self._context.grain_id, after, limit)

@@ -6,6 +6,9 @@ Layout (both keys carry the grain's hash tag, like its state and directory entry
 - ``...:journal:index``: a hash: ``seq`` (the last sequence number handed out) and the
   *open marks*: ``run:<seq>`` (a durable run that has not ended), ``sig:<seq>`` (a signal
   not yet consumed by a wait) and ``cancel:<seq>`` (a cancellation not yet seen by its run).
+- ``...:journal:signal-ids``: a sorted set of the ids of the latest SIGNAL_IDS_KEPT signals,
+  scored by their entry's seq: an append that carries a known id (a client's retry of a
+  signal whose answer it never saw) appends nothing and answers the first one's seq.
 
 Fencing: one Lua script checks that the grain's directory entry still names the appending
 activation and only then appends, so an activation that was superseded (its silo died or
@@ -35,15 +38,26 @@ from grainery.client.routing import GrainId
 from grainery.silo.storage.keys import KeySpace
 from grainery.silo.storage.pool import NotSentError
 
-# KEYS: journal, index, dir. ARGV: activation id, kind, data, time ms, max entries,
-# mark prefix to set at the new seq ('' none), mark value, marks to delete (space-separated).
+# KEYS: journal, index, dir, signal ids. ARGV: activation id, kind, data, time ms, max
+# entries, mark prefix to set at the new seq ('' none), mark value, marks to delete
+# (space-separated), the entry's once-only id ('' none), how many such ids to keep.
 _APPEND = """
 local owner = redis.call('HGET', KEYS[3], 'act')
 if owner ~= ARGV[1] then
   return {'fenced', owner or ''}
 end
+if ARGV[9] ~= '' then
+  local first = redis.call('ZSCORE', KEYS[4], ARGV[9])
+  if first then
+    return {'seen', first}
+  end
+end
 local seq = redis.call('HINCRBY', KEYS[2], 'seq', 1)
 redis.call('XADD', KEYS[1], seq .. '-0', 'k', ARGV[2], 'd', ARGV[3], 't', ARGV[4])
+if ARGV[9] ~= '' then
+  redis.call('ZADD', KEYS[4], seq, ARGV[9])
+  redis.call('ZREMRANGEBYRANK', KEYS[4], 0, -tonumber(ARGV[10]) - 1)
+end
 if ARGV[6] ~= '' then
   redis.call('HSET', KEYS[2], ARGV[6] .. seq, ARGV[7])
 end
@@ -67,6 +81,7 @@ return {'ok', seq}
 """
 
 MAX_READ = 1000  # entries per read: a reader pages with ``after``
+SIGNAL_IDS_KEPT = 1000  # per grain: a retry must come within the grain's next 1000 signals
 
 
 @dataclass(frozen=True)
@@ -118,10 +133,21 @@ class RedisJournalStore:
         """Append one entry as ``activation``; returns its sequence number. ``mark``: an
         index prefix (``run:``, ``sig:``, ``cancel:``) to set at the new sequence number;
         ``unmark``: index fields to delete in the same step."""
+        seq, _appended = await self.append_once(grain, activation, kind, data_json,
+                                                max_entries, mark, mark_value, unmark)
+        return seq
+
+    async def append_once(
+        self, grain: GrainId, activation: str, kind: str, data_json: str, max_entries: int,
+        mark: str = "", mark_value: str = "", unmark: tuple[str, ...] = (), once_id: str = "",
+    ) -> tuple[int, bool]:
+        """``append``, unless ``once_id`` names one of the grain's latest signals: then
+        nothing is written. Returns (the entry's seq, whether this call appended it)."""
         keys = [self._keys.journal(grain), self._keys.journal_index(grain),
-                self._keys.directory(grain)]
+                self._keys.directory(grain), self._keys.journal_signal_ids(grain)]
         args: list[str | int] = [activation, kind, data_json, int(time.time() * 1000),
-                                 max_entries, mark, mark_value, " ".join(unmark)]
+                                 max_entries, mark, mark_value, " ".join(unmark), once_id,
+                                 SIGNAL_IDS_KEPT]
         try:
             verdict, value = await self._append(keys=keys, args=args)
         except RedisError as exc:
@@ -131,11 +157,11 @@ class RedisJournalStore:
                 f"journal store unavailable during an append to {grain}: "
                 f"{type(exc).__name__} (the append {applied})"
             ) from exc
-        if _text(verdict) != "ok":
+        if _text(verdict) == "fenced":
             raise ActivationFencedError(
                 f"journal append to {grain} refused: a newer activation owns the grain"
             )
-        return int(value)
+        return int(value), _text(verdict) == "ok"
 
     async def read(self, grain: GrainId, after: int = 0, limit: int = 100) -> list[JournalEntry]:
         """Entries with ``seq > after``, oldest first, at most ``limit`` (<= MAX_READ)."""

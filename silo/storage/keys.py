@@ -46,3 +46,8 @@ class KeySpace:
 
     def journal_index(self, grain: GrainId) -> str:
         return self._grain(grain) + ":journal:index"
+
+    def journal_signal_ids(self, grain: GrainId) -> str:
+        """A sorted set: the ids of the grain's latest signals, scored by their entry's seq
+        (a retried signal with a known id is not recorded again)."""
+        return self._grain(grain) + ":journal:signal-ids"

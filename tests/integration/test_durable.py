@@ -176,6 +176,43 @@ async def test_a_signal_before_the_wait_is_buffered(client: GrainClient) -> None
     assert journal == ["$signal", "$run", "$step", "$wait", "$woke", "$step", "$end"]
 
 
+async def test_a_resent_signal_is_recorded_once(
+    client: GrainClient, cluster: TestCluster, redis: aioredis.Redis
+) -> None:
+    """A client that lost the answer to a signal resends it with the same id (the SDK does
+    after a transport failure): the grain records it once, so one wait consumes it and the
+    next wait still waits."""
+    key = unique("resent")
+    ref = client.get_grain("Approval", key)
+    first = await ref.signal("approve", "once", signal_id="approval-1")
+    assert await ref.signal("approve", "once", signal_id="approval-1") == first
+    assert await ref.order(500) == {"amount": 500, "decision": "once"}
+    assert await ref.signal("approve", "once", signal_id="approval-1") == first  # consumed
+    second = asyncio.ensure_future(ref.order(700))
+    await status_is(client, "Approval", key, "waiting")  # the resends buffered nothing
+    assert not second.done()
+    assert await ref.signal("approve", "twice", signal_id="approval-2") > first
+    assert await second == {"amount": 700, "decision": "twice"}
+    journal = await client.get_grain("Approval", key).journal(limit=1000)
+    signals = [e for e in journal if e["kind"] == "$signal"]
+    assert [(e["data"]["id"], e["data"]["payload"]) for e in signals] == [
+        ("approval-1", "once"), ("approval-2", "twice")]
+    ids = await redis.zrange(KeySpace(cluster.cluster).journal_signal_ids(GrainId("Approval", key)),
+                             0, -1, withscores=True)
+    assert ids == [(b"approval-1", float(first)), (b"approval-2", float(signals[1]["seq"]))]
+
+
+async def test_signals_without_an_id_are_each_recorded(client: GrainClient) -> None:
+    """Two sends of the same signal with no id (two calls of ref.signal: each gets its own
+    fresh id) are two signals."""
+    key = unique("twice")
+    ref = client.get_grain("Approval", key)
+    one, two = await ref.signal("approve", "a"), await ref.signal("approve", "b")
+    assert two > one
+    assert (await ref.order(500))["decision"] == "a"
+    assert (await ref.order(500))["decision"] == "b"
+
+
 async def test_a_wait_times_out(client: GrainClient) -> None:
     key = unique("late")
     result = await client.get_grain("Approval", key).order(500, 0.2)
@@ -364,6 +401,9 @@ async def test_bad_control_requests_get_clear_errors(cluster: TestCluster) -> No
                                timeout=10), grpc.StatusCode.NOT_FOUND, "unknown grain type"),
             (management.Signal(pb.SignalRequest(grain_type="Audit", grain_key="k", name="go"),
                                timeout=10), grpc.StatusCode.UNKNOWN, "has no @durable methods"),
+            (management.Signal(pb.SignalRequest(grain_type="Approval", grain_key="k",
+                                                name="go", signal_id="x" * 201), timeout=10),
+             grpc.StatusCode.INVALID_ARGUMENT, "a signal id is at most 200 characters"),
             (management.Journal(pb.JournalRequest(grain_type="Audit", grain_key=""),
                                 timeout=10), grpc.StatusCode.INVALID_ARGUMENT, "grain_key"),
         ]

@@ -273,16 +273,18 @@ class JournalResponse(_message.Message):
     def __init__(self, entries: _Optional[_Iterable[_Union[JournalEntry, _Mapping]]] = ...) -> None: ...
 
 class SignalRequest(_message.Message):
-    __slots__ = ("grain_type", "grain_key", "name", "payload_json")
+    __slots__ = ("grain_type", "grain_key", "name", "payload_json", "signal_id")
     GRAIN_TYPE_FIELD_NUMBER: _ClassVar[int]
     GRAIN_KEY_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_JSON_FIELD_NUMBER: _ClassVar[int]
+    SIGNAL_ID_FIELD_NUMBER: _ClassVar[int]
     grain_type: str
     grain_key: str
     name: str
     payload_json: str
-    def __init__(self, grain_type: _Optional[str] = ..., grain_key: _Optional[str] = ..., name: _Optional[str] = ..., payload_json: _Optional[str] = ...) -> None: ...
+    signal_id: str
+    def __init__(self, grain_type: _Optional[str] = ..., grain_key: _Optional[str] = ..., name: _Optional[str] = ..., payload_json: _Optional[str] = ..., signal_id: _Optional[str] = ...) -> None: ...
 
 class SignalResponse(_message.Message):
     __slots__ = ("seq",)
