@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from grainery.client.errors import InvalidArgumentsError
@@ -36,9 +37,10 @@ class StreamId:
     namespace: str
     key: str
 
-    @property
+    @cached_property
     def name(self) -> str:
-        """The stream's name in indexes and key names: unambiguous whatever the strings hold."""
+        """The stream's name in indexes and key names: unambiguous whatever the strings hold
+        (kept: every key of the stream is built from it)."""
         return json.dumps([self.namespace, self.key], separators=(",", ":"))
 
     @classmethod

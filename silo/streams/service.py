@@ -8,6 +8,7 @@ pump follows the ring.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -129,8 +130,8 @@ class StreamService:
     async def publish_many(self, events: list[tuple[StreamId, str]]) -> list[str]:
         """Append checked events, in order, in one store round trip; their tokens."""
         tokens = await self.store.publish_many(events)
-        for stream, _ in events:
-            self.metrics.stream_published.labels(stream.namespace).inc()
+        for namespace, count in Counter(stream.namespace for stream, _ in events).items():
+            self.metrics.stream_published.labels(namespace).inc(count)
         return tokens
 
     async def subscribe(self, grain_type: str, key: str, stream: StreamId) -> bool:

@@ -22,12 +22,22 @@ BELL_MAXLEN = 1000
 DEAD_LETTERS_MAXLEN = 10_000
 EVENT_FIELD = "e"
 
+# Events of one partition, in order. KEYS: index, bell, then each event's stream. ARGV:
+# maxlen, bell maxlen, then (stream name, event JSON) per event. Returns the tokens.
 _PUBLISH = """
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[3])
-if redis.call('SADD', KEYS[2], ARGV[2]) == 1 then
-  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 's', ARGV[2])
+local tokens = {}
+local rung = {}
+for i = 3, #KEYS do
+  local name = ARGV[2 * i - 3]
+  tokens[i - 2] = redis.call('XADD', KEYS[i], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[2 * i - 2])
+  if not rung[name] then
+    rung[name] = true
+    if redis.call('SADD', KEYS[1], name) == 1 then
+      redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 's', name)
+    end
+  end
 end
-return id
+return tokens
 """
 
 _SUBSCRIBE = """
@@ -106,26 +116,32 @@ class StreamStore:
 
     # ----- events ---------------------------------------------------------
     async def publish(self, stream: StreamId, event_json: str) -> str:
-        keys = self.keys
-        partition = keys.partition(stream)
-        token = await self._publish(
-            keys=[keys.events(stream), keys.index(partition), keys.bell(partition)],
-            args=[self.maxlen, stream.name, event_json, BELL_MAXLEN],
-        )
-        return _text(token)
+        return (await self.publish_many([(stream, event_json)]))[0]
 
     async def publish_many(self, events: list[tuple[StreamId, str]]) -> list[str]:
-        """Append several events in one round trip (a pipeline, in order); their tokens."""
+        """Append events in one round trip: one script call per partition (its keys share a
+        hash slot), each appending its events in their order; the tokens, in input order.
+        Order is kept within a stream (a stream lives in one partition)."""
         keys = self.keys
+        groups: dict[int, list[int]] = {}
+        for i, (stream, _) in enumerate(events):
+            groups.setdefault(keys.partition(stream), []).append(i)
         async with self.redis.pipeline(transaction=False) as pipe:
-            for stream, event_json in events:
-                partition = keys.partition(stream)
+            for partition, members in groups.items():
+                args: list[str | int] = [self.maxlen, BELL_MAXLEN]
+                for i in members:
+                    args += (events[i][0].name, events[i][1])
                 await self._publish(
-                    keys=[keys.events(stream), keys.index(partition), keys.bell(partition)],
-                    args=[self.maxlen, stream.name, event_json, BELL_MAXLEN], client=pipe,
+                    keys=[keys.index(partition), keys.bell(partition),
+                          *(keys.events(events[i][0]) for i in members)],
+                    args=args, client=pipe,
                 )
-            tokens = await pipe.execute()
-        return [_text(token) for token in tokens]
+            replies = await pipe.execute()
+        tokens = [""] * len(events)
+        for members, reply in zip(groups.values(), replies, strict=True):
+            for i, token in zip(members, reply, strict=True):
+                tokens[i] = _text(token)
+        return tokens
 
     async def range_after(self, stream: StreamId, after: str, count: int) -> list[Entry]:
         """Up to ``count`` events with tokens after ``after`` ("0-0": from the oldest)."""

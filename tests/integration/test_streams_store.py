@@ -82,3 +82,28 @@ async def test_retention_bounds_a_stream_by_length_and_by_age(store: StreamStore
     removed = await trim_by_age(store, [partition], max_age=-1.0)  # everything is too old
     assert removed >= 200
     assert await store.redis.xlen(store.keys.events(aged)) == 300 - removed
+
+
+async def test_a_batch_over_several_partitions_keeps_each_streams_order(
+    store: StreamStore,
+) -> None:
+    """publish_many sends one script per partition: the tokens still come back in the
+    batch's order, each stream holds its events in publish order, and each new stream is
+    indexed and rung on its partition's bell once."""
+    streams = [StreamId("orders", f"batch-{n}") for n in range(12)]
+    partitions = {store.keys.partition(s) for s in streams}
+    assert len(partitions) > 1  # the batch really spans partitions
+    batch = [(streams[n % len(streams)], f'{{"n":{n}}}') for n in range(60)]
+    tokens = await store.publish_many(batch)
+    assert len(tokens) == 60  # a token is unique within its stream (checked below)
+    for stream in streams:
+        mine = [(token, event) for token, (s, event) in zip(tokens, batch, strict=True)
+                if s == stream]
+        assert await store.range_after(stream, "0-0", 100) == mine
+    for partition in partitions:
+        indexed = {s.name for s in await store.streams_of(partition)}
+        assert indexed == {s.name for s in streams if store.keys.partition(s) == partition}
+        notes = await store.redis.xrange(store.keys.bell(partition))
+        assert sorted(fields[b"s"].decode() for _, fields in notes) == sorted(indexed)
+    await store.publish_many(batch[:12])  # known streams: no new index entry, no bell
+    assert sum([len(await store.redis.xrange(store.keys.bell(p))) for p in partitions]) == 12
