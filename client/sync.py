@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from grainery.client.context import current_request_context, request_context
 from grainery.client.grain_client import GrainClient
+from grainery.client.grain_ref import GrainRef
 from grainery.client.streams import SyncClientStream
 
 T = TypeVar("T")
@@ -44,6 +45,26 @@ class SyncGrainRef:
             return self.call(method, *args, timeout=timeout, **kwargs)
 
         return remote
+
+    # Durable agents: GrainRef's methods, blocking. As there, these names shadow grain
+    # methods of the same name (``call("signal", ...)`` still reaches such a method).
+    def _ref(self) -> GrainRef:
+        return self._client.wrapped.get_grain(self.grain_type, self.key)
+
+    def journal(self, after: int = 0, limit: int = 100) -> list[dict[str, Any]]:
+        return self._client.run(self._ref().journal(after, limit))
+
+    def signal(self, name: str, payload: Any = None, signal_id: str | None = None) -> int:
+        return self._client.run(self._ref().signal(name, payload, signal_id))
+
+    def run_status(self, run: int = 0) -> dict[str, Any]:
+        return self._client.run(self._ref().run_status(run))
+
+    def run_result(self, run: int = 0, timeout: float = 30.0) -> Any:
+        return self._client.run(self._ref().run_result(run, timeout))
+
+    def cancel_run(self, run: int = 0, reason: str = "") -> dict[str, Any]:
+        return self._client.run(self._ref().cancel_run(run, reason))
 
 
 class SyncGrainClient:
@@ -78,6 +99,16 @@ class SyncGrainClient:
 
     def get_grain(self, grain_type: str, key: str) -> SyncGrainRef:
         return SyncGrainRef(self, grain_type, str(key))
+
+    @property
+    def wrapped(self) -> GrainClient:
+        """The GrainClient this wraps (its coroutines run with ``run``)."""
+        return self._client
+
+    def reminders(self, grain_type: str, key: str, include_runtime: bool = False,
+                  timeout: float | None = None) -> list[dict[str, Any]]:
+        """The durable reminders of ``grain_type/key`` (see GrainClient.reminders)."""
+        return self._run(self._client.reminders(grain_type, key, include_runtime, timeout))
 
     def invoke(
         self, grain_type: str, key: str, method: str, args: Sequence[Any] = (),

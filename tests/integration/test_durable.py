@@ -18,6 +18,7 @@ from grainery import RunFailedError
 from grainery.client import GrainApplicationError, GrainClient
 from grainery.client.errors import ActivationFencedError
 from grainery.client.routing import GrainId
+from grainery.client.sync import SyncGrainClient
 from grainery.silo.cluster.directory import RedisGrainDirectory
 from grainery.silo.journal.store import RedisJournalStore
 from grainery.silo.metrics import SiloMetrics
@@ -211,6 +212,21 @@ async def test_signals_without_an_id_are_each_recorded(client: GrainClient) -> N
     assert two > one
     assert (await ref.order(500))["decision"] == "a"
     assert (await ref.order(500))["decision"] == "b"
+
+
+def test_the_sync_client_signals_and_reads_a_run(cluster: TestCluster) -> None:
+    key = unique("sync")
+    with SyncGrainClient(cluster.addresses) as sync:
+        ref = sync.get_grain("Approval", key)
+        seq = ref.signal("approve", "by script", signal_id="sync-1")
+        assert ref.signal("approve", "by script", signal_id="sync-1") == seq
+        assert ref.order(500) == {"amount": 500, "decision": "by script"}
+        status = ref.run_status()
+        assert status["status"] == "completed"
+        assert ref.run_result(status["run"]) == {"amount": 500, "decision": "by script"}
+        assert ref.cancel_run()["status"] == "completed"  # nothing running: the last run
+        assert [e["kind"] for e in ref.journal()] == [
+            "$signal", "$run", "$step", "$wait", "$woke", "$step", "$end"]
 
 
 async def test_a_wait_times_out(client: GrainClient) -> None:

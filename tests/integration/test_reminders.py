@@ -26,6 +26,7 @@ from grainery.client import GrainApplicationError, GrainClient
 from grainery.client._proto.grainery.v1 import grainery_pb2 as pb
 from grainery.client._proto.grainery.v1 import grainery_pb2_grpc as pb_grpc
 from grainery.client.routing import GrainId
+from grainery.client.sync import SyncGrainClient
 from grainery.silo.cluster.partitions import partition_of
 from grainery.silo.reminders.model import (
     MAX_REMINDERS_PER_GRAIN,
@@ -237,6 +238,16 @@ async def test_management_rpcs_and_the_cli(client: GrainClient, cluster: TestClu
     assert (empty.returncode, empty.stdout.strip()) == (0, f"no reminders for ReminderProbe/{key}")
     unknown = await run_cli(*cli, "NoSuchType", key)
     assert unknown.returncode == 1 and "NOT_FOUND" in unknown.stderr
+
+
+def test_the_sync_client_lists_reminders(cluster: TestCluster) -> None:
+    key = f"{ns()}:sync"
+    with SyncGrainClient(cluster.addresses) as sync:
+        sync.get_grain("ReminderProbe", key).remind("daily", 60, 86400)
+        [listed] = sync.reminders("ReminderProbe", key)
+        assert (listed["name"], listed["period"]) == ("daily", 86400.0)
+        assert sync.get_grain("ReminderProbe", key).forget("daily") is True
+        assert sync.reminders("ReminderProbe", key) == []
 
 
 async def test_a_failing_hook_keeps_firing_and_an_undeliverable_reminder_is_disabled(
