@@ -8,7 +8,9 @@ as with a network partition, not a clean connection refusal.
 It can also fail one command precisely (:meth:`FaultProxy.fail_next`): the first
 client->server chunk containing a marker is either dropped (the command never
 reaches the store) or delivered with its reply swallowed (the command ran, the
-client never learns it); either way that connection is then closed.
+client never learns it); either way that connection is then closed. With ``hold`` the
+delivered command's connection stays open with every reply dropped until the test calls
+:meth:`FaultProxy.cut` (so the test can first see that the command ran).
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ class FaultProxy:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.base_events.Server | None = None
-        self._fault: tuple[bytes, bool] | None = None
+        self._fault: tuple[bytes, bool, bool] | None = None
+        self._held: list[asyncio.StreamWriter] = []
         self.faults_fired = 0
 
     @property
@@ -73,25 +76,39 @@ class FaultProxy:
             if self.blocked:
                 continue  # black-holed
             if not upstream and swallow.is_set():
+                if client in self._held:
+                    continue  # held: replies dropped until cut()
                 client.close()  # the command ran; its reply is lost with the connection
                 break
             if upstream and self._fault is not None and self._fault[0] in data:
-                _, deliver = self._fault
+                _, deliver, hold = self._fault
                 self._fault = None
                 self.faults_fired += 1
                 if not deliver:
                     client.close()  # the command never reaches the store
                     break
+                if hold:
+                    self._held.append(client)
                 swallow.set()
             writer.write(data)
             await writer.drain()
         with contextlib.suppress(Exception):
             writer.close()
 
-    def fail_next(self, marker: bytes, deliver: bool) -> None:
+    def fail_next(self, marker: bytes, deliver: bool, hold: bool = False) -> None:
         """Fail the next command whose bytes contain ``marker`` (once): ``deliver=False``
-        drops it, ``deliver=True`` lets it run and loses the reply."""
-        self._fault = (marker, deliver)
+        drops it, ``deliver=True`` lets it run and loses the reply (``hold``: the
+        connection stays open, replies dropped, until ``cut``)."""
+        self._fault = (marker, deliver, hold)
+
+    def cut(self) -> None:
+        """Close the connections held by ``fail_next(..., hold=True)``."""
+        def close() -> None:
+            for writer in self._held:
+                writer.close()
+            self._held.clear()
+
+        self._loop.call_soon_threadsafe(close)
 
     def block(self) -> None:
         self.blocked = True

@@ -26,6 +26,7 @@ from grainery.silo.storage.keys import KeySpace
 from grainery.silo.testing import TestCluster, TestStore
 from tests.eventually import eventually
 from tests.grains.durable_probes import probe
+from tests.integration.fault_proxy import FaultProxy
 from tests.integration.helpers import live_client, unique
 
 GRAINS = ["tests.grains.durable_probes"]
@@ -201,6 +202,39 @@ async def test_a_resent_signal_is_recorded_once(
     ids = await redis.zrange(KeySpace(cluster.cluster).journal_signal_ids(GrainId("Approval", key)),
                              0, -1, withscores=True)
     assert ids == [(b"approval-1", float(first)), (b"approval-2", float(signals[1]["seq"]))]
+
+
+async def test_a_signal_whose_answer_was_lost_is_resent_and_recorded_once(
+    cluster: TestCluster, redis: aioredis.Redis
+) -> None:
+    """The connection to the silo breaks after the grain recorded a signal and before its
+    answer arrived (a proxy passes the request on, holds back every byte of the reply, and
+    cuts the connection once the signal is in the store): the client resends it on a new
+    connection, and the grain holds it once, answering the first seq."""
+    key, signal_id = unique("lost-answer"), unique("sig")
+    journal_key = KeySpace(cluster.cluster).journal(GrainId("Approval", key))
+    proxy = FaultProxy(int(cluster.addresses[0].rsplit(":", 1)[1])).start()
+    try:
+        async with GrainClient(f"127.0.0.1:{proxy.port}", gateway_only=True) as client:
+            ref = client.get_grain("Approval", key)
+            await ref.journal()  # activates the grain; the connection is up
+            proxy.fail_next(signal_id.encode(), deliver=True, hold=True)
+            sending = asyncio.ensure_future(ref.signal("approve", "once", signal_id=signal_id))
+
+            async def recorded() -> int | None:
+                entries = await redis.xrange(journal_key)
+                return next((int(entry_id.split(b"-")[0]) for entry_id, fields in entries
+                             if signal_id.encode() in fields[b"d"]), None)
+
+            first = await eventually(recorded, 10, "the first attempt recorded the signal")
+            assert not sending.done()  # its answer is held back
+            proxy.cut()
+            assert await sending == first and proxy.faults_fired == 1
+            assert await ref.order(500) == {"amount": 500, "decision": "once"}
+            signals = [e for e in await ref.journal() if e["kind"] == "$signal"]
+            assert [(e["seq"], e["data"]["id"]) for e in signals] == [(first, signal_id)]
+    finally:
+        proxy.stop()
 
 
 async def test_signals_without_an_id_are_each_recorded(client: GrainClient) -> None:
