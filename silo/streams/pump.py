@@ -167,22 +167,27 @@ class StreamPump:
     async def _keep_leases(self) -> None:
         while not self._stopping:
             await asyncio.sleep(self._lease_ms / 4000)
-            for partition, hold in list(self._held.items()):
+            held = list(self._held.items())
+            by_incarnation: dict[str, list[tuple[int, Hold]]] = {}
+            for partition, hold in held:
+                by_incarnation.setdefault(hold.incarnation, []).append((partition, hold))
+            for incarnation, holds in by_incarnation.items():
                 sent = time.monotonic()
                 try:
-                    ours = await self._store.hold_lease(partition, hold.incarnation,
-                                                        self._lease_ms)
+                    renewed = await self._store.hold_leases(
+                        [partition for partition, _ in holds], incarnation, self._lease_ms)
                 except RedisError as exc:
                     log.warning("streams: lease renewal failed: %s", exc)
-                    continue  # it stays valid until `until`; deliveries pause after that
-                if self._held.get(partition) is not hold:
-                    continue
-                if ours:
-                    hold.until = sent + self._lease_ms * 0.75e-3
-                else:
-                    log.warning("streams: partition %d's lease is held by another silo",
-                                partition)
-                    self._drop(partition, release=False)
+                    continue  # they stay valid until `until`; deliveries pause after that
+                for (partition, hold), ours in zip(holds, renewed, strict=True):
+                    if self._held.get(partition) is not hold:
+                        continue
+                    if ours:
+                        hold.until = sent + self._lease_ms * 0.75e-3
+                    else:
+                        log.warning("streams: partition %d's lease is held by another silo",
+                                    partition)
+                        self._drop(partition, release=False)
 
     # ----- streams and subscriptions --------------------------------------
     async def _sync(self, stream: StreamId) -> None:

@@ -107,3 +107,11 @@ async def test_a_batch_over_several_partitions_keeps_each_streams_order(
         assert sorted(fields[b"s"].decode() for _, fields in notes) == sorted(indexed)
     await store.publish_many(batch[:12])  # known streams: no new index entry, no bell
     assert sum([len(await store.redis.xrange(store.keys.bell(p))) for p in partitions]) == 12
+
+
+async def test_leases_renewed_together_answer_for_each_partition(store: StreamStore) -> None:
+    assert await store.hold_lease(1, "silo-a:1", 5000)
+    assert await store.hold_lease(2, "silo-b:1", 5000)
+    assert await store.hold_leases([1, 2, 3], "silo-a:1", 5000) == [True, False, True]
+    assert 0 < await store.redis.pttl(store.keys.lease(3)) <= 5000
+    assert (await store.redis.get(store.keys.lease(2))) == b"silo-b:1"
