@@ -116,7 +116,13 @@ class StreamStore:
 
     # ----- events ---------------------------------------------------------
     async def publish(self, stream: StreamId, event_json: str) -> str:
-        return (await self.publish_many([(stream, event_json)]))[0]
+        keys = self.keys
+        partition = keys.partition(stream)
+        tokens = await self._publish(
+            keys=[keys.index(partition), keys.bell(partition), keys.events(stream)],
+            args=[self.maxlen, BELL_MAXLEN, stream.name, event_json],
+        )
+        return _text(tokens[0])
 
     async def publish_many(self, events: list[tuple[StreamId, str]]) -> list[str]:
         """Append events in one round trip: one script call per partition (its keys share a
