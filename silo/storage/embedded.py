@@ -20,12 +20,14 @@ crash it may remain, which is why readers trust it only while the lock is held.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import ctypes
 import errno
 import fcntl
 import logging
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -50,7 +52,41 @@ def valkey_binary() -> str:
     return path
 
 
+# Where free_port looks first: below the kernel's ephemeral range. A port the kernel hands
+# out for ``bind(0)`` comes from the range every outgoing connection draws from too, so
+# between our closing it and a server binding it, any connect() on the machine may take it
+# (a test suite makes thousands; CI lost a test to "metrics port ... is in use").
+_QUIET_PORTS = (10_000, 32_767)
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32_768, 60_999  # Linux's default
+
+
+_HANDED_OUT: collections.deque[int] = collections.deque(maxlen=2048)  # not twice in a row
+
+
 def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on now, for a server about to start: chosen at random
+    outside the kernel's ephemeral range when that works (and not one of this process's
+    latest answers, whose servers may not have bound them yet), else one ``bind(0)``
+    gives."""
+    low, high = _ephemeral_range()
+    for _ in range(50):
+        port = random.randint(*_QUIET_PORTS)  # noqa: S311 - spreading, not secrecy
+        if low <= port <= high or port in _HANDED_OUT:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            _HANDED_OUT.append(port)
+            return port
     with socket.socket() as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
