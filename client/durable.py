@@ -78,9 +78,7 @@ async def _control(
                 error.retry_safe or (idempotent and isinstance(error, TransportError)))
             if not resend or loop.time() >= deadline:
                 raise error from None
-            client.router.forget(grain)
-            await asyncio.sleep(min(0.05 * 2 ** min(attempt, 5), 1.0))
-            await client.refresh_membership(avoid=address)
+            await client.recover(grain, address, attempt, deadline - loop.time())
 
 
 async def journal(client: GrainClient, grain: GrainId, after: int = 0, limit: int = 100,

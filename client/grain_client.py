@@ -299,7 +299,7 @@ class GrainClient:
                     raise
                 last_error = error
                 attempt += 1
-                reachable = await self._recover(grain, address, attempt, deadline - loop.time())
+                reachable = await self.recover(grain, address, attempt, deadline - loop.time())
                 if not reachable and attempt >= _MAX_BLIND_RETRIES:
                     raise error from None
                 continue
@@ -314,9 +314,10 @@ class GrainClient:
                 self._refresh_soon()
             return response
 
-    async def _recover(self, grain: GrainId, address: str, attempt: int, remaining: float) -> bool:
-        """After a call that never ran: forget where the grain was, back off, re-learn the
-        cluster. Returns False when no silo answered at all."""
+    async def recover(self, grain: GrainId, address: str, attempt: int, remaining: float) -> bool:
+        """After a request that failed at ``address`` (calls; durable control requests):
+        forget where the grain was, back off, re-learn the cluster. Returns False when no
+        silo answered at all."""
         self.router.forget(grain)
         backoff = min(0.02 * (2 ** min(attempt, 6)), 1.0) * (0.5 + random.random())
         await asyncio.sleep(max(0.0, min(backoff, remaining)))

@@ -14,11 +14,10 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-import grpc
 import orjson
 
 from grainery.client._proto.grainery.v1 import grainery_pb2 as pb
-from grainery.client.errors import GrainError, InvalidArgumentsError
+from grainery.client.errors import InvalidArgumentsError
 from grainery.client.routing import GrainId
 from grainery.silo.durable.decorator import durable_methods
 from grainery.silo.durable.runtime import MAX_SIGNAL_ID, DurableRuntime, runtime_of
@@ -111,15 +110,3 @@ def _json(text: str, field: str) -> Any:
         return orjson.loads(text)
     except orjson.JSONDecodeError as exc:
         raise InvalidArgumentsError(f"{field} is not valid JSON: {exc}") from None
-
-
-async def serve(context: grpc.aio.ServicerContext, call: Any) -> Any:
-    """Run one control call, turning errors into statuses as the other servicers do."""
-    from grainery.silo.rpc.servicers import abort_internal, abort_with
-
-    try:
-        return await call
-    except GrainError as error:
-        await abort_with(context, error)
-    except Exception:  # noqa: BLE001 - never leak internals to the caller
-        await abort_internal(context, "durable control")

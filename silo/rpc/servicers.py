@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-from collections.abc import AsyncIterator, Callable
-from typing import NoReturn
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import NoReturn, TypeVar
 
 import grpc
 
@@ -29,11 +29,12 @@ from grainery.silo.cluster.directory import RedisGrainDirectory
 from grainery.silo.cluster.membership import MembershipService
 from grainery.silo.dashboard.report import SiloReporter
 from grainery.silo.dispatcher import Dispatcher
-from grainery.silo.durable.control import DurableControl, serve
+from grainery.silo.durable.control import DurableControl
 from grainery.silo.registry import GrainRegistry
 from grainery.silo.reminders.rpc import ReminderRpcs
 
 log = logging.getLogger("grainery.rpc")
+T = TypeVar("T")
 
 
 async def abort_with(context: grpc.aio.ServicerContext, error: GrainError) -> NoReturn:
@@ -47,6 +48,21 @@ async def abort_internal(context: grpc.aio.ServicerContext, where: str) -> NoRet
     context.set_trailing_metadata(error_metadata(GrainError("internal error")))
     await context.abort(grpc.StatusCode.INTERNAL, "internal error")
     raise AssertionError("unreachable")
+
+
+async def serve(
+    context: grpc.aio.ServicerContext, where: str, call: Callable[[], Awaitable[T]]
+) -> T:
+    """Run one RPC's work, ``call()``: a GrainError becomes its status (with the error
+    kind in the trailers), anything else INTERNAL without details. A callable, not a
+    coroutine, so that an error raised while building the call is turned into a status
+    too."""
+    try:
+        return await call()
+    except GrainError as error:
+        await abort_with(context, error)
+    except Exception:  # noqa: BLE001 - never leak internals to the caller
+        await abort_internal(context, where)
 
 
 def snapshot_to_proto(snapshot: MembershipSnapshot) -> pb.MembersResponse:
@@ -278,25 +294,25 @@ class ManagementServicer(pb_grpc.ManagementServicer):
     async def Journal(  # noqa: N802
         self, request: pb.JournalRequest, context: grpc.aio.ServicerContext
     ) -> pb.JournalResponse:
-        return await serve(context, self._durable_control().journal(request))  # type: ignore[no-any-return]
+        return await serve(context, "Journal", lambda: self._durable_control().journal(request))
 
     async def Signal(  # noqa: N802
         self, request: pb.SignalRequest, context: grpc.aio.ServicerContext
     ) -> pb.SignalResponse:
-        return await serve(  # type: ignore[no-any-return]
-            context, self._durable_control().signal(request, context.time_remaining()))
+        return await serve(context, "Signal", lambda: self._durable_control().signal(
+            request, context.time_remaining()))
 
     async def RunStatus(  # noqa: N802
         self, request: pb.RunRequest, context: grpc.aio.ServicerContext
     ) -> pb.RunResponse:
-        return await serve(  # type: ignore[no-any-return]
-            context, self._durable_control().status(request, context.time_remaining()))
+        return await serve(context, "RunStatus", lambda: self._durable_control().status(
+            request, context.time_remaining()))
 
     async def CancelRun(  # noqa: N802
         self, request: pb.RunRequest, context: grpc.aio.ServicerContext
     ) -> pb.RunResponse:
-        return await serve(  # type: ignore[no-any-return]
-            context, self._durable_control().cancel(request, context.time_remaining()))
+        return await serve(context, "CancelRun", lambda: self._durable_control().cancel(
+            request, context.time_remaining()))
 
     def stats(self) -> pb.SiloStatsResponse:
         counts = self._catalog.counts_by_type()
@@ -323,24 +339,22 @@ class ManagementServicer(pb_grpc.ManagementServicer):
     async def InspectGrain(  # noqa: N802
         self, request: pb.InspectGrainRequest, context: grpc.aio.ServicerContext
     ) -> pb.InspectGrainResponse:
-        try:
+        async def inspect() -> pb.InspectGrainResponse:
             if self.reporter is None:
                 return pb.InspectGrainResponse()
             return self.reporter.inspect(request)
-        except GrainError as error:
-            await abort_with(context, error)
-        except Exception:  # noqa: BLE001
-            await abort_internal(context, "InspectGrain")
+
+        return await serve(context, "InspectGrain", inspect)
 
     async def SiloReport(  # noqa: N802
         self, request: pb.SiloReportRequest, context: grpc.aio.ServicerContext
     ) -> pb.SiloReportResponse:
-        try:
+        async def report() -> pb.SiloReportResponse:
             if self.reporter is None:
                 return pb.SiloReportResponse(stats=self.stats())
             return self.reporter(request, self.stats())
-        except Exception:  # noqa: BLE001
-            await abort_internal(context, "SiloReport")
+
+        return await serve(context, "SiloReport", report)
 
     # ----- reminders (silo/reminders/rpc.py) ----------------------------------
     def _reminder_rpcs(self) -> ReminderRpcs:
@@ -351,29 +365,17 @@ class ManagementServicer(pb_grpc.ManagementServicer):
     async def ListReminders(  # noqa: N802
         self, request: pb.ListRemindersRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListRemindersResponse:
-        try:
-            return await self._reminder_rpcs().list(request)
-        except GrainError as error:
-            await abort_with(context, error)
-        except Exception:  # noqa: BLE001
-            await abort_internal(context, "ListReminders")
+        return await serve(context, "ListReminders",
+                           lambda: self._reminder_rpcs().list(request))
 
     async def RegisterReminder(  # noqa: N802
         self, request: pb.RegisterReminderRequest, context: grpc.aio.ServicerContext
     ) -> pb.RegisterReminderResponse:
-        try:
-            return await self._reminder_rpcs().register(request)
-        except GrainError as error:
-            await abort_with(context, error)
-        except Exception:  # noqa: BLE001
-            await abort_internal(context, "RegisterReminder")
+        return await serve(context, "RegisterReminder",
+                           lambda: self._reminder_rpcs().register(request))
 
     async def UnregisterReminder(  # noqa: N802
         self, request: pb.UnregisterReminderRequest, context: grpc.aio.ServicerContext
     ) -> pb.UnregisterReminderResponse:
-        try:
-            return await self._reminder_rpcs().unregister(request)
-        except GrainError as error:
-            await abort_with(context, error)
-        except Exception:  # noqa: BLE001
-            await abort_internal(context, "UnregisterReminder")
+        return await serve(context, "UnregisterReminder",
+                           lambda: self._reminder_rpcs().unregister(request))

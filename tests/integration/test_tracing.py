@@ -11,12 +11,8 @@ to a receiver this test runs; the Python client records its own spans in memory.
 
 from __future__ import annotations
 
-import os
 import secrets
-import shutil
-import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
@@ -28,11 +24,9 @@ from grainery.client.routing import GrainId
 from grainery.silo.testing import TestCluster, TestStore
 from tests.eventually import eventually, eventually_sync
 from tests.integration.helpers import GRAINS, running_cluster
+from tests.integration.node_tests import node_or_skip, run_node_tests
 from tests.integration.otlp_receiver import OtlpReceiver
 from tests.spans import SpanRecord, from_sdk, tree
-
-REPO = Path(__file__).resolve().parents[2]
-NODE_DIR = REPO / "tests" / "node"
 
 
 @pytest.fixture(scope="module")
@@ -129,20 +123,14 @@ async def test_a_forwarded_call_through_three_silos_is_one_trace(
 def test_a_node_callers_traceparent_joins_its_trace(
     cluster: TestCluster, receiver: OtlpReceiver
 ) -> None:
-    node = shutil.which("node")
-    if node is None or not (NODE_DIR / "node_modules" / "@grpc" / "grpc-js").is_dir():
-        pytest.skip("Node.js or tests/node/node_modules missing (make node-deps)")
+    node = node_or_skip("the Node.js traceparent test")
     trace_id, parent_id = secrets.token_hex(16), secrets.token_hex(8)
     env = {
-        **os.environ, "GRAINERY_TARGET": cluster.silos[0].address,
         "GRAINERY_TRACEPARENT": f"00-{trace_id}-{parent_id}-01",
         "GRAINERY_TRACE_KEY": f"node-trace-{trace_id[:8]}",
     }
-    result = subprocess.run(  # noqa: S603
-        [node, "--test", "--test-reporter=tap", "--test-name-pattern=traceparent",
-         "client_test.mjs"],
-        cwd=NODE_DIR, env=env, capture_output=True, text=True, timeout=60,
-    )
+    result = run_node_tests(node, "client_test.mjs", cluster.silos[0].address, env,
+                            name_pattern="traceparent", timeout=60)
     output = result.stdout + result.stderr
     assert result.returncode == 0 and "# pass 1" in output, output
 

@@ -8,27 +8,11 @@
 // tests/integration/test_node_client.py starts one and runs this file.
 import assert from "node:assert/strict";
 import { randomBytes, randomUUID } from "node:crypto";
-import path from "node:path";
 import { after, before, test } from "node:test";
-import { fileURLToPath } from "node:url";
 
 import * as grpc from "@grpc/grpc-js";
-import * as protoLoader from "@grpc/proto-loader";
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const protoRoot = path.resolve(here, "..", "..", "protos");
-const target = process.env.GRAINERY_TARGET;
-if (!target) {
-  throw new Error("set GRAINERY_TARGET=host:port of a running silo");
-}
-
-const definition = protoLoader.loadSync("grainery/v1/grainery.proto", {
-  includeDirs: [protoRoot],
-  keepCase: true, // field names as in the .proto: grain_type, args_json, ...
-  longs: String,
-  defaults: true,
-});
-const v1 = grpc.loadPackageDefinition(definition).grainery.v1;
+import { deadline, target, v1 } from "./grainery.mjs";
 
 let gateway;
 let directory;
@@ -44,10 +28,6 @@ after(() => {
   gateway.close();
   directory.close();
 });
-
-function deadline(seconds = 10) {
-  return new Date(Date.now() + seconds * 1000);
-}
 
 // Promise wrapper for a unary call; rejects with the grpc-js ServiceError.
 function call(client, method, request, metadata = new grpc.Metadata()) {

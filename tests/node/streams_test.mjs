@@ -8,27 +8,11 @@
 // tests/integration/test_node_streams.py starts one and runs this file.
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
-import path from "node:path";
 import { after, before, test } from "node:test";
-import { fileURLToPath } from "node:url";
 
 import * as grpc from "@grpc/grpc-js";
-import * as protoLoader from "@grpc/proto-loader";
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const protoRoot = path.resolve(here, "..", "..", "protos");
-const target = process.env.GRAINERY_TARGET;
-if (!target) {
-  throw new Error("set GRAINERY_TARGET=host:port of a running silo");
-}
-
-const definition = protoLoader.loadSync("grainery/v1/grainery.proto", {
-  includeDirs: [protoRoot],
-  keepCase: true,
-  longs: String,
-  defaults: true,
-});
-const v1 = grpc.loadPackageDefinition(definition).grainery.v1;
+import { deadline, target, v1 } from "./grainery.mjs";
 
 let gateway;
 let streams;
@@ -44,10 +28,6 @@ after(() => {
   gateway.close();
   streams.close();
 });
-
-function deadline(seconds = 10) {
-  return new Date(Date.now() + seconds * 1000);
-}
 
 // A grain publishes: Publisher.publish(namespace, key, event) returns the token.
 function grainPublishes(event) {

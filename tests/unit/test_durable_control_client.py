@@ -48,7 +48,7 @@ class Security:
 
 
 class Client:
-    """The four things _control uses of a GrainClient."""
+    """What _control uses of a GrainClient."""
 
     default_timeout = 5.0
     gateway_only = False
@@ -57,8 +57,12 @@ class Client:
         self.router, self.pool, self.security = Router(), Pool(), Security()
         self.refreshed = 0
 
-    async def refresh_membership(self, avoid: str = "") -> None:
+    async def recover(self, grain: GrainId, address: str, attempt: int, remaining: float
+                      ) -> bool:
+        """GrainClient.recover's effects, recorded: forget the grain, re-learn the cluster."""
+        self.router.forget(grain)
         self.refreshed += 1
+        return True
 
 
 def failing_once() -> tuple[list[int], Any]:
