@@ -20,7 +20,7 @@ from grainery.client.errors import ActivationFencedError
 from grainery.client.routing import GrainId
 from grainery.client.sync import SyncGrainClient
 from grainery.silo.cluster.directory import RedisGrainDirectory
-from grainery.silo.journal.store import RedisJournalStore
+from grainery.silo.journal.store import SIGNAL_IDS_KEPT, RedisJournalStore
 from grainery.silo.metrics import SiloMetrics
 from grainery.silo.storage.keys import KeySpace
 from grainery.silo.testing import TestCluster, TestStore
@@ -369,6 +369,35 @@ async def test_a_journal_append_from_a_fenced_activation_is_refused(store: TestS
             await journal.append(grain, old.fence.activation, "note", "2", 10)
         assert await journal.append(grain, new.fence.activation, "note", "3", 10) == 2
         assert [e.data for e in await journal.read(grain)] == [1, 3]
+    finally:
+        await redis.aclose()
+
+
+async def test_signal_ids_are_remembered_for_the_latest_1000_signals(
+    store: TestStore,
+) -> None:
+    """The README's bound: a resend is recognised among the grain's latest 1,000 signals;
+    the set of ids never grows past that."""
+    redis = aioredis.Redis.from_url(store.url)
+    keys = KeySpace(unique("signal-ids"))
+    directory = RedisGrainDirectory(redis, keys, SiloMetrics())
+    journal = RedisJournalStore(redis, keys)
+    grain = GrainId("Approval", "a")
+    try:
+        activation = (await directory.register(grain, "inc-1", "silo-1", "h:1")).fence.activation
+        for n in range(SIGNAL_IDS_KEPT + 5):
+            seq, fresh = await journal.append_once(grain, activation, "$signal", "null", 10,
+                                                   once_id=f"id-{n}")
+            assert (seq, fresh) == (n + 1, True)
+        assert await redis.zcard(keys.journal_signal_ids(grain)) == SIGNAL_IDS_KEPT
+        newest = SIGNAL_IDS_KEPT + 4
+        assert await journal.append_once(grain, activation, "$signal", "null", 10,
+                                         once_id=f"id-{newest}") == (newest + 1, False)
+        # id-0 .. id-4 fell out; id-5 is the oldest remembered.
+        assert await journal.append_once(grain, activation, "$signal", "null", 10,
+                                         once_id="id-5") == (6, False)
+        assert await journal.append_once(grain, activation, "$signal", "null", 10,
+                                         once_id="id-4") == (SIGNAL_IDS_KEPT + 6, True)
     finally:
         await redis.aclose()
 
